@@ -1,0 +1,172 @@
+"""Structured configs: every key of `conf/` has a type and a meaning here.
+
+The dataclasses are registered in Hydra's ConfigStore as the schema of the root config, so a misspelt key
+(`algo.demo_wieght=1`) or a wrong type (`algo.demo_weight=abc`) stops the run at start-up with the key's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DomainConfig:
+    """Which LightningModule runs the job."""
+    name: str = "mujoco"
+    module: str = "aihf.mujoco.module.MuJoCoAIHF"
+
+
+@dataclass
+class EnvConfig:
+    """A gymnasium environment. Results name the version: only -v5 ids are shipped with data."""
+    id: str = "Hopper-v5"
+    max_episode_steps: int = 1000
+    # Normalisation anchors for the expert-normalised score; null = read from the dataset's metadata.
+    expert_return: Optional[float] = None
+    random_return: Optional[float] = None
+
+
+@dataclass
+class AlgoConfig:
+    """A preset: which terms of the objective are on, and how policy and reward steps interleave."""
+    name: str = "aihf"
+    demo_weight: float = 1.0          # λ_D
+    pref_weight: float = 1.0          # λ_P
+    weighting: str = "mean"           # mean | sum (see objectives.weighted_objective)
+    beta: Optional[float] = None      # temperature of the lower level; null = the policy's entropy coefficient
+    reward_source: str = "learned"    # learned: SAC on r_θ | env: SAC on the true reward (oracle)
+    policy_update: str = "sac"        # sac | bc
+    schedule: str = "alternating"     # alternating (AIHF loop) | sequential (fit reward, freeze, then RL)
+    reward_pretrain_steps: int = 0    # reward steps before any policy step (sequential: the whole fit)
+    reward_every: int = 1000          # env steps between reward phases (alternating)
+    reward_steps: int = 1             # reward gradient steps per phase
+    bc_warmstart_steps: int = 0       # behaviour-cloning steps on demonstrations before RL (0 = off)
+    needs_demos: bool = True
+    needs_prefs: bool = True
+
+
+@dataclass
+class PolicyConfig:
+    """Soft actor-critic: twin Q networks with target networks and a tanh-Gaussian actor."""
+    _target_: str = "aihf.mujoco.sac.SACPolicy"
+    hidden: List[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    alpha: float = 0.2                # initial (or fixed) entropy coefficient
+    learn_alpha: bool = True
+    target_entropy: Optional[float] = None  # null = −action_dim
+    batch_size: int = 256
+    updates_per_step: float = 1.0     # gradient updates per env step (fractions allowed, e.g. 0.5)
+    learning_starts: int = 5000       # uniformly random actions before the first update
+    buffer_size: int = 1_000_000
+
+
+@dataclass
+class RewardConfig:
+    """An MLP reward r_θ(s, a) or r_θ(s)."""
+    _target_: str = "aihf.mujoco.reward.RewardNet"
+    input: str = "sa"                 # sa | s
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "relu"
+    clamp: float = 10.0               # output clipped to ±clamp (0 = no clamp)
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    batch_size: int = 1000            # demo and policy transitions per reward step
+    pref_batch_size: int = 32
+    discount: float = 1.0             # γ inside R_θ(τ) = Σ γ^t r_θ(s_t, a_t) for preference returns
+
+
+@dataclass
+class DataConfig:
+    """The data mix: which shipped or collected dataset, and how much of each kind is used."""
+    path: Optional[str] = None        # .npz dataset; null = data/mujoco/<env id>.npz shipped with aihf
+    num_demos: int = 1                # expert trajectories used as demonstrations
+    num_prefs: int = 200              # preference pairs used for training (0 = none)
+    policy_window: int = 5000         # most recent env steps used as samples of the current policy
+
+
+@dataclass
+class TeacherConfig:
+    """Simulated preference teacher on the true return (DESIGN.md §4)."""
+    beta: float = 1.0                 # rationality β_T; inf = always picks the higher return
+    mistake_prob: float = 0.0         # probability the label is flipped after the BT draw
+    equal_threshold: float = 0.0      # |ΔG| below this gives the label 0.5 ("equal")
+    discount: float = 1.0             # myopic discount inside the teacher's return
+    return_scale: float = 0.01        # G is multiplied by this before the BT draw (returns are in the 1000s)
+
+
+@dataclass
+class CollectConfig:
+    """task=collect: demonstrations and preference pairs from a quality ladder of checkpoints."""
+    ladder_dir: Optional[str] = None  # folder of ladder/*.pt written by an algo=sac run
+    output: Optional[str] = None      # .npz to write; must not exist
+    num_demos: int = 10
+    rollouts_per_rung: int = 4
+    random_rollouts: int = 4
+    heldout_fraction: float = 0.3
+    num_pairs: int = 1000
+    num_heldout_pairs: int = 300
+    segment_length: int = 0           # 0 = whole trajectories; else segments of this many steps
+    demo_deterministic: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to lightning.Trainer (accelerator, devices, precision, ...)."""
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: Any = 32
+    enable_progress_bar: bool = True
+    enable_checkpointing: bool = True
+    log_every_n_steps: int = 1
+
+
+@dataclass
+class LoopConfig:
+    """Loop budget and evaluation schedule (experiment/ files and debug/ modes override these)."""
+    total_env_steps: int = 100_000
+    steps_per_iteration: int = 1000   # env steps per Lightning training_step (logging granularity)
+    bc_steps: int = 20_000            # gradient steps for policy_update=bc
+    eval_every: int = 10_000          # env steps between evaluations
+    eval_episodes: int = 5
+    final_eval_episodes: int = 10
+    save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
+    torch_threads: int = 1
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "aihf"
+    wandb_mode: str = "offline"       # offline needs no API key or network
+
+
+@dataclass
+class Config:
+    task: str = "train"               # train | collect
+    seed: int = 0
+    run_dir: str = "."
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="aihf_schema", node=Config)

@@ -1,0 +1,5 @@
+"""One exception type for bad input: its message is the single line a user sees before training starts."""
+
+
+class ConfigError(ValueError):
+    """Bad configuration or data, detected before any training; the message names the key, file or shape."""

@@ -1,0 +1,1 @@
+"""The MuJoCo domain: SAC policy, reward networks, datasets and the AIHF LightningModule."""

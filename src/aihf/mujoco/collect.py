@@ -1,0 +1,152 @@
+"""task=collect: demonstrations from an expert and labelled trajectory pairs from its quality ladder.
+
+The ladder is the folder of actors an `experiment=expert` run saved at each evaluation. The best rung is the
+expert: its deterministic rollouts are the demonstrations. Every rung (and a uniform random policy) yields
+stochastic rollouts; they are split into train and held-out trajectories, and pairs within each split are
+labelled by the simulated teacher on their true (segment) returns.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from aihf.errors import ConfigError
+from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, TrajectoryDataset, metadata_path
+from aihf.mujoco.envs import env_dims, env_versions, make_env
+from aihf.mujoco.sac import TanhGaussianActor
+from aihf.teachers import SimulatedTeacher
+
+
+def load_ladder(ladder_dir: Path, env_id: str) -> list[dict]:
+    files = sorted(ladder_dir.glob("step_*.pt"))
+    if not files:
+        raise ConfigError(f"collect.ladder_dir={ladder_dir} holds no step_*.pt rungs (train one with experiment=expert)")
+    rungs = []
+    for f in files:
+        rung = torch.load(f, map_location="cpu", weights_only=True)
+        if rung["env_id"] != env_id:
+            raise ConfigError(f"{f} was trained on {rung['env_id']}, but env.id={env_id}")
+        actor = TanhGaussianActor(rung["obs_dim"], rung["act_dim"], rung["hidden"],
+                                  torch.tensor(rung["action_low"]), torch.tensor(rung["action_high"]))
+        actor.load_state_dict(rung["actor"])
+        rungs.append({"name": f"{f.stem}", "actor": actor.eval(), "env_steps": rung["env_steps"],
+                      "eval_return": rung["eval_return"]})
+    return rungs
+
+
+@torch.no_grad()
+def rollout(env, actor: TanhGaussianActor | None, seed: int, deterministic: bool,
+            generator: torch.Generator) -> dict[str, np.ndarray]:
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    steps = {"obs": [], "act": [], "reward": []}
+    done, terminated = False, False
+    while not done:
+        if actor is None:
+            act = env.action_space.sample().astype(np.float32)
+        else:
+            o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+            act = (actor.deterministic(o) if deterministic else actor.sample(o, generator)[0])[0].numpy()
+        steps["obs"].append(obs)
+        steps["act"].append(act)
+        obs, rew, terminated, truncated, _ = env.step(act)
+        steps["reward"].append(rew)
+        done = terminated or truncated
+    out = {k: np.asarray(v, dtype=np.float32) for k, v in steps.items()}
+    out["terminated"] = bool(terminated)
+    return out
+
+
+def make_pairs(trajs: list[int], lengths: np.ndarray, rewards: list[np.ndarray], n: int, segment: int,
+               teacher: SimulatedTeacher, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    index, labels = [], []
+    for _ in range(n):
+        a, b = rng.choice(trajs, size=2, replace=False)
+        if segment > 0:
+            la, lb = min(segment, lengths[a]), min(segment, lengths[b])
+            sa, sb = rng.integers(0, lengths[a] - la + 1), rng.integers(0, lengths[b] - lb + 1)
+        else:
+            la, lb, sa, sb = lengths[a], lengths[b], 0, 0
+        ga = teacher.segment_return(rewards[a][sa:sa + la])
+        gb = teacher.segment_return(rewards[b][sb:sb + lb])
+        index.append([a, sa, la, b, sb, lb])
+        labels.append(teacher.label(ga, gb, rng))
+    return np.asarray(index, dtype=np.int64).reshape(-1, 6), np.asarray(labels, dtype=np.float32)
+
+
+def collect(cfg: DictConfig) -> dict:
+    c = cfg.collect
+    if c.ladder_dir is None or c.output is None:
+        raise ConfigError("task=collect needs collect.ladder_dir=<run>/ladder and collect.output=<file>.npz")
+    output = Path(c.output)
+    if output.suffix != ".npz":
+        raise ConfigError(f"collect.output={output} must end in .npz")
+    if output.exists() or metadata_path(output).exists():
+        raise ConfigError(f"collect.output={output} already exists: nothing was overwritten; choose another path")
+    env = make_env(cfg.env.id, cfg.env.max_episode_steps)
+    obs_dim, act_dim = env_dims(env)
+    rungs = load_ladder(Path(c.ladder_dir), cfg.env.id)
+    expert = max(rungs, key=lambda r: r["eval_return"])
+    teacher = SimulatedTeacher(**OmegaConf.to_container(cfg.teacher))
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+
+    policies = [{"name": "random", "env_steps": 0, "eval_return": None}]
+    policies += [{"name": r["name"], "env_steps": r["env_steps"], "eval_return": r["eval_return"]} for r in rungs]
+    trajs: list[dict] = []
+    seed = 1_000_000 * (cfg.seed + 1)
+    for k in range(c.num_demos):
+        trajs.append({**rollout(env, expert["actor"], seed, c.demo_deterministic, gen),
+                      "policy": 1 + rungs.index(expert), "split": DEMO, "seed": seed})
+        seed += 1
+    sources = [(0, None)] * c.random_rollouts + [(1 + i, r["actor"]) for i, r in enumerate(rungs)
+                                                  for _ in range(c.rollouts_per_rung)]
+    for n, (policy, actor) in enumerate(sources):
+        # Alternate splits within each source so both splits span the whole quality ladder.
+        split = HELDOUT if (n % round(1 / c.heldout_fraction) == 0) else TRAIN
+        trajs.append({**rollout(env, actor, seed, False, gen), "policy": policy, "split": split, "seed": seed})
+        seed += 1
+        print(f"\rcollect: {n + 1}/{len(sources)} ladder rollouts", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+    lengths = np.array([len(t["reward"]) for t in trajs])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rewards = [t["reward"] for t in trajs]
+    splits = np.array([t["split"] for t in trajs])
+    train_ids, held_ids = list(np.flatnonzero(splits == TRAIN)), list(np.flatnonzero(splits == HELDOUT))
+    tr_index, tr_label = make_pairs(train_ids, lengths, rewards, c.num_pairs, c.segment_length, teacher, rng)
+    ho_index, ho_label = make_pairs(held_ids, lengths, rewards, c.num_heldout_pairs, c.segment_length, teacher, rng)
+    arrays = {
+        "obs": np.concatenate([t["obs"] for t in trajs]), "act": np.concatenate([t["act"] for t in trajs]),
+        "reward": np.concatenate(rewards), "traj_start": starts.astype(np.int64),
+        "traj_len": lengths.astype(np.int64),
+        "traj_return": np.array([r.astype(np.float64).sum() for r in rewards]),
+        "traj_policy": np.array([t["policy"] for t in trajs], dtype=np.int64), "traj_split": splits.astype(np.int64),
+        "pair_index": np.concatenate([tr_index, ho_index]), "pair_label": np.concatenate([tr_label, ho_label]),
+        "pair_split": np.array([TRAIN] * len(tr_label) + [HELDOUT] * len(ho_label), dtype=np.int64),
+    }
+    demo_returns = arrays["traj_return"][splits == DEMO]
+    random_returns = arrays["traj_return"][arrays["traj_policy"] == 0]
+    metadata = {
+        "env_id": cfg.env.id, "env_version": cfg.env.id.rsplit("-", 1)[-1], "obs_dim": obs_dim, "act_dim": act_dim,
+        "max_episode_steps": cfg.env.max_episode_steps, "policies": policies, "expert": expert["name"],
+        "expert_return": float(demo_returns.mean()), "expert_return_std": float(demo_returns.std()),
+        "random_return": float(random_returns.mean()) if len(random_returns) else None,
+        "teacher": teacher.to_dict(), "segment_length": c.segment_length, "seed": cfg.seed,
+        "trajectory_seeds": [t["seed"] for t in trajs], "trajectory_terminated": [t["terminated"] for t in trajs],
+        "collect": OmegaConf.to_container(c), "versions": env_versions(),
+        "counts": {"demos": int((splits == DEMO).sum()), "train_trajectories": len(train_ids),
+                   "heldout_trajectories": len(held_ids), "train_pairs": len(tr_label),
+                   "heldout_pairs": len(ho_label)},
+    }
+    TrajectoryDataset(arrays, metadata).save(output)
+    print(f"wrote {output}: {metadata['counts']}; expert return {metadata['expert_return']:.1f}, random "
+          f"{metadata['random_return']:.1f}, {time.perf_counter() - t0:.0f} s")
+    return metadata

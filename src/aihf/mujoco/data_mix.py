@@ -1,0 +1,59 @@
+"""The data mix: demonstrations, preference pairs and held-out evaluation data drawn from one dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aihf.errors import ConfigError
+from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, TrajectoryDataset
+
+
+class DataMix:
+    def __init__(self, dataset: TrajectoryDataset, num_demos: int, num_prefs: int, policy_window: int,
+                 needs_demos: bool, needs_prefs: bool):
+        self.dataset = dataset
+        name = dataset.path or "the dataset"
+        demo_trajs = dataset.trajectories(DEMO)
+        if needs_demos and num_demos <= 0:
+            raise ConfigError("this preset learns from demonstrations, but data.num_demos=0")
+        if needs_demos and len(demo_trajs) < num_demos:
+            raise ConfigError(f"data.num_demos={num_demos}, but {name} holds {len(demo_trajs)} demonstrations")
+        train_pairs = dataset.pairs(TRAIN)
+        if needs_prefs and num_prefs <= 0:
+            raise ConfigError("this preset learns from preferences, but data.num_prefs=0 (give it preference pairs)")
+        if needs_prefs and len(train_pairs) < num_prefs:
+            raise ConfigError(f"data.num_prefs={num_prefs}, but {name} holds {len(train_pairs)} training pairs")
+        self.demo_trajs = demo_trajs[:num_demos] if needs_demos else demo_trajs[:0]
+        self.demo_obs, self.demo_act = dataset.transitions(self.demo_trajs)
+        self.train_pairs = train_pairs[:num_prefs] if needs_prefs else train_pairs[:0]
+        self.heldout_pairs = dataset.pairs(HELDOUT)
+        self.heldout_trajs = dataset.trajectories(HELDOUT)
+        self.policy_window = policy_window
+
+    @property
+    def num_demos(self) -> int:
+        return len(self.demo_trajs)
+
+    @property
+    def num_prefs(self) -> int:
+        return len(self.train_pairs)
+
+    def demo_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(self.demo_obs), (batch_size,), generator=generator)
+        return self.demo_obs[idx], self.demo_act[idx]
+
+    def pref_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        pick = torch.randint(0, len(self.train_pairs), (min(batch_size, len(self.train_pairs)),),
+                             generator=generator).numpy()
+        return self.dataset.segments(self.train_pairs[pick])
+
+    def heldout_pair_batch(self) -> dict[str, torch.Tensor] | None:
+        return self.dataset.segments(self.heldout_pairs) if len(self.heldout_pairs) else None
+
+    def heldout_trajectories(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        out = []
+        for t in self.heldout_trajs:
+            obs, act = self.dataset.transitions(np.array([t]))
+            out.append((obs, act, float(self.dataset.arrays["traj_return"][t])))
+        return out
