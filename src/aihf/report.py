@@ -1,0 +1,111 @@
+"""Aggregate runs (their metrics.json) into a markdown table over seeds and PNG learning curves.
+
+    python -m aihf.report <runs dir> [more dirs] --out docs/results/hopper --title "Hopper-v5"
+
+Groups runs by (env, algo, number of demonstrations, number of preference pairs), and reports mean ± std over
+seeds of the final true return and expert-normalised score, plus the learned reward's held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ORDER = ["sac", "bc", "irl", "rlhf", "aihf"]
+
+
+def load_runs(roots: list[Path]) -> list[dict]:
+    runs = []
+    for root in roots:
+        for f in sorted(Path(root).rglob("metrics.json")):
+            m = json.loads(f.read_text())
+            m["_path"] = str(f.parent)
+            runs.append(m)
+    return runs
+
+
+def group_key(m: dict) -> tuple:
+    demos = m["num_demos"] if m["algo"] not in ("sac",) else 0
+    prefs = m["num_prefs"] if m["algo"] in ("aihf", "rlhf") else 0
+    return m["env_id"], m["algo"], demos, prefs
+
+
+def fmt(values: list[float], digits: int = 1) -> str:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return "–"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
+
+
+def table(runs: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in runs:
+        groups[group_key(m)].append(m)
+    keys = sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else 99, k[3]))
+    lines = ["| env | algo | demos | pref pairs | seeds | env steps | true return | normalised score "
+             "| held-out pref acc. | return corr. |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k in keys:
+        g = groups[k]
+        steps = sorted({m["env_steps"] if m["algo"] != "bc" else m["policy_updates"] for m in g})
+        step_txt = "/".join(str(s) for s in steps) + (" (grad steps)" if k[1] == "bc" else "")
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {len(g)} | {step_txt} "
+                     f"| {fmt([m['eval/return_mean'] for m in g])} "
+                     f"| {fmt([m.get('eval/normalised_score') for m in g], 3)} "
+                     f"| {fmt([m.get('eval/pref_accuracy') for m in g], 3)} "
+                     f"| {fmt([m.get('eval/return_correlation') for m in g], 3)} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], out: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in runs:
+        if m["algo"] != "bc":
+            groups[group_key(m)].append(m)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k in sorted(groups, key=lambda k: (ORDER.index(k[1]) if k[1] in ORDER else 99, k[3])):
+        curves = [[(h["step"], h.get("eval/normalised_score", h["eval/return_mean"])) for h in m["history"]]
+                  for m in groups[k]]
+        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+        if not steps:
+            continue
+        ys = np.array([[dict(c)[s] for s in steps] for c in curves])
+        label = f"{k[1]}" + (f" (P={k[3]})" if k[3] else "")
+        ax.plot(steps, ys.mean(0), label=label)
+        ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
+    for m in runs:
+        if m["algo"] == "bc":
+            ax.axhline(m.get("eval/normalised_score", np.nan), ls=":", color="grey")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("expert-normalised score")
+    ax.set_title(title + " (dotted: bc runs)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("roots", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="prefix: writes <out>.md and <out>.png")
+    p.add_argument("--title", default="")
+    args = p.parse_args()
+    runs = load_runs(args.roots)
+    if not runs:
+        raise SystemExit(f"no metrics.json under {[str(r) for r in args.roots]}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    md = table(runs)
+    args.out.with_suffix(".md").write_text(md + "\n")
+    plot_curves(runs, args.out.with_suffix(".png"), args.title)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""All training state lives in the module: a Lightning checkpoint restores networks, optimisers, the replay
+buffer, counters and random generators."""
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from aihf.mujoco.module import MuJoCoAIHF
+from conftest import fast_cfg
+
+
+def test_checkpoint_restores_loop_state(hopper_data, tmp_path):
+    cfg = fast_cfg("aihf", hopper_data, tmp_path)
+    module = MuJoCoAIHF(cfg)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module)
+    ckpt_path = tmp_path / "state.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+
+    fresh = MuJoCoAIHF(cfg)
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    fresh.load_state_dict(ckpt["state_dict"])
+    fresh.on_load_checkpoint(ckpt)
+    assert len(ckpt["optimizer_states"]) == 4  # actor, critic, temperature, reward
+    assert (fresh.env_steps, fresh.policy_updates, fresh.reward_updates) == \
+        (module.env_steps, module.policy_updates, module.reward_updates)
+    assert len(fresh.buffer) == len(module.buffer) == 600
+    for k in fresh.buffer.data:
+        assert torch.equal(fresh.buffer.data[k][:600], module.buffer.data[k][:600])
+    # The restored generators continue the same random streams.
+    assert torch.equal(torch.rand(4, generator=fresh.torch_gen), torch.rand(4, generator=module.torch_gen))
+    assert fresh.np_rng.random() == module.np_rng.random()
+    for (name, p), q in zip(fresh.state_dict().items(), module.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_learned_reward_scores_replay_at_sampling_time(hopper_data, tmp_path):
+    """SAC's batch rewards come from the current r_θ, not from anything stored at collection time."""
+    module = MuJoCoAIHF(fast_cfg("aihf", hopper_data, tmp_path))
+    for _ in range(10):
+        module.buffer.add(np.ones(11), np.zeros(3), np.ones(11), 123.0, False)
+    batch = module.buffer.sample(4)
+    before = module.batch_rewards(batch)
+    with torch.no_grad():
+        module.reward.net[-1].bias.add_(1.0)
+    after = module.batch_rewards(batch)
+    torch.testing.assert_close(after, before + 1.0)
+    assert not torch.equal(before, batch["env_reward"])
