@@ -7,7 +7,7 @@ The dataclasses are registered in Hydra's ConfigStore as the schema of the root 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -25,6 +25,9 @@ class EnvConfig:
     """A gymnasium environment. Results name the version: only -v5 ids are shipped with data."""
     id: str = "Hopper-v5"
     max_episode_steps: int = 1000
+    # Extra gymnasium.make kwargs for the *training* env only (e.g. {terminate_when_unhealthy: false});
+    # evaluation always uses the standard env, so reported returns stay comparable.
+    train_kwargs: Dict[str, Any] = field(default_factory=dict)
     # Normalisation anchors for the expert-normalised score; null = read from the dataset's metadata.
     expert_return: Optional[float] = None
     random_return: Optional[float] = None
@@ -90,6 +93,7 @@ class DataConfig:
     num_demos: int = 1                # expert trajectories used as demonstrations
     num_prefs: int = 200              # preference pairs used for training (0 = none)
     policy_window: int = 5000         # most recent env steps used as samples of the current policy
+    demo_replay_fraction: float = 0.0  # share of each SAC batch drawn from the demonstrations (0 = off)
 
 
 @dataclass

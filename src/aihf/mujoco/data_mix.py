@@ -26,6 +26,7 @@ class DataMix:
             raise ConfigError(f"data.num_prefs={num_prefs}, but {name} holds {len(train_pairs)} training pairs")
         self.demo_trajs = demo_trajs[:num_demos] if needs_demos else demo_trajs[:0]
         self.demo_obs, self.demo_act = dataset.transitions(self.demo_trajs)
+        self.demo_transitions = self._demo_transitions()
         self.train_pairs = train_pairs[:num_prefs] if needs_prefs else train_pairs[:0]
         self.heldout_pairs = dataset.pairs(HELDOUT)
         self.heldout_trajs = dataset.trajectories(HELDOUT)
@@ -42,6 +43,22 @@ class DataMix:
     def demo_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(self.demo_obs), (batch_size,), generator=generator)
         return self.demo_obs[idx], self.demo_act[idx]
+
+    def _demo_transitions(self) -> dict[str, torch.Tensor]:
+        """(s, a, s') of the demonstrations for SAC's replay; each trajectory's last step has no s' and is dropped."""
+        parts = {"obs": [], "act": [], "next_obs": []}
+        for t in self.demo_trajs:
+            obs, act = self.dataset.transitions(np.array([t]))
+            parts["obs"].append(obs[:-1])
+            parts["act"].append(act[:-1])
+            parts["next_obs"].append(obs[1:])
+        out = {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}
+        out["terminated"] = torch.zeros(len(out["obs"]))
+        return out
+
+    def demo_replay_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, len(self.demo_transitions["obs"]), (batch_size,), generator=generator)
+        return {k: v[idx] for k, v in self.demo_transitions.items()}
 
     def pref_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pick = torch.randint(0, len(self.train_pairs), (min(batch_size, len(self.train_pairs)),),

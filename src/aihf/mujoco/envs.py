@@ -7,11 +7,13 @@ import gymnasium as gym
 from aihf.errors import ConfigError
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None, seed: int | None = None) -> gym.Env:
+def make_env(env_id: str, max_episode_steps: int | None = None, seed: int | None = None, **kwargs) -> gym.Env:
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     except gym.error.Error as exc:  # unknown id, removed version, missing dependency
         raise ConfigError(f"env.id={env_id!r} cannot be made by gymnasium: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"env.train_kwargs={kwargs} rejected by {env_id}: {exc}") from None
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
         raise ConfigError(f"env.id={env_id!r}: aihf's MuJoCo domain needs Box observation and action spaces")
     if seed is not None:

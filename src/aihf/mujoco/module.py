@@ -55,6 +55,10 @@ def validate_algo(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: expected one of {allowed}")
     if a.reward_source == "learned" and a.policy_update == "sac" and a.demo_weight == 0 and a.pref_weight == 0:
         raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the learned reward has no data")
+    if cfg.data.demo_replay_fraction > 0 and (a.reward_source != "learned" or a.policy_update != "sac"):
+        raise ConfigError("data.demo_replay_fraction > 0 needs a learned reward: demonstrations carry no env reward")
+    if not 0 <= cfg.data.demo_replay_fraction < 1:
+        raise ConfigError(f"data.demo_replay_fraction={cfg.data.demo_replay_fraction}: expected a value in [0, 1)")
     if a.schedule == "sequential" and a.reward_pretrain_steps <= 0:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
 
@@ -67,7 +71,8 @@ class MuJoCoAIHF(pl.LightningModule):
         validate_algo(cfg)
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         a, loop = cfg.algo, cfg.loop
-        self.env = make_env(cfg.env.id, cfg.env.max_episode_steps)
+        self.env = make_env(cfg.env.id, cfg.env.max_episode_steps,
+                            **OmegaConf.to_container(cfg.env.train_kwargs))
         self.eval_env = make_env(cfg.env.id, cfg.env.max_episode_steps)
         self.obs_dim, self.act_dim = env_dims(self.env)
 
@@ -213,7 +218,11 @@ class MuJoCoAIHF(pl.LightningModule):
             return self.reward(batch["obs"], batch["act"])
 
     def policy_step(self) -> dict:
-        batch = self.buffer.sample(self.policy.batch_size, self.torch_gen)
+        n_demo = int(round(self.cfg.data.demo_replay_fraction * self.policy.batch_size))
+        batch = self.buffer.sample(self.policy.batch_size - n_demo, self.torch_gen)
+        if n_demo:  # demonstrations in SAC's batch, scored by the same reward as the agent's own steps
+            demo = self.data.demo_replay_batch(n_demo, self.torch_gen)
+            batch = {k: torch.cat([batch[k], demo[k]]) if k in demo else batch[k] for k in batch}
         actor_opt, critic_opt, alpha_opt = self._opts[:3]
         out = self.policy.update(batch["obs"], batch["act"], self.batch_rewards(batch), batch["next_obs"],
                                  batch["terminated"], actor_opt, critic_opt, alpha_opt, self.torch_gen)
