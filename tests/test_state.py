@@ -47,3 +47,16 @@ def test_learned_reward_scores_replay_at_sampling_time(hopper_data, tmp_path):
     after = module.batch_rewards(batch)
     torch.testing.assert_close(after, before + 1.0)
     assert not torch.equal(before, batch["env_reward"])
+
+
+def test_init_from_continues_an_earlier_run(hopper_data, tmp_path):
+    from aihf.app import train
+    first = train(fast_cfg("aihf", hopper_data, tmp_path / "a", ["trainer.enable_checkpointing=true"]))
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    second = train(fast_cfg("aihf", hopper_data, tmp_path / "b",
+                            [f"loop.init_from={ckpt}", "loop.total_env_steps=900"]))
+    assert first["env_steps"] == 600 and second["env_steps"] == 900
+    assert second["policy_updates"] == first["policy_updates"] + 300
+    assert second["reward_updates"] == first["reward_updates"] + 3 * 5  # phases at 700, 800, 900; 5 steps each
+    assert [h["step"] for h in second["history"]][:2] == [300, 600]  # the earlier run's evaluations are kept

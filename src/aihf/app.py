@@ -51,6 +51,8 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module_cls = hydra.utils.get_class(cfg.domain.module)
     module = module_cls(cfg)  # validates config and data: bad input stops here, before any training
+    if cfg.loop.init_from:
+        module.init_from(cfg.loop.init_from)
     run_dir = Path(cfg.run_dir)
     trainer = build_trainer(cfg, run_dir, build_loggers(cfg, run_dir))
     trainer.fit(module)

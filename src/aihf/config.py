@@ -111,13 +111,14 @@ class CollectConfig:
     """task=collect: demonstrations and preference pairs from a quality ladder of checkpoints."""
     ladder_dir: Optional[str] = None  # folder of ladder/*.pt written by an algo=sac run
     output: Optional[str] = None      # .npz to write; must not exist
-    num_demos: int = 10
-    rollouts_per_rung: int = 4
+    num_demos: int = 5
+    rollouts_per_rung: int = 2
+    max_rungs: int = 10               # use at most this many rungs, evenly spaced over the ladder (keeps files small)
     random_rollouts: int = 4
     heldout_fraction: float = 0.3
     num_pairs: int = 1000
     num_heldout_pairs: int = 300
-    segment_length: int = 0           # 0 = whole trajectories; else segments of this many steps
+    segment_length: int = 50          # 0 = whole trajectories; else segments (T-REX style snippets)
     demo_deterministic: bool = True
 
 
@@ -143,6 +144,9 @@ class LoopConfig:
     final_eval_episodes: int = 10
     save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
     torch_threads: int = 1
+    # Continue from a Lightning checkpoint of an earlier run (networks, optimisers, replay buffer, counters,
+    # generators); total_env_steps then counts the steps already taken.
+    init_from: Optional[str] = None
 
 
 @dataclass

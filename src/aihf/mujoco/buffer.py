@@ -44,8 +44,18 @@ class ReplayBuffer:
                 "data": {k: v[: self.size].clone() for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["capacity"] != self.capacity:
-            raise ValueError(f"replay buffer capacity {state['capacity']} in the checkpoint, {self.capacity} now")
-        self.pos, self.size = state["pos"], state["size"]
+        if state["capacity"] == self.capacity:
+            self.pos, self.size = state["pos"], state["size"]
+            for k, v in state["data"].items():
+                self.data[k][: self.size] = v
+            return
+        # A different capacity (a continued run with a new budget): keep the newest transitions, oldest first.
+        size = state["size"]
+        order = torch.arange(size)
+        if size == state["capacity"]:
+            order = (order + state["pos"]) % size
+        keep = order[-self.capacity:]
+        self.size = len(keep)
+        self.pos = self.size % self.capacity
         for k, v in state["data"].items():
-            self.data[k][: self.size] = v
+            self.data[k][: self.size] = v[keep]

@@ -93,6 +93,9 @@ def collect(cfg: DictConfig) -> dict:
     obs_dim, act_dim = env_dims(env)
     rungs = load_ladder(Path(c.ladder_dir), cfg.env.id)
     expert = max(rungs, key=lambda r: r["eval_return"])
+    if len(rungs) > c.max_rungs:
+        keep = np.unique(np.linspace(0, len(rungs) - 1, c.max_rungs).round().astype(int))
+        rungs = [rungs[i] for i in keep if rungs[i] is not expert] + [expert]
     teacher = SimulatedTeacher(**OmegaConf.to_container(cfg.teacher))
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -135,8 +135,22 @@ class MuJoCoAIHF(pl.LightningModule):
 
     def num_iterations(self) -> int:
         loop = self.cfg.loop
-        total = loop.bc_steps if self.cfg.algo.policy_update == "bc" else loop.total_env_steps
-        return math.ceil(total / loop.steps_per_iteration)
+        if self.cfg.algo.policy_update == "bc":
+            remaining = loop.bc_steps - self.policy_updates
+        else:
+            remaining = loop.total_env_steps - self.env_steps
+        return max(0, math.ceil(remaining / loop.steps_per_iteration))
+
+    def init_from(self, path: str) -> None:
+        """Continue an earlier run: its networks, optimiser states, buffer, counters and generators."""
+        if not Path(path).is_file():
+            raise ConfigError(f"loop.init_from={path} does not exist")
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if "aihf" not in ckpt:
+            raise ConfigError(f"loop.init_from={path} is not a checkpoint of an aihf MuJoCo run")
+        self.load_state_dict(ckpt["state_dict"])
+        self.on_load_checkpoint(ckpt)
+        self._pending_optimizer_states = ckpt["optimizer_states"]
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(_Iterations(self.num_iterations()), batch_size=None)
@@ -144,6 +158,8 @@ class MuJoCoAIHF(pl.LightningModule):
     def on_train_start(self) -> None:
         torch.set_num_threads(self.cfg.loop.torch_threads)
         self._opts = self.optimizers(use_pl_optimizer=False)
+        for opt, state in zip(self._opts, getattr(self, "_pending_optimizer_states", [])):
+            opt.load_state_dict(state)
         if self.cfg.algo.bc_warmstart_steps > 0 and self.policy_updates == 0:
             for _ in range(self.cfg.algo.bc_warmstart_steps):
                 self.policy.bc_update(*self.data.demo_batch(self.policy.batch_size, self.torch_gen), self._opts[0])
