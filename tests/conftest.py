@@ -53,7 +53,8 @@ def hopper_data(tmp_path_factory) -> Path:
     out = root / "hopper.npz"
     cfg = compose_cfg([f"collect.ladder_dir={ladder}", f"collect.output={out}", "task=collect",
                        "env.max_episode_steps=60", "collect.num_demos=2", "collect.rollouts_per_rung=3",
-                       "collect.random_rollouts=3", "collect.num_pairs=60", "collect.num_heldout_pairs=20"])
+                       "collect.random_rollouts=3", "collect.num_pairs=60", "collect.num_heldout_pairs=20",
+                       "teacher.return_scale=1.0"])
     collect(cfg)
     return out
 

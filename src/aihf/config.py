@@ -103,7 +103,7 @@ class TeacherConfig:
     mistake_prob: float = 0.0         # probability the label is flipped after the BT draw
     equal_threshold: float = 0.0      # |ΔG| below this gives the label 0.5 ("equal")
     discount: float = 1.0             # myopic discount inside the teacher's return
-    return_scale: float = 0.01        # G is multiplied by this before the BT draw (returns are in the 1000s)
+    return_scale: float = 0.1         # G is multiplied by this before the BT draw (50-step segment returns are in the 10s-100s)
 
 
 @dataclass

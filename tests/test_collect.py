@@ -1,0 +1,37 @@
+"""The collect task: demonstrations, ladder trajectories and teacher-labelled pairs, with full metadata."""
+
+import json
+
+import numpy as np
+
+from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, load_dataset
+
+
+def test_collected_dataset_is_consistent(hopper_data):
+    ds = load_dataset(hopper_data, 11, 3, "Hopper-v5")
+    a, meta = ds.arrays, json.loads(hopper_data.with_suffix(".json").read_text())
+    assert meta["env_id"] == "Hopper-v5" and meta["env_version"] == "v5"
+    assert meta["obs_dim"] == 11 and meta["act_dim"] == 3
+    assert {"gymnasium", "mujoco"} <= set(meta["versions"])
+    # every trajectory's true return is the sum of its stored rewards, and its policy is recorded
+    for t in range(len(a["traj_len"])):
+        s, n = a["traj_start"][t], a["traj_len"][t]
+        assert np.isclose(a["traj_return"][t], a["reward"][s:s + n].sum(), rtol=1e-4)
+        assert 0 <= a["traj_policy"][t] < len(meta["policies"])
+    assert (a["traj_split"] == DEMO).sum() == meta["counts"]["demos"] == 2
+    assert np.isclose(meta["expert_return"], a["traj_return"][a["traj_split"] == DEMO].mean())
+    assert np.isclose(meta["random_return"], a["traj_return"][a["traj_policy"] == 0].mean())
+    # pairs stay within their split: held-out evaluation never sees training trajectories
+    for split in (TRAIN, HELDOUT):
+        idx = a["pair_index"][a["pair_split"] == split]
+        assert set(a["traj_split"][idx[:, 0]]) | set(a["traj_split"][idx[:, 3]]) == {split}
+    assert set(np.unique(a["pair_label"])) <= {0.0, 0.5, 1.0}
+
+
+def test_teacher_labels_follow_true_segment_returns(hopper_data):
+    """With a Bradley–Terry teacher, the preferred segment has the higher true return more often than not."""
+    ds = load_dataset(hopper_data)
+    seg = ds.segments(ds.pairs(TRAIN))
+    decided = seg["label"] != 0.5
+    agree = ((seg["true_a"] > seg["true_b"]).float() == seg["label"])[decided].float().mean()
+    assert agree > 0.6
