@@ -47,7 +47,8 @@ class AlgoConfig:
     reward_pretrain_steps: int = 0    # reward steps before any policy step (sequential: the whole fit)
     reward_every: int = 1000          # env steps between reward phases (alternating)
     reward_steps: int = 1             # reward gradient steps per phase
-    bc_warmstart_steps: int = 0       # behaviour-cloning steps on demonstrations before RL (0 = off)
+    bc_warmstart_steps: int = 0       # behaviour-cloning steps on demonstrations before RL (0 = off; the SFT of RLHF)
+    demo_replay_fraction: float = 0.0  # share of each SAC batch drawn from the demonstrations, scored by r_θ
     needs_demos: bool = True
     needs_prefs: bool = True
 
@@ -93,7 +94,6 @@ class DataConfig:
     num_demos: int = 1                # expert trajectories used as demonstrations
     num_prefs: int = 200              # preference pairs used for training (0 = none)
     policy_window: int = 5000         # most recent env steps used as samples of the current policy
-    demo_replay_fraction: float = 0.0  # share of each SAC batch drawn from the demonstrations (0 = off)
 
 
 @dataclass

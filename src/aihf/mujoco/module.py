@@ -55,10 +55,10 @@ def validate_algo(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: expected one of {allowed}")
     if a.reward_source == "learned" and a.policy_update == "sac" and a.demo_weight == 0 and a.pref_weight == 0:
         raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the learned reward has no data")
-    if cfg.data.demo_replay_fraction > 0 and (a.reward_source != "learned" or a.policy_update != "sac"):
-        raise ConfigError("data.demo_replay_fraction > 0 needs a learned reward: demonstrations carry no env reward")
-    if not 0 <= cfg.data.demo_replay_fraction < 1:
-        raise ConfigError(f"data.demo_replay_fraction={cfg.data.demo_replay_fraction}: expected a value in [0, 1)")
+    if a.demo_replay_fraction > 0 and (a.reward_source != "learned" or a.policy_update != "sac"):
+        raise ConfigError("algo.demo_replay_fraction > 0 needs a learned reward: demonstrations carry no env reward")
+    if not 0 <= cfg.algo.demo_replay_fraction < 1:
+        raise ConfigError(f"algo.demo_replay_fraction={cfg.algo.demo_replay_fraction}: expected a value in [0, 1)")
     if a.schedule == "sequential" and a.reward_pretrain_steps <= 0:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
 
@@ -109,7 +109,9 @@ class MuJoCoAIHF(pl.LightningModule):
     def _load_data(self) -> DataMix | None:
         cfg = self.cfg
         path = cfg.data.path or shipped_path(cfg.env.id)
-        needs_demos = cfg.algo.needs_demos and cfg.algo.demo_weight != 0 or cfg.algo.policy_update == "bc"
+        a = cfg.algo
+        needs_demos = (a.needs_demos and a.demo_weight != 0 or a.policy_update == "bc" or a.bc_warmstart_steps > 0
+                       or a.demo_replay_fraction > 0)
         needs_prefs = cfg.algo.needs_prefs and cfg.algo.pref_weight != 0 and cfg.algo.policy_update != "bc"
         if cfg.data.path is None and not Path(path).exists() and not (needs_demos or needs_prefs):
             return None  # e.g. training the first expert: no dataset exists yet, and none is needed
@@ -234,7 +236,7 @@ class MuJoCoAIHF(pl.LightningModule):
             return self.reward(batch["obs"], batch["act"])
 
     def policy_step(self) -> dict:
-        n_demo = int(round(self.cfg.data.demo_replay_fraction * self.policy.batch_size))
+        n_demo = int(round(self.cfg.algo.demo_replay_fraction * self.policy.batch_size))
         batch = self.buffer.sample(self.policy.batch_size - n_demo, self.torch_gen)
         if n_demo:  # demonstrations in SAC's batch, scored by the same reward as the agent's own steps
             demo = self.data.demo_replay_batch(n_demo, self.torch_gen)
