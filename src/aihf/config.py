@@ -136,14 +136,14 @@ class TrainerConfig:
 @dataclass
 class LoopConfig:
     """Loop budget and evaluation schedule (experiment/ files and debug/ modes override these)."""
-    total_env_steps: int = 100_000
+    total_env_steps: int = 60_000     # the default main job: about 10 minutes on 2 CPU cores
     steps_per_iteration: int = 1000   # env steps per Lightning training_step (logging granularity)
     bc_steps: int = 20_000            # gradient steps for policy_update=bc
-    eval_every: int = 10_000          # env steps between evaluations
+    eval_every: int = 10_000          # env steps (bc: gradient steps) between evaluations
     eval_episodes: int = 5
     final_eval_episodes: int = 10
     save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
-    torch_threads: int = 1
+    torch_threads: int = 2            # use 1 per job when running two jobs side by side
     # Continue from a Lightning checkpoint of an earlier run (networks, optimisers, replay buffer, counters,
     # generators); total_env_steps then counts the steps already taken.
     init_from: Optional[str] = None
