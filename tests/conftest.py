@@ -60,5 +60,6 @@ def hopper_data(tmp_path_factory) -> Path:
 
 
 def fast_cfg(algo: str, data: Path, run_dir: Path, extra: list[str] = ()):
-    return compose_cfg([f"algo={algo}", "debug=fast", f"data.path={data}", "data.num_prefs=20",
+    data_override = [f"data.path={data}"] if data is not None else []
+    return compose_cfg([f"algo={algo}", "debug=fast", *data_override, "data.num_prefs=20",
                         "algo.reward_pretrain_steps=3", *extra], run_dir)
