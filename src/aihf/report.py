@@ -2,7 +2,7 @@
 
     python -m aihf.report <runs dir> [more dirs] --out docs/results/hopper --title "Hopper-v5"
 
-Groups runs by (env, algo, number of demonstrations, number of preference pairs), and reports mean ± std over
+Groups runs by (env, algo, number of demonstrations, number of preference pairs, weighting), and reports mean ± std over
 seeds of the final true return and expert-normalised score, plus the learned reward's held-out accuracy.
 """
 
@@ -31,7 +31,8 @@ def load_runs(roots: list[Path]) -> list[dict]:
 def group_key(m: dict) -> tuple:
     demos = m["num_demos"] if m["algo"] not in ("sac",) else 0
     prefs = m["num_prefs"] if m["algo"] in ("aihf", "rlhf") else 0
-    return m["env_id"], m["algo"], demos, prefs
+    weighting = m.get("weighting", "mean") if m["algo"] == "aihf" else "–"
+    return m["env_id"], m["algo"], demos, prefs, weighting
 
 
 def fmt(values: list[float], digits: int = 1) -> str:
@@ -46,13 +47,13 @@ def table(runs: list[dict]) -> str:
     for m in runs:
         groups[group_key(m)].append(m)
     keys = sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else 99, k[3]))
-    lines = ["| env | algo | demos | pref pairs | seeds | env steps | true return | normalised score "
-             "| held-out pref acc. | return corr. |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| env | algo | demos | pref pairs | weighting | seeds | env steps | true return | normalised score "
+             "| held-out pref acc. | return corr. |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
         g = groups[k]
         steps = sorted({m["env_steps"] if m["algo"] != "bc" else m["policy_updates"] for m in g})
         step_txt = "/".join(str(s) for s in steps) + (" (grad steps)" if k[1] == "bc" else "")
-        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {len(g)} | {step_txt} "
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {len(g)} | {step_txt} "
                      f"| {fmt([m['eval/return_mean'] for m in g])} "
                      f"| {fmt([m.get('eval/normalised_score') for m in g], 3)} "
                      f"| {fmt([m.get('eval/pref_accuracy') for m in g], 3)} "
@@ -76,7 +77,7 @@ def plot_curves(runs: list[dict], out: Path, title: str) -> None:
         if not steps:
             continue
         ys = np.array([[dict(c)[s] for s in steps] for c in curves])
-        label = f"{k[1]}" + (f" (P={k[3]})" if k[3] else "")
+        label = f"{k[1]}" + (f" (P={k[3]})" if k[3] else "") + (f" {k[4]}" if k[1] == "aihf" else "")
         ax.plot(steps, ys.mean(0), label=label)
         ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
     for m in runs:
