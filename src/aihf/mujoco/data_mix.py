@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import torch
 
@@ -65,9 +67,11 @@ class DataMix:
                              generator=generator).numpy()
         return self.dataset.segments(self.train_pairs[pick])
 
+    @cached_property  # evaluated at every evaluation: gather the padded segments once
     def heldout_pair_batch(self) -> dict[str, torch.Tensor] | None:
         return self.dataset.segments(self.heldout_pairs) if len(self.heldout_pairs) else None
 
+    @cached_property
     def heldout_trajectories(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
         out = []
         for t in self.heldout_trajs:

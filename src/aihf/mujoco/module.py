@@ -57,8 +57,8 @@ def validate_algo(cfg: DictConfig) -> None:
         raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the learned reward has no data")
     if a.demo_replay_fraction > 0 and (a.reward_source != "learned" or a.policy_update != "sac"):
         raise ConfigError("algo.demo_replay_fraction > 0 needs a learned reward: demonstrations carry no env reward")
-    if not 0 <= cfg.algo.demo_replay_fraction < 1:
-        raise ConfigError(f"algo.demo_replay_fraction={cfg.algo.demo_replay_fraction}: expected a value in [0, 1)")
+    if not 0 <= a.demo_replay_fraction < 1:
+        raise ConfigError(f"algo.demo_replay_fraction={a.demo_replay_fraction}: expected a value in [0, 1)")
     if a.schedule == "sequential" and a.reward_pretrain_steps <= 0:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
 
@@ -317,14 +317,14 @@ class MuJoCoAIHF(pl.LightningModule):
         if self.reward is None or self.data is None:
             return {}
         out = {}
-        pairs = self.data.heldout_pair_batch()
+        pairs = self.data.heldout_pair_batch
         if pairs is not None:
             ra = self.reward.segment_return(pairs["obs_a"], pairs["act_a"], pairs["mask_a"])
             rb = self.reward.segment_return(pairs["obs_b"], pairs["act_b"], pairs["mask_b"])
             decided = pairs["true_a"] != pairs["true_b"]
             correct = ((ra > rb) == (pairs["true_a"] > pairs["true_b"]))[decided]
             out["eval/pref_accuracy"] = float(correct.float().mean()) if len(correct) else float("nan")
-        trajs = self.data.heldout_trajectories()
+        trajs = self.data.heldout_trajectories
         if len(trajs) >= 2:
             learned = [float(self.reward(o, a).sum()) for o, a, _ in trajs]
             true = [g for _, _, g in trajs]
