@@ -56,6 +56,7 @@ class DataMix:
             parts["next_obs"].append(obs[1:])
         out = {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}
         out["terminated"] = torch.zeros(len(out["obs"]))
+        out["env_reward"] = torch.full((len(out["obs"]),), float("nan"))  # unknown: only r_θ may score these
         return out
 
     def demo_replay_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -112,7 +112,7 @@ class MuJoCoAIHF(pl.LightningModule):
         a = cfg.algo
         needs_demos = (a.needs_demos and a.demo_weight != 0 or a.policy_update == "bc" or a.bc_warmstart_steps > 0
                        or a.demo_replay_fraction > 0)
-        needs_prefs = cfg.algo.needs_prefs and cfg.algo.pref_weight != 0 and cfg.algo.policy_update != "bc"
+        needs_prefs = a.needs_prefs and a.pref_weight != 0 and a.policy_update != "bc"
         if cfg.data.path is None and not Path(path).exists() and not (needs_demos or needs_prefs):
             return None  # e.g. training the first expert: no dataset exists yet, and none is needed
         dataset = load_dataset(path, self.obs_dim, self.act_dim, cfg.env.id)
@@ -240,7 +240,7 @@ class MuJoCoAIHF(pl.LightningModule):
         batch = self.buffer.sample(self.policy.batch_size - n_demo, self.torch_gen)
         if n_demo:  # demonstrations in SAC's batch, scored by the same reward as the agent's own steps
             demo = self.data.demo_replay_batch(n_demo, self.torch_gen)
-            batch = {k: torch.cat([batch[k], demo[k]]) if k in demo else batch[k] for k in batch}
+            batch = {k: torch.cat([batch[k], demo[k]]) for k in batch}
         actor_opt, critic_opt, alpha_opt = self._opts[:3]
         out = self.policy.update(batch["obs"], batch["act"], self.batch_rewards(batch), batch["next_obs"],
                                  batch["terminated"], actor_opt, critic_opt, alpha_opt, self.torch_gen)
