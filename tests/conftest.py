@@ -63,3 +63,31 @@ def fast_cfg(algo: str, data: Path, run_dir: Path, extra: list[str] = ()):
     data_override = [f"data.path={data}"] if data is not None else []
     return compose_cfg([f"algo={algo}", "debug=fast", *data_override, "data.num_prefs=20",
                         "algo.reward_pretrain_steps=3", *extra], run_dir)
+
+
+@pytest.fixture(scope="session")
+def sort_data(tmp_path_factory) -> Path:
+    """A small copy of the built-in sort task, made by the same generator as data/llm/sort."""
+    from aihf.llm.sort_task import build
+    out = tmp_path_factory.mktemp("sort")
+    build(out, seed=1, num_demos=64, num_prefs=64, num_heldout_prefs=16, num_heldout_demos=16, num_eval_prompts=8)
+    return out
+
+
+def llm_cfg(algo: str, data: Path, run_dir: Path, extra: list[str] = ()):
+    """An LLM preset for a few steps of each stage on a tiny model, offline."""
+    paths = [f"llm.data.{k}={data / (k + '.jsonl')}" for k in ("demos", "prefs", "heldout_demos", "heldout_prefs",
+                                                                  "eval_prompts")]
+    return compose_cfg(["domain=llm", f"algo={algo}", *paths, "llm.train.policy_steps=3", "llm.train.batch_size=4",
+                        "llm.reward.batch_size=4", "llm.train.rl_prompts=2", "llm.train.rl_samples=2",
+                        "llm.train.eval_every=0", "llm.train.eval_samples=1", "llm.policy.hidden_size=32",
+                        "llm.train.max_new_tokens=8", "trainer.enable_progress_bar=false",
+                        "trainer.enable_checkpointing=false", "llm.train.torch_threads=1", *extra], run_dir)
+
+
+def fit(module, tmp_path):
+    import pytorch_lightning as pl
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(module)
+    return trainer

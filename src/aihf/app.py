@@ -26,7 +26,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     if cfg.logger.wandb:
         os.environ.setdefault("WANDB_MODE", cfg.logger.wandb_mode)  # offline works with no key and no network
         loggers.append(WandbLogger(project=cfg.logger.wandb_project, save_dir=str(run_dir),
-                                   name=f"{cfg.algo.name}-{cfg.env.id}-s{cfg.seed}",
+                                   name=f"{cfg.algo.name}-{cfg.domain.tag}-s{cfg.seed}",
                                    config=OmegaConf.to_container(cfg, resolve=True)))
     return loggers
 
@@ -57,6 +57,9 @@ def train(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, run_dir, build_loggers(cfg, run_dir))
     trainer.fit(module)
     result = module.final_metrics
+    if hasattr(module, "summary"):
+        print(module.summary())
+        return result
     score = result.get("eval/normalised_score")
     print(f"final true return {result['eval/return_mean']:.1f} ± {result['eval/return_std']:.1f} "
           f"over {cfg.loop.final_eval_episodes} episodes ({cfg.env.id}, algo={cfg.algo.name}, seed={cfg.seed}); "

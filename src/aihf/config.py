@@ -18,6 +18,7 @@ class DomainConfig:
     """Which LightningModule runs the job."""
     name: str = "mujoco"
     module: str = "aihf.mujoco.module.MuJoCoAIHF"
+    tag: str = "Hopper-v5"            # names run directories: the env id (MuJoCo) or the task (LLM)
 
 
 @dataclass
@@ -41,8 +42,8 @@ class AlgoConfig:
     pref_weight: float = 1.0          # λ_P
     weighting: str = "mean"           # mean | sum (see objectives.weighted_objective)
     beta: Optional[float] = None      # temperature of the lower level; null = the policy's entropy coefficient
-    reward_source: str = "learned"    # learned: SAC on r_θ | env: SAC on the true reward (oracle)
-    policy_update: str = "sac"        # sac | bc
+    reward_source: str = "learned"    # learned: explicit r_θ | env: true reward (MuJoCo oracle) | implicit: β·log π/π_ref (LLM)
+    policy_update: str = "sac"        # MuJoCo: sac | bc.  LLM: rloo (RL on r_θ) | bc (SFT) | direct (implicit-reward loss) | none
     schedule: str = "alternating"     # alternating (AIHF loop) | sequential (fit reward, freeze, then RL)
     reward_pretrain_steps: int = 0    # reward steps before any policy step (sequential: the whole fit)
     reward_every: int = 1000          # env steps between reward phases (alternating)
@@ -51,6 +52,12 @@ class AlgoConfig:
     demo_replay_fraction: float = 0.0  # share of each SAC batch drawn from the demonstrations, scored by r_θ
     needs_demos: bool = True
     needs_prefs: bool = True
+    # Language-model presets (ignored by MuJoCo):
+    dpo_loss_type: str = "sigmoid"    # the preference term on the implicit reward: sigmoid (DPO) | ipo
+    label_smoothing: float = 0.0      # conservative DPO
+    demo_term: str = "nll"            # implicit reward's demonstration term: nll (−log π(y^E|x)) | selfplay (SPIN: y^E ≻ own sample)
+    chosen_nll_weight: float = 0.0    # RPO: α · NLL of the chosen responses added to the DPO loss
+    reference_refresh_every: int = 0  # self-play: copy π into π_ref (and so the opponent) every N policy steps; 0 = never
 
 
 @dataclass
@@ -150,6 +157,88 @@ class LoopConfig:
 
 
 @dataclass
+class LLMTokenizerConfig:
+    """wordlevel | bytelevel_bpe: trained offline on the task's own text; pretrained: by name or path."""
+    kind: str = "wordlevel"
+    name_or_path: Optional[str] = None
+    vocab_size: int = 8000
+
+
+@dataclass
+class LLMPolicyConfig:
+    """The policy π (and, frozen, π_ref): an AutoModelForCausalLM by name/path, or a tiny one from a config."""
+    name_or_path: Optional[str] = None  # local folder (or hub name when online); null = build from the sizes below
+    gguf_file: Optional[str] = None   # a GGUF file inside name_or_path (transformers dequantises it)
+    arch: str = "llama"               # llama | gpt2, for a model built from a config
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    max_positions: int = 64
+    lr: float = 1e-4                  # after the SFT warm start (preference and RL steps; the sft preset's SFT too)
+    warmstart_lr: Optional[float] = None  # during the SFT warm start; null = lr
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class LLMRewardConfig:
+    """The explicit reward r_φ(x, y): a scalar head on an HF backbone (by name/path, or from the policy's config)."""
+    name_or_path: Optional[str] = None  # e.g. a local all-MiniLM-L6-v2 folder; null = the policy's architecture
+    init_from_policy: bool = True     # start a from-config reward from the policy's transformer after SFT
+    max_length: int = 512
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 32              # preference pairs (and demonstration–sample pairs) per reward step
+
+
+@dataclass
+class LLMDataConfig:
+    """Demonstrations, preference pairs and evaluation prompts: local jsonl/json/parquet (or hub names) via `datasets`."""
+    name: str = "sort"                # names run directories
+    format: str = "plain"             # plain: prompt/response, prompt/chosen/rejected | hh: Anthropic HH dialogues | chat: message lists
+    demos: Optional[str] = None
+    prefs: Optional[str] = None
+    heldout_demos: Optional[str] = None
+    heldout_prefs: Optional[str] = None
+    eval_prompts: Optional[str] = None
+    split: str = "train"              # the split to read from each source
+    heldout_fraction: float = 0.0     # carve held-out pairs/demos out of the training files when no held-out file is given
+    demos_from_prefs: bool = False    # use (prompt, chosen) of the training pairs as demonstrations (HH)
+    num_demos: int = 1000             # at most this many (0 = none)
+    num_prefs: int = 2000
+    num_heldout: int = 300            # at most this many held-out pairs / demos / eval prompts
+    max_length: int = 32              # prompt + response tokens
+    max_prompt_length: int = 16
+    prompt_truncation: str = "error"  # error: refuse a prompt over max_prompt_length | left: keep its last tokens
+    gold: Optional[str] = "sort"      # programmatic gold reward (aihf.llm.gold) | null when the task has none
+
+
+@dataclass
+class LLMTrainConfig:
+    """Loop budget and sampling for the language-model domain."""
+    policy_steps: int = 300           # policy (or, for rm, reward) steps after the SFT warm start and reward pre-fit
+    batch_size: int = 32              # demonstrations / preference pairs per policy step
+    rl_prompts: int = 16              # prompts per RL step
+    rl_samples: int = 4               # samples per prompt (RLOO's leave-one-out baseline needs ≥ 2)
+    max_new_tokens: int = 12
+    temperature: float = 1.0
+    eval_every: int = 100             # steps between evaluations (0 = only at the end)
+    eval_samples: int = 2             # sampled responses per evaluation prompt
+    sample_table_rows: int = 8
+    eval_batch_size: int = 64
+    torch_threads: int = 2
+
+
+@dataclass
+class LLMConfig:
+    tokenizer: LLMTokenizerConfig = field(default_factory=LLMTokenizerConfig)
+    policy: LLMPolicyConfig = field(default_factory=LLMPolicyConfig)
+    reward: LLMRewardConfig = field(default_factory=LLMRewardConfig)
+    data: LLMDataConfig = field(default_factory=LLMDataConfig)
+    train: LLMTrainConfig = field(default_factory=LLMTrainConfig)
+
+
+@dataclass
 class LoggerConfig:
     csv: bool = True
     tensorboard: bool = False
@@ -174,6 +263,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
 
 
 def register_configs() -> None:

@@ -25,6 +25,7 @@ from aihf.errors import ConfigError
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
+from aihf.resume import Continuable
 from aihf.mujoco.envs import env_dims, env_versions, make_env
 
 REWARD_SOURCES = ("learned", "env")
@@ -63,7 +64,9 @@ def validate_algo(cfg: DictConfig) -> None:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
 
 
-class MuJoCoAIHF(pl.LightningModule):
+class MuJoCoAIHF(Continuable, pl.LightningModule):
+    STATE_KEY, DOMAIN = "aihf", "MuJoCo"
+
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.automatic_optimization = False
@@ -143,25 +146,13 @@ class MuJoCoAIHF(pl.LightningModule):
             remaining = loop.total_env_steps - self.env_steps
         return max(0, math.ceil(remaining / loop.steps_per_iteration))
 
-    def init_from(self, path: str) -> None:
-        """Continue an earlier run: its networks, optimiser states, buffer, counters and generators."""
-        if not Path(path).is_file():
-            raise ConfigError(f"loop.init_from={path} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if "aihf" not in ckpt:
-            raise ConfigError(f"loop.init_from={path} is not a checkpoint of an aihf MuJoCo run")
-        self.load_state_dict(ckpt["state_dict"])
-        self.on_load_checkpoint(ckpt)
-        self._pending_optimizer_states = ckpt["optimizer_states"]
-
     def train_dataloader(self):
         return torch.utils.data.DataLoader(_Iterations(self.num_iterations()), batch_size=None)
 
     def on_train_start(self) -> None:
         torch.set_num_threads(self.cfg.loop.torch_threads)
         self._opts = self.optimizers(use_pl_optimizer=False)
-        for opt, state in zip(self._opts, getattr(self, "_pending_optimizer_states", [])):
-            opt.load_state_dict(state)
+        self.restore_pending_optimizers(self._opts)
         if self.cfg.algo.bc_warmstart_steps > 0 and self.policy_updates == 0:
             for _ in range(self.cfg.algo.bc_warmstart_steps):
                 self.policy.bc_update(*self.data.demo_batch(self.policy.batch_size, self.torch_gen), self._opts[0])

@@ -1,0 +1,150 @@
+"""Policy, reference and reward models: by Hugging Face name or local path, or built from a config (tiny models
+for CPU work), each with a tokenizer the project can build offline when none is named."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from aihf.errors import ConfigError
+
+log = logging.getLogger("aihf")
+SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
+
+
+def _check_source(name_or_path: str, key: str) -> None:
+    """A path that looks local must exist; a hub name needs the network, which HF_HUB_OFFLINE=1 rules out."""
+    looks_local = name_or_path.startswith((".", "/", "~")) or os.path.sep in name_or_path.strip("/").split("/", 1)[-1]
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return
+    if looks_local or name_or_path.count("/") > 1:
+        raise ConfigError(f"{key}={name_or_path!r}: no such file or directory")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"{key}={name_or_path!r} is not a local path and HF_HUB_OFFLINE=1 forbids the hub: "
+                          f"give a local model folder (see docs/llm.md for preparing one)")
+
+
+def build_tokenizer(cfg, texts: Iterable[str]):
+    """cfg: llm.tokenizer. kind=wordlevel|bytelevel_bpe trains on the task's own text; kind=pretrained loads a name or path."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    if cfg.kind == "pretrained":
+        _check_source(cfg.name_or_path, "llm.tokenizer.name_or_path")
+        tok = AutoTokenizer.from_pretrained(cfg.name_or_path)
+    else:
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+        specials = list(SPECIALS.values())
+        if cfg.kind == "wordlevel":
+            core = Tokenizer(models.WordLevel(unk_token=SPECIALS["unk_token"]))
+            core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+            core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+            trainer = trainers.WordLevelTrainer(special_tokens=specials, vocab_size=cfg.vocab_size)
+        elif cfg.kind == "bytelevel_bpe":
+            core = Tokenizer(models.BPE())
+            core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            core.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(special_tokens=specials, vocab_size=cfg.vocab_size,
+                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        else:
+            raise ConfigError(f"llm.tokenizer.kind={cfg.kind!r}: expected wordlevel, bytelevel_bpe or pretrained")
+        # Sorted so the vocabulary (and so a resumed run's token ids) does not depend on data order.
+        core.train_from_iterator(sorted(set(texts)), trainer=trainer)
+        tok = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIALS)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ConfigError(f"tokenizer {cfg.name_or_path!r} has neither a pad nor an eos token: set one in its "
+                              f"tokenizer_config.json")
+        # Safe because every loss masks padding by the attention mask, never by token id.
+        log.info("tokenizer has no pad token; using its eos token %r for padding", tok.eos_token)
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _tiny_config(cfg, tok, arch: str):
+    from transformers import GPT2Config, LlamaConfig
+    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    if arch == "llama":
+        return LlamaConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
+                           num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                           num_key_value_heads=cfg.num_heads, max_position_embeddings=cfg.max_positions,
+                           tie_word_embeddings=True, **ids)
+    if arch == "gpt2":
+        return GPT2Config(vocab_size=len(tok), n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
+                          n_positions=cfg.max_positions, **ids)
+    raise ConfigError(f"llm.policy.arch={arch!r}: expected llama or gpt2 for a model built from a config")
+
+
+def build_policy(cfg, tok) -> nn.Module:
+    """cfg: llm.policy. A causal LM by name/path, or a tiny one from a config (random weights)."""
+    from transformers import AutoModelForCausalLM
+    if cfg.name_or_path:
+        _check_source(cfg.name_or_path, "llm.policy.name_or_path")
+        kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=torch.float32, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_config(_tiny_config(cfg, tok, cfg.arch))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
+
+
+class ScalarReward(nn.Module):
+    """An explicit reward r_φ(x, y): a scalar head on a sequence model, reading the last non-padding token.
+
+    Either an `AutoModelForSequenceClassification` by name or path (num_labels=1; an encoder such as MiniLM gets a
+    fresh head), or one built from a config like the tiny policy. It has its own tokenizer, so the policy and the
+    reward may tokenise differently; texts are the interface between them.
+    """
+
+    def __init__(self, cfg, policy_cfg, policy_tok):
+        super().__init__()
+        from transformers import AutoModelForSequenceClassification
+        if cfg.name_or_path:
+            _check_source(cfg.name_or_path, "llm.reward.name_or_path")
+            self.tokenizer = build_tokenizer(_PretrainedTok(cfg.name_or_path), [])
+            self.model = AutoModelForSequenceClassification.from_pretrained(cfg.name_or_path, num_labels=1,
+                                                                            dtype=torch.float32)
+            self.same_tokenizer = False
+        else:
+            self.tokenizer = policy_tok
+            config = _tiny_config(policy_cfg, policy_tok, policy_cfg.arch)
+            config.num_labels = 1
+            self.model = AutoModelForSequenceClassification.from_config(config)
+            self.same_tokenizer = True
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.max_length = cfg.max_length
+
+    def init_backbone_from(self, policy: nn.Module) -> bool:
+        """Start the reward from the policy's transformer (the RM-from-SFT recipe) when the shapes allow it."""
+        src = getattr(policy, policy.base_model_prefix, None)
+        dst = getattr(self.model, self.model.base_model_prefix, None)
+        if src is None or dst is None or type(src) is not type(dst):
+            return False
+        dst.load_state_dict(src.state_dict())
+        return True
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+
+
+class _PretrainedTok:
+    kind = "pretrained"
+
+    def __init__(self, name_or_path: str):
+        self.name_or_path = name_or_path

@@ -1,0 +1,572 @@
+"""The language-model LightningModule: the AIHF objective of DESIGN.md §1–2 for Hugging Face models.
+
+One `training_step` is one gradient step of one stage:
+1. SFT warm start (`algo.bc_warmstart_steps` NLL steps on D); then π_ref ← π, frozen.
+2. Reward pre-fit (`algo.reward_pretrain_steps`, explicit reward only; for `schedule=sequential` the whole fit).
+3. `llm.train.policy_steps` steps of the preset's policy update:
+   - `rloo`: REINFORCE leave-one-out on r_φ(x, y) − β·log π/π_ref, with reward steps interleaved every
+     `algo.reward_every` steps when `schedule=alternating` (AIHF);
+   - `direct`: the implicit-reward objective λ_D·(NLL or SPIN term on D) + λ_P·(DPO/IPO on P) (+ RPO's NLL);
+   - `bc`: SFT; `none`: the step is a reward step (the `rm` preset).
+The explicit reward step is λ_D·log σ(r(x, y^E) − r(x, y^π)) + λ_P·BT(P), with y^π a fresh policy sample.
+Presets only switch these parts on and off (conf/algo/); nothing here asks which preset is running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from aihf import objectives
+from aihf.errors import ConfigError
+from aihf.llm import data as llm_data
+from aihf.llm.gold import get_gold
+from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
+from aihf.llm.sequences import generate, response_logps
+from aihf.resume import Continuable
+
+REWARD_SOURCES = ("learned", "implicit")
+POLICY_UPDATES = ("rloo", "direct", "bc", "none")
+SCHEDULES = ("alternating", "sequential")
+SHIPPED = Path(__file__).resolve().parents[3] / "data" / "llm"
+
+
+def validate(cfg: DictConfig) -> None:
+    a, t = cfg.algo, cfg.llm.train
+    for key, value, allowed in (("algo.reward_source", a.reward_source, REWARD_SOURCES),
+                                ("algo.policy_update", a.policy_update, POLICY_UPDATES),
+                                ("algo.schedule", a.schedule, SCHEDULES),
+                                ("algo.weighting", a.weighting, objectives.WEIGHTINGS),
+                                ("algo.dpo_loss_type", a.dpo_loss_type, ("sigmoid", "ipo")),
+                                ("algo.demo_term", a.demo_term, ("nll", "selfplay")),
+                                ("llm.data.format", cfg.llm.data.format, llm_data.FORMATS)):
+        if value not in allowed:
+            hint = " (a MuJoCo preset? use an LLM preset: see conf/algo/)" if key == "algo.policy_update" else ""
+            raise ConfigError(f"{key}={value!r}: expected one of {allowed}{hint}")
+    if a.policy_update == "rloo" and a.reward_source != "learned":
+        raise ConfigError("algo.policy_update=rloo needs an explicit reward: set algo.reward_source=learned")
+    if a.policy_update == "direct" and a.reward_source != "implicit":
+        raise ConfigError("algo.policy_update=direct optimises the implicit reward: set algo.reward_source=implicit")
+    if a.policy_update in ("rloo", "none") and a.demo_weight == 0 and a.pref_weight == 0:
+        raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the reward has no data")
+    if a.policy_update == "rloo" and t.rl_samples < 2:
+        raise ConfigError(f"llm.train.rl_samples={t.rl_samples}: RLOO's leave-one-out baseline needs at least 2")
+    if a.beta is None or a.beta <= 0:
+        raise ConfigError(f"algo.beta={a.beta}: the LLM objectives need a KL coefficient β > 0")
+
+
+def _resolve(path: str | None) -> str | None:
+    """Relative paths are taken from the working directory, else from the project (for the shipped data/llm)."""
+    if path is None or Path(path).expanduser().exists():
+        return path
+    candidate = SHIPPED.parent.parent / path
+    return str(candidate) if candidate.exists() else path
+
+
+class _Steps(torch.utils.data.Dataset):
+    """Lightning needs a dataloader; the module draws its own batches (a checkpointed generator), so each item
+    is just a step index."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class LLMAIHF(Continuable, pl.LightningModule):
+    STATE_KEY, DOMAIN = "aihf_llm", "language-model"
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        validate(cfg)
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        torch.set_num_threads(cfg.llm.train.torch_threads)
+        a, d = cfg.algo, cfg.llm.data
+        self.explicit = a.reward_source == "learned"
+        self.trains_policy = a.policy_update != "none"
+        needs_demos = (a.bc_warmstart_steps > 0 and self.trains_policy) or a.policy_update == "bc" or (
+            a.demo_weight != 0 and a.policy_update in ("rloo", "direct", "none"))
+        needs_prefs = a.pref_weight != 0 and a.policy_update in ("rloo", "direct", "none")
+        self.text = self._load_text(needs_demos, needs_prefs)
+        corpus = [r["prompt"] + " " + r["response"] for r in self.text["demos"] + self.text["heldout_demos"]]
+        corpus += [r["prompt"] + " " + r[k] for r in self.text["prefs"] + self.text["heldout_prefs"]
+                   for k in ("chosen", "rejected")]
+        corpus += self.text["eval_prompts"]
+        self.tokenizer = build_tokenizer(cfg.llm.tokenizer, corpus)
+        if d.format == "chat":  # message lists are rendered by the tokenizer's chat template
+            self.text = self._load_text(needs_demos, needs_prefs)
+        self.encoder = llm_data.Encoder(self.tokenizer, d.max_length, d.max_prompt_length, d.prompt_truncation)
+        self.data = self._encode(self.encoder)
+
+        self.policy = build_policy(cfg.llm.policy, self.tokenizer)
+        self._check_positions()
+        self.reference = frozen_copy(self.policy)
+        # Self-play moves π_ref along with π; KL is still reported against the starting policy.
+        self.anchor = frozen_copy(self.policy) if a.reference_refresh_every > 0 else None
+        self.reward = ScalarReward(cfg.llm.reward, cfg.llm.policy, self.tokenizer) if self.explicit else None
+        if self.reward is not None and not self.reward.same_tokenizer:
+            self.reward_encoder = llm_data.Encoder(self.reward.tokenizer, cfg.llm.reward.max_length,
+                                                   min(d.max_prompt_length, cfg.llm.reward.max_length - 1), "left")
+            self.reward_data = self._encode(self.reward_encoder, parts=("demos", "prefs", "heldout_prefs"))
+        else:
+            self.reward_encoder, self.reward_data = self.encoder, self.data
+        self.gold = get_gold(d.gold)
+
+        # Data order is drawn from this generator and sampling from the global one; both are checkpointed.
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.steps_done = 0
+        self.sft_updates = self.reward_updates = self.policy_updates = 0
+        self.reference_frozen = False
+        self.history: list[dict] = []
+        self.samples: list[dict] = []
+        self.final_metrics: dict = {}
+        self.run_dir = Path(cfg.run_dir)
+        self._t0 = time.perf_counter()
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _load_text(self, needs_demos: bool, needs_prefs: bool) -> dict:
+        d = self.cfg.llm.data
+        tok = getattr(self, "tokenizer", None)
+        out = {k: [] for k in ("demos", "prefs", "heldout_demos", "heldout_prefs", "eval_prompts")}
+        if d.format == "chat" and tok is None:
+            return out  # rendered once the tokenizer (with its chat template) exists
+
+        def read(key, convert):
+            rows, label = llm_data.load_rows(_resolve(d[key]), d.split)
+            return convert(rows, d.format, label, tok)
+
+        if d.prefs:
+            prefs = read("prefs", llm_data.to_pairs)
+            if d.heldout_prefs:
+                out["heldout_prefs"] = read("heldout_prefs", llm_data.to_pairs)[:d.num_heldout]
+            elif d.heldout_fraction > 0:
+                n_held = min(d.num_heldout, int(round(len(prefs) * d.heldout_fraction)))
+                order = random.Random(0).sample(range(len(prefs)), len(prefs))  # fixed split, not the run's seed
+                out["heldout_prefs"] = [prefs[i] for i in order[:n_held]]
+                prefs = [prefs[i] for i in order[n_held:]]
+            out["prefs"] = prefs[:d.num_prefs]
+        if d.demos:
+            out["demos"] = read("demos", llm_data.to_demos)[:d.num_demos]
+        elif d.demos_from_prefs and d.prefs:
+            out["demos"] = [{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"][:d.num_demos]]
+        if d.heldout_demos:
+            out["heldout_demos"] = read("heldout_demos", llm_data.to_demos)[:d.num_heldout]
+        elif d.demos_from_prefs:
+            out["heldout_demos"] = [{"prompt": p["prompt"], "response": p["chosen"]} for p in out["heldout_prefs"]]
+        if d.eval_prompts:
+            out["eval_prompts"] = read("eval_prompts", llm_data.to_prompts)[:d.num_heldout]
+        else:
+            out["eval_prompts"] = [r["prompt"] for r in out["heldout_prefs"] or out["heldout_demos"]][:d.num_heldout]
+        if needs_demos and not out["demos"]:
+            raise ConfigError(f"algo={self.cfg.algo.name} needs demonstrations: set llm.data.demos (or "
+                              f"llm.data.demos_from_prefs=true) and llm.data.num_demos > 0")
+        if needs_prefs and not out["prefs"]:
+            raise ConfigError(f"algo={self.cfg.algo.name} needs preference pairs: set llm.data.prefs and "
+                              f"llm.data.num_prefs > 0")
+        return out
+
+    def _encode(self, enc: llm_data.Encoder, parts=("demos", "heldout_demos", "prefs", "heldout_prefs",
+                                                      "eval_prompts")) -> dict:
+        out = {}
+        for part in parts:
+            rows = self.text[part]
+            if part == "eval_prompts":
+                out[part] = [enc.prompt(p, f"llm.data.{part} row {i + 1}") for i, p in enumerate(rows)]
+            elif "demos" in part:
+                out[part] = [enc.demo(r, f"llm.data.{part} row {i + 1}") for i, r in enumerate(rows)]
+            else:
+                out[part] = [enc.pair(r, f"llm.data.{part} row {i + 1}") for i, r in enumerate(rows)]
+        return out
+
+    def _check_positions(self) -> None:
+        limit = getattr(self.policy.config, "max_position_embeddings", None) or getattr(
+            self.policy.config, "n_positions", None)
+        d, t = self.cfg.llm.data, self.cfg.llm.train
+        need = max(d.max_length, d.max_prompt_length + t.max_new_tokens)
+        if limit is not None and need > limit:
+            raise ConfigError(f"sequences of up to {need} tokens (llm.data.max_length, llm.data.max_prompt_length + "
+                              f"llm.train.max_new_tokens) exceed the policy's {limit} positions")
+
+    def configure_optimizers(self):
+        p = self.cfg.llm.policy
+        lr = p.warmstart_lr if p.warmstart_lr is not None and not self.reference_frozen else p.lr
+        opts = [torch.optim.AdamW(self.policy.parameters(), lr=lr, weight_decay=p.weight_decay)]
+        if self.reward is not None:
+            r = self.cfg.llm.reward
+            opts.append(torch.optim.AdamW(self.reward.parameters(), lr=r.lr, weight_decay=r.weight_decay))
+        return opts
+
+    def plan(self) -> tuple[int, int, int]:
+        """Steps of the three stages: SFT warm start, reward pre-fit, main stage."""
+        a = self.cfg.algo
+        warm = a.bc_warmstart_steps if self.trains_policy else 0
+        pre = a.reward_pretrain_steps if self.explicit and self.trains_policy else 0
+        return warm, pre, self.cfg.llm.train.policy_steps
+
+    def train_dataloader(self):
+        # Its own generator: a DataLoader otherwise draws a seed from the global RNG, which sampling uses, and a
+        # resumed run would then sample differently from an uninterrupted one.
+        return torch.utils.data.DataLoader(_Steps(max(0, sum(self.plan()) - self.steps_done)), batch_size=None,
+                                           generator=torch.Generator().manual_seed(0))
+
+    def on_train_start(self) -> None:
+        torch.set_num_threads(self.cfg.llm.train.torch_threads)
+        if self.trainer.world_size > 1 and self.steps_done == 0:
+            self.gen.manual_seed(self.cfg.seed * 1000 + self.global_rank)  # each rank its own batches
+        if self.plan()[0] == 0 and not self.reference_frozen:
+            self.freeze_reference()
+
+    # -- batches -----------------------------------------------------------------------------------------
+    def draw(self, part: str, n: int) -> list[int]:
+        return torch.randint(len(self.data[part]), (n,), generator=self.gen).tolist()
+
+    def logps(self, model, prompts, responses):
+        return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device)
+
+    def sample(self, model, prompts, greedy=False) -> list[list[int]]:
+        t = self.cfg.llm.train
+        return generate(model, prompts, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, t.max_new_tokens,
+                        t.temperature, greedy, self.device)
+
+    def to_reward_ids(self, responses: list[list[int]]) -> list[list[int]]:
+        """Policy token ids → reward token ids (the identity when both share a tokenizer)."""
+        if self.reward_encoder is self.encoder:
+            return responses
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return [self.reward_encoder.response(t, 0) for t in texts]
+
+    def score(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        """r_φ(x, y) on reward token ids, reading the response's last token."""
+        from aihf.llm.sequences import pad_right
+        limit = self.cfg.llm.reward.max_length
+        pairs = [(p, r[: max(1, limit - len(p))]) for p, r in zip(prompts, responses)]
+        ids, attn, _ = pad_right([p for p, _ in pairs], [r for _, r in pairs], self.reward_encoder.tok.pad_token_id,
+                                 self.device)
+        return self.reward(ids, attn)
+
+    # -- objectives on given batches (the reductions are tested on these) ----------------------------------
+    def implicit_objective(self, demos: list[dict] | None, prefs: list[dict] | None,
+                           selfplay: list[list[int]] | None = None) -> tuple[torch.Tensor, dict]:
+        """λ_D·demo term + λ_P·DPO/IPO on P (+ α·NLL of the chosen responses), all on β·log π/π_ref."""
+        a = self.cfg.algo
+        metrics, demo_loss, pref_loss = {}, None, None
+        if a.pref_weight != 0 and prefs:
+            pc, nc = self.logps(self.policy, [p["prompt"] for p in prefs], [p["chosen"] for p in prefs])
+            pr, _ = self.logps(self.policy, [p["prompt"] for p in prefs], [p["rejected"] for p in prefs])
+            with torch.no_grad():
+                rc, _ = self.logps(self.reference, [p["prompt"] for p in prefs], [p["chosen"] for p in prefs])
+                rr, _ = self.logps(self.reference, [p["prompt"] for p in prefs], [p["rejected"] for p in prefs])
+            pref_loss = objectives.dpo_loss(pc, pr, rc, rr, a.beta, a.dpo_loss_type, a.label_smoothing)
+            chosen_r, rejected_r = a.beta * (pc - rc).detach(), a.beta * (pr - rr).detach()
+            metrics.update({"rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
+                            "rewards/margins": (chosen_r - rejected_r).mean(),
+                            "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
+                            "logps/chosen": pc.detach().mean(), "logps/rejected": pr.detach().mean()})
+            if a.chosen_nll_weight:
+                chosen_nll = objectives.nll_loss(pc, nc)
+                metrics["loss/chosen_nll"] = chosen_nll.detach()
+        if a.demo_weight != 0 and demos:
+            prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
+            pe, ne = self.logps(self.policy, prompts, responses)
+            if a.demo_term == "nll":
+                demo_loss = objectives.nll_loss(pe, ne)
+            else:  # SPIN: the demonstration beats the opponent's (π_ref's) own sample
+                ps, _ = self.logps(self.policy, prompts, selfplay)
+                with torch.no_grad():
+                    re, _ = self.logps(self.reference, prompts, responses)
+                    rs, _ = self.logps(self.reference, prompts, selfplay)
+                demo_loss = objectives.dpo_loss(pe, ps, re, rs, a.beta, a.dpo_loss_type, a.label_smoothing)
+                metrics["rewards/selfplay_margin"] = (a.beta * ((pe - re) - (ps - rs))).detach().mean()
+            metrics["logps/demos"] = (pe / ne.clamp(min=1)).detach().mean()
+        loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
+                                             len(self.data["demos"]), len(self.data["prefs"]))
+        if a.chosen_nll_weight and pref_loss is not None:
+            loss = loss + a.chosen_nll_weight * chosen_nll
+        metrics.update({"loss/demo": demo_loss, "loss/pref": pref_loss, "loss/policy": loss})
+        return loss, metrics
+
+    def reward_objective(self, demos: list[dict] | None, policy_samples: list[list[int]] | None,
+                         prefs: list[dict] | None) -> tuple[torch.Tensor, dict]:
+        """λ_D·log σ(r(x, y^E) − r(x, y^π)) + λ_P·BT(P) on the explicit reward (both as losses)."""
+        a = self.cfg.algo
+        metrics, demo_loss, pref_loss = {}, None, None
+        if a.pref_weight != 0 and prefs:
+            rw = self.score([p["prompt"] for p in prefs], [p["chosen"] for p in prefs])
+            rl = self.score([p["prompt"] for p in prefs], [p["rejected"] for p in prefs])
+            pref_loss = objectives.bradley_terry_loss(rw, rl, torch.ones_like(rw))
+            metrics["reward/train_pref_accuracy"] = (rw > rl).float().mean()
+        if a.demo_weight != 0 and demos:
+            prompts = [d["prompt"] for d in demos]
+            re = self.score(prompts, [d["response"] for d in demos])
+            rp = self.score(prompts, self.to_reward_ids(policy_samples))
+            demo_loss = objectives.logistic_demonstration_loss(re, rp)
+            metrics["reward/demo_minus_policy"] = (re - rp).detach().mean()
+        loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
+                                             len(self.data["demos"]), len(self.data["prefs"]))
+        metrics.update({"reward/loss_demo": demo_loss, "reward/loss_pref": pref_loss, "reward/loss": loss})
+        return loss, metrics
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def _step(self, opt_index: int, loss: torch.Tensor, params, clip: float | None) -> None:
+        opt = self.optimizers()
+        opt = opt[opt_index] if isinstance(opt, (list, tuple)) else opt
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if clip:
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt.step()
+
+    def sft_step(self) -> dict:
+        batch = [self.data["demos"][i] for i in self.draw("demos", self.cfg.llm.train.batch_size)]
+        lp, n = self.logps(self.policy, [b["prompt"] for b in batch], [b["response"] for b in batch])
+        loss = objectives.nll_loss(lp, n)
+        self._step(0, loss, self.policy.parameters(), self.cfg.llm.policy.grad_clip)
+        self.sft_updates += 1
+        return {"loss/sft": loss}
+
+    def reward_step(self) -> dict:
+        a, n = self.cfg.algo, self.cfg.llm.reward.batch_size
+        prefs = demos = samples = None
+        if a.pref_weight != 0:
+            prefs = [self.reward_data["prefs"][i] for i in self.draw("prefs", n)]
+        if a.demo_weight != 0:
+            idx = self.draw("demos", n)
+            demos = [self.reward_data["demos"][i] for i in idx]
+            samples = self.sample(self.policy, [self.data["demos"][i]["prompt"] for i in idx])
+        loss, metrics = self.reward_objective(demos, samples, prefs)
+        self._step(1, loss, self.reward.parameters(), None)
+        self.reward_updates += 1
+        return metrics
+
+    def rl_step(self) -> dict:
+        """RLOO: k samples per prompt; advantage = R_i − mean of the other k−1; R = r_φ − β·log π/π_ref."""
+        t, beta = self.cfg.llm.train, self.cfg.algo.beta
+        pool = self.data["demos"] + self.data["prefs"]
+        idx = torch.randint(len(pool), (t.rl_prompts,), generator=self.gen).tolist()
+        prompts = [pool[i]["prompt"] for i in idx for _ in range(t.rl_samples)]
+        responses = self.sample(self.policy, prompts)
+        logp, n = self.logps(self.policy, prompts, responses)
+        with torch.no_grad():
+            ref_logp, _ = self.logps(self.reference, prompts, responses)
+            reward_prompts = [self.reward_data_prompt(i) for i in idx for _ in range(t.rl_samples)]
+            r = self.score(reward_prompts, self.to_reward_ids(responses))
+            kl = logp.detach() - ref_logp
+            total = (r - beta * kl).view(t.rl_prompts, t.rl_samples)
+            baseline = (total.sum(1, keepdim=True) - total) / (t.rl_samples - 1)
+            adv = (total - baseline).view(-1)
+        loss = -(adv * logp).mean()
+        self._step(0, loss, self.policy.parameters(), self.cfg.llm.policy.grad_clip)
+        return {"loss/policy": loss, "rl/reward": r.mean(), "rl/kl": kl.mean(), "rl/response_tokens": n.float().mean()}
+
+    def reward_data_prompt(self, pool_index: int) -> list[int]:
+        nd = len(self.data["demos"])
+        if pool_index < nd:
+            return self.reward_data["demos"][pool_index]["prompt"]
+        return self.reward_data["prefs"][pool_index - nd]["prompt"]
+
+    def direct_step(self) -> dict:
+        a, n = self.cfg.algo, self.cfg.llm.train.batch_size
+        prefs = [self.data["prefs"][i] for i in self.draw("prefs", n)] if a.pref_weight != 0 else None
+        demos = selfplay = None
+        if a.demo_weight != 0:
+            demos = [self.data["demos"][i] for i in self.draw("demos", n)]
+            if a.demo_term == "selfplay":
+                selfplay = self.sample(self.reference, [d["prompt"] for d in demos])
+        loss, metrics = self.implicit_objective(demos, prefs, selfplay)
+        self._step(0, loss, self.policy.parameters(), self.cfg.llm.policy.grad_clip)
+        return metrics
+
+    def freeze_reference(self) -> None:
+        """End of the SFT stage: π_ref ← π (and the explicit reward may start from π's transformer)."""
+        self.reference.load_state_dict(self.policy.state_dict())
+        if self.anchor is not None:
+            self.anchor.load_state_dict(self.policy.state_dict())
+        if self.reward is not None and self.cfg.llm.reward.init_from_policy and self.reward.same_tokenizer:
+            self.reward.init_backbone_from(self.policy)
+        self.reference_frozen = True
+        if self._trainer is not None:  # the main stage's learning rate from here on
+            opt = self.optimizers(use_pl_optimizer=False)
+            for group in (opt[0] if isinstance(opt, (list, tuple)) else opt).param_groups:
+                group["lr"] = self.cfg.llm.policy.lr
+
+    def training_step(self, batch, batch_idx):
+        warm, pre, _ = self.plan()
+        a, i = self.cfg.algo, self.steps_done
+        if i < warm:
+            metrics = self.sft_step()
+            if i + 1 == warm:
+                self.freeze_reference()
+        elif i < warm + pre:
+            metrics = self.reward_step()
+        else:
+            metrics = {}
+            if a.policy_update == "none":
+                metrics.update(self.reward_step())
+            else:
+                alternating = self.explicit and a.schedule == "alternating" and a.reward_every > 0
+                if alternating and self.policy_updates % a.reward_every == 0:
+                    for _ in range(a.reward_steps):
+                        metrics.update(self.reward_step())
+                step = {"rloo": self.rl_step, "direct": self.direct_step, "bc": self.sft_step}[a.policy_update]
+                metrics.update(step())
+                self.policy_updates += 1
+                refresh = a.reference_refresh_every
+                if refresh > 0 and self.policy_updates % refresh == 0:
+                    self.reference.load_state_dict(self.policy.state_dict())
+        self.steps_done += 1
+        self._log({k: v for k, v in metrics.items() if v is not None}, self.steps_done)
+        every, total = self.cfg.llm.train.eval_every, sum(self.plan())
+        if every > 0 and self.steps_done % every == 0 and self.steps_done < total:
+            self.evaluate_and_log()
+        self.log_dict({"step": float(self.steps_done)}, prog_bar=True, on_step=True, batch_size=1)
+
+    # -- evaluation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        t, beta = self.cfg.llm.train, self.cfg.algo.beta
+        out: dict[str, float] = {}
+        anchor = self.anchor if self.anchor is not None else self.reference
+        prompts = self.data["eval_prompts"]
+        texts = self.text["eval_prompts"]
+        bs = t.eval_batch_size
+        if prompts:
+            greedy, sampled, kls, lengths = [], [], [], []
+            for s in range(0, len(prompts), bs):
+                chunk = prompts[s:s + bs]
+                greedy += self.sample(self.policy, chunk, greedy=True)
+                rep = [p for p in chunk for _ in range(t.eval_samples)]
+                ys = self.sample(self.policy, rep)
+                lp, n = self.logps(self.policy, rep, ys)
+                rp, _ = self.logps(anchor, rep, ys)
+                kls.append(lp - rp)
+                lengths.append(n.float())
+                sampled += ys
+            # KL(π‖π_ref) estimated on π's own samples: E_y~π[log π(y|x) − log π_ref(y|x)]
+            out["eval/kl"] = torch.cat(kls).mean().item()
+            out["eval/response_tokens"] = torch.cat(lengths).mean().item()
+            dec = self.tokenizer.batch_decode
+            greedy_txt, sampled_txt = dec(greedy, skip_special_tokens=True), dec(sampled, skip_special_tokens=True)
+            if self.gold is not None:
+                out["eval/gold_greedy"] = sum(map(self.gold, texts, greedy_txt)) / len(texts)
+                rep_txt = [p for p in texts for _ in range(t.eval_samples)]
+                out["eval/gold_sampled"] = sum(map(self.gold, rep_txt, sampled_txt)) / len(rep_txt)
+            self.samples = [{"step": self.steps_done, "prompt": p, "greedy": g,
+                             **({"gold": self.gold(p, g)} if self.gold else {})}
+                            for p, g in zip(texts[:t.sample_table_rows], greedy_txt[:t.sample_table_rows])]
+        out.update(self.preference_metrics())
+        if self.data["heldout_demos"]:
+            hd = self.data["heldout_demos"]
+            total_lp, total_n = 0.0, 0
+            for s in range(0, len(hd), bs):
+                lp, n = self.logps(self.policy, [d["prompt"] for d in hd[s:s + bs]], [d["response"] for d in hd[s:s + bs]])
+                total_lp, total_n = total_lp + lp.sum().item(), total_n + int(n.sum())
+            out["eval/demo_logp_per_token"] = total_lp / max(total_n, 1)
+        return out
+
+    def preference_metrics(self) -> dict:
+        """Held-out accuracy and margin of the explicit reward, or of the implicit one β·log π/π_ref."""
+        held = self.data["heldout_prefs"]
+        if not held:
+            return {}
+        bs, beta = self.cfg.llm.train.eval_batch_size, self.cfg.algo.beta
+        margins = []
+        for s in range(0, len(held), bs):
+            chunk = held[s:s + bs]
+            if self.reward is not None:
+                rc = self.reward_data["heldout_prefs"][s:s + bs]
+                m = self.score([p["prompt"] for p in rc], [p["chosen"] for p in rc]) - \
+                    self.score([p["prompt"] for p in rc], [p["rejected"] for p in rc])
+            else:
+                prompts = [p["prompt"] for p in chunk]
+                pc, _ = self.logps(self.policy, prompts, [p["chosen"] for p in chunk])
+                pr, _ = self.logps(self.policy, prompts, [p["rejected"] for p in chunk])
+                ref = self.anchor if self.anchor is not None else self.reference
+                rc, _ = self.logps(ref, prompts, [p["chosen"] for p in chunk])
+                rr, _ = self.logps(ref, prompts, [p["rejected"] for p in chunk])
+                m = beta * ((pc - rc) - (pr - rr))
+            margins.append(m.float())
+        m = torch.cat(margins)
+        kind = "explicit" if self.reward is not None else "implicit"
+        # A tie (e.g. the implicit reward before any preference step, where π = π_ref) counts as half right.
+        acc = ((m > 0).float() + 0.5 * (m == 0).float()).mean().item()
+        return {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item(), f"eval/{kind}_reward": 1.0}
+
+    def evaluate_and_log(self) -> dict:
+        out = self.evaluate()
+        out.pop("eval/explicit_reward", None), out.pop("eval/implicit_reward", None)
+        out["time/wall_s"] = time.perf_counter() - self._t0
+        self._log(out, self.steps_done)
+        self._log_samples()
+        self.history.append({"step": self.steps_done, **out})
+        return out
+
+    def _log_samples(self) -> None:
+        if not self.samples:
+            return
+        cols = list(self.samples[0])
+        rows = [[r[c] for c in cols] for r in self.samples]
+        for logger in self.loggers:
+            if hasattr(logger, "log_text"):  # wandb: a table per evaluation
+                logger.log_text(key="samples", columns=cols, data=rows, step=self.steps_done)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "samples.jsonl", "a") as fh:
+            for r in self.samples:
+                fh.write(json.dumps(r) + "\n")
+
+    def _log(self, metrics: dict, step: int) -> None:
+        clean = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in metrics.items() if v is not None}
+        clean = {k: v for k, v in clean.items() if math.isfinite(v)}
+        for logger in self.loggers:
+            logger.log_metrics(clean, step=step)
+
+    def on_train_end(self) -> None:
+        final = self.evaluate_and_log()
+        a, d = self.cfg.algo, self.cfg.llm.data
+        self.final_metrics = {
+            "domain": "llm", "task": d.name, "algo": a.name, "seed": self.cfg.seed, "weighting": a.weighting,
+            "beta": a.beta, "num_demos": len(self.data["demos"]), "num_prefs": len(self.data["prefs"]),
+            "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
+            "policy_updates": self.policy_updates, **final, "samples": self.samples, "history": self.history}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+
+    def summary(self) -> str:
+        m = self.final_metrics
+        parts = [f"algo={m['algo']} task={m['task']} seed={m['seed']}"]
+        for key, label in (("eval/gold_sampled", "gold (sampled)"), ("eval/gold_greedy", "gold (greedy)"),
+                           ("eval/kl", "KL to ref"), ("eval/pref_accuracy", "held-out pref accuracy")):
+            if key in m:
+                parts.append(f"{label} {m[key]:.3f}")
+        return "; ".join(parts) + f"; metrics in {self.run_dir / 'metrics.json'}"
+
+    # -- state -------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        opts = self.optimizers(use_pl_optimizer=False)
+        self.restore_pending_optimizers(opts if isinstance(opts, (list, tuple)) else [opts])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["aihf_llm"] = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                  "steps_done": self.steps_done, "sft_updates": self.sft_updates,
+                                  "reward_updates": self.reward_updates, "policy_updates": self.policy_updates,
+                                  "reference_frozen": self.reference_frozen, "history": self.history}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        s = checkpoint["aihf_llm"]
+        self.gen.set_state(s["gen"])
+        torch.set_rng_state(s["torch_rng"])
+        self.steps_done, self.sft_updates = s["steps_done"], s["sft_updates"]
+        self.reward_updates, self.policy_updates = s["reward_updates"], s["policy_updates"]
+        self.reference_frozen, self.history = s["reference_frozen"], s["history"]
