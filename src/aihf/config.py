@@ -210,6 +210,7 @@ class LLMDataConfig:
     max_length: int = 32              # prompt + response tokens
     max_prompt_length: int = 16
     prompt_truncation: str = "error"  # error: refuse a prompt over max_prompt_length | left: keep its last tokens
+    empty_responses: str = "error"    # error: refuse a row with an empty response | drop: skip it (logged with the count)
     gold: Optional[str] = "sort"      # programmatic gold reward (aihf.llm.gold) | null when the task has none
 
 
@@ -226,6 +227,8 @@ class LLMTrainConfig:
     eval_samples: int = 2             # sampled responses per evaluation prompt
     sample_table_rows: int = 8
     eval_batch_size: int = 64
+    eval_prompts: int = 200           # at most this many prompts for the generation metrics (gold, KL, samples)
+    eval_at_start: bool = False       # also evaluate before the first step (the untrained baseline, logged at step 0)
     torch_threads: int = 2
 
 

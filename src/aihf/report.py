@@ -2,8 +2,11 @@
 
     python -m aihf.report <runs dir> [more dirs] --out docs/results/hopper --title "Hopper-v5"
 
-Groups runs by (env, algo, number of demonstrations, number of preference pairs, weighting), and reports mean ± std over
-seeds of the final true return and expert-normalised score, plus the learned reward's held-out accuracy.
+MuJoCo runs are grouped by (env, algo, number of demonstrations, number of preference pairs, weighting), with mean ± std
+over seeds of the final true return and expert-normalised score, plus the learned reward's held-out accuracy.
+Language-model runs (domain llm) are grouped by (task, algo, demonstrations, preference pairs, weighting), with the
+gold reward of sampled and greedy generations, KL(π‖π_ref), held-out preference accuracy and demonstration
+log-likelihood.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 ORDER = ["sac", "bc", "irl", "rlhf", "aihf"]
+LLM_ORDER = ["reference", "sft", "spin", "dpo", "ipo", "rpo", "rlhf", "aihf", "aihf_dpo", "aihf_selfplay", "rm"]
+LLM_PREFS = {"sft": False, "spin": False, "reference": False}
 
 
 def load_runs(roots: list[Path]) -> list[dict]:
@@ -61,6 +66,59 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def llm_key(m: dict) -> tuple:
+    prefs = m["num_prefs"] if LLM_PREFS.get(m["algo"], True) else 0
+    return m["task"], m["algo"], m["num_demos"], prefs, m.get("weighting", "mean")
+
+
+def llm_table(runs: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in runs:
+        groups[llm_key(m)].append(m)
+    keys = sorted(groups, key=lambda k: (k[0], k[3] if k[3] else -1,
+                                         LLM_ORDER.index(k[1]) if k[1] in LLM_ORDER else 99))
+    lines = ["| task | algo | demos | pref pairs | weighting | seeds | gold (sampled) | gold (greedy) | KL(π‖π_ref) "
+             "| held-out pref acc. | demo log-lik./token |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k in keys:
+        g = groups[k]
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or '–'} | {k[4]} | {len(g)} "
+                     f"| {fmt([m.get('eval/gold_sampled') for m in g], 3)} "
+                     f"| {fmt([m.get('eval/gold_greedy') for m in g], 3)} "
+                     f"| {fmt([m.get('eval/kl') for m in g], 2)} "
+                     f"| {fmt([m.get('eval/pref_accuracy') for m in g], 3)} "
+                     f"| {fmt([m.get('eval/demo_logp_per_token') for m in g], 3)} |")
+    return "\n".join(lines)
+
+
+def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval/gold_sampled") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for m in runs:
+        groups[llm_key(m)].append(m)
+    sizes = sorted({k[3] for k in groups if k[3]}) or [0]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), sharey=True, squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for k in sorted(groups, key=lambda k: LLM_ORDER.index(k[1]) if k[1] in LLM_ORDER else 99):
+            if k[3] not in (0, size):
+                continue
+            curves = [[(h["step"], h[metric]) for h in m["history"] if metric in h] for m in groups[k]]
+            steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+            if not steps:
+                continue
+            ys = np.array([[dict(c)[s] for s in steps] for c in curves])
+            ax.plot(steps, ys.mean(0), marker="o", ms=3, label=k[1])
+            ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.15)
+        ax.set_title(f"{title}: {size} preference pairs" if size else title)
+        ax.set_xlabel("training steps (SFT warm start, reward fit, then the preset's steps)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(metric.split("/")[-1].replace("_", " "))
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def plot_curves(runs: list[dict], out: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -102,9 +160,18 @@ def main() -> None:
     if not runs:
         raise SystemExit(f"no metrics.json under {[str(r) for r in args.roots]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    md = table(runs)
+    llm = [m for m in runs if m.get("domain") == "llm"]
+    mujoco = [m for m in runs if m.get("domain") != "llm"]
+    parts = []
+    if mujoco:
+        parts.append(table(mujoco))
+        plot_curves(mujoco, args.out.with_suffix(".png"), args.title)
+    if llm:
+        parts.append(llm_table(llm))
+        plot_llm_curves(llm, args.out.with_suffix(".png") if not mujoco else
+                        args.out.with_name(args.out.name + "-llm.png"), args.title)
+    md = "\n\n".join(parts)
     args.out.with_suffix(".md").write_text(md + "\n")
-    plot_curves(runs, args.out.with_suffix(".png"), args.title)
     print(md)
 
 

@@ -76,7 +76,7 @@ def _field(row: dict, key: str, label: str, i: int, kind=str):
 
 def _nonempty(text: str, what: str, label: str, i: int) -> str:
     if not text.strip():
-        raise ConfigError(f"{label} row {i + 1}: empty {what}")
+        raise ConfigError(f"{label} row {i + 1}: empty {what} (llm.data.empty_responses=drop skips such rows)")
     return text
 
 
@@ -108,18 +108,34 @@ def render_chat(tok, messages: list, label: str, i: int) -> tuple[str, str]:
     return prompt, messages[-1].get("content") or ""
 
 
-def to_demos(rows: list[dict], fmt: str, label: str, tok=None) -> list[dict]:
+class _Skip(Exception):
+    pass
+
+
+def _nonempty_or_skip(text: str, what: str, label: str, i: int, drop: bool) -> str:
+    if drop and not text.strip():
+        raise _Skip
+    return _nonempty(text, what, label, i)
+
+
+def to_demos(rows: list[dict], fmt: str, label: str, tok=None, drop_empty: bool = False) -> list[dict]:
     out = []
     for i, row in enumerate(rows):
         if fmt == "chat":
             prompt, response = render_chat(tok, _field(row, "messages", label, i, list), label, i)
         else:
             prompt, response = _field(row, "prompt", label, i), _field(row, "response", label, i)
-        out.append({"prompt": prompt, "response": _nonempty(response, "response", label, i)})
+        try:
+            out.append({"prompt": prompt, "response": _nonempty_or_skip(response, "response", label, i, drop_empty)})
+        except _Skip:
+            continue
+    if len(out) < len(rows):
+        log.warning("%s: dropped %d rows with an empty response (llm.data.empty_responses=drop)", label,
+                    len(rows) - len(out))
     return out
 
 
-def to_pairs(rows: list[dict], fmt: str, label: str, tok=None) -> list[dict]:
+def to_pairs(rows: list[dict], fmt: str, label: str, tok=None, drop_empty: bool = False) -> list[dict]:
     out, diverged = [], 0
     for i, row in enumerate(rows):
         if fmt == "hh":
@@ -138,15 +154,21 @@ def to_pairs(rows: list[dict], fmt: str, label: str, tok=None) -> list[dict]:
         else:
             prompt = _field(row, "prompt", label, i)
             chosen, rejected = _field(row, "chosen", label, i), _field(row, "rejected", label, i)
-        out.append({"prompt": prompt, "chosen": _nonempty(chosen, "chosen response", label, i),
-                    "rejected": _nonempty(rejected, "rejected response", label, i)})
+        try:
+            out.append({"prompt": prompt, "chosen": _nonempty_or_skip(chosen, "chosen response", label, i, drop_empty),
+                        "rejected": _nonempty_or_skip(rejected, "rejected response", label, i, drop_empty)})
+        except _Skip:
+            continue
+    if len(out) < len(rows):
+        log.warning("%s: dropped %d pairs with an empty response (llm.data.empty_responses=drop)", label,
+                    len(rows) - len(out))
     if diverged:
         log.info("%s: %d pairs diverge before the last Assistant turn; their responses carry the rest of the dialogue",
                  label, diverged)
     return out
 
 
-def to_prompts(rows: list[dict], fmt: str, label: str, tok=None) -> list[str]:
+def to_prompts(rows: list[dict], fmt: str, label: str, tok=None, drop_empty: bool = False) -> list[str]:
     prompts = []
     for i, row in enumerate(rows):
         if fmt == "chat" and "messages" in row:
@@ -170,11 +192,14 @@ class Encoder:
                               f"llm.data.max_length={max_length}")
         self.tok, self.max_length, self.max_prompt_length = tok, max_length, max_prompt_length
         self.prompt_truncation = prompt_truncation
+        # Encoders (e.g. MiniLM as a reward model) have no eos; their separator token closes the response.
+        end = tok.eos_token_id if tok.eos_token_id is not None else getattr(tok, "sep_token_id", None)
+        self.end = [end] if end is not None else []
 
     def prompt(self, text: str, where: str = "") -> list[int]:
         ids = self.tok(text, add_special_tokens=True)["input_ids"]
-        if self.tok.eos_token_id is not None and ids and ids[-1] == self.tok.eos_token_id and len(ids) > 1:
-            ids = ids[:-1]  # some tokenizers append eos to every text; a prompt must not end the sequence
+        if self.end and len(ids) > 1 and ids[-1] == self.end[0]:
+            ids = ids[:-1]  # some tokenizers append eos (or [SEP]) to every text; a prompt must not end the sequence
         if len(ids) > self.max_prompt_length:
             if self.prompt_truncation == "error":
                 raise ConfigError(f"{where}: prompt has {len(ids)} tokens > llm.data.max_prompt_length="
@@ -184,7 +209,7 @@ class Encoder:
         return ids
 
     def response(self, text: str, prompt_len: int) -> list[int]:
-        ids = self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+        ids = self.tok(text, add_special_tokens=False)["input_ids"] + self.end
         return ids[: self.max_length - prompt_len]
 
     def demo(self, row: dict, where: str) -> dict:

@@ -112,7 +112,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.data = self._encode(self.encoder)
 
         self.policy = build_policy(cfg.llm.policy, self.tokenizer)
-        self._check_positions()
+        if self.trains_policy:
+            self._check_positions()
         self.reference = frozen_copy(self.policy)
         # Self-play moves π_ref along with π; KL is still reported against the starting policy.
         self.anchor = frozen_copy(self.policy) if a.reference_refresh_every > 0 else None
@@ -144,9 +145,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         if d.format == "chat" and tok is None:
             return out  # rendered once the tokenizer (with its chat template) exists
 
+        if d.empty_responses not in ("error", "drop"):
+            raise ConfigError(f"llm.data.empty_responses={d.empty_responses!r}: expected error or drop")
+
         def read(key, convert):
             rows, label = llm_data.load_rows(_resolve(d[key]), d.split)
-            return convert(rows, d.format, label, tok)
+            return convert(rows, d.format, label, tok, d.empty_responses == "drop")
 
         if d.prefs:
             prefs = read("prefs", llm_data.to_pairs)
@@ -228,6 +232,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
             self.gen.manual_seed(self.cfg.seed * 1000 + self.global_rank)  # each rank its own batches
         if self.plan()[0] == 0 and not self.reference_frozen:
             self.freeze_reference()
+        if self.cfg.llm.train.eval_at_start and self.steps_done == 0:
+            self.evaluate_and_log()
 
     # -- batches -----------------------------------------------------------------------------------------
     def draw(self, part: str, n: int) -> list[int]:
@@ -439,10 +445,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
         t, beta = self.cfg.llm.train, self.cfg.algo.beta
         out: dict[str, float] = {}
         anchor = self.anchor if self.anchor is not None else self.reference
-        prompts = self.data["eval_prompts"]
-        texts = self.text["eval_prompts"]
+        prompts = self.data["eval_prompts"][:t.eval_prompts]
+        texts = self.text["eval_prompts"][:t.eval_prompts]
         bs = t.eval_batch_size
-        if prompts:
+        if prompts and self.trains_policy:
             greedy, sampled, kls, lengths = [], [], [], []
             for s in range(0, len(prompts), bs):
                 chunk = prompts[s:s + bs]
@@ -467,7 +473,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
                              **({"gold": self.gold(p, g)} if self.gold else {})}
                             for p, g in zip(texts[:t.sample_table_rows], greedy_txt[:t.sample_table_rows])]
         out.update(self.preference_metrics())
-        if self.data["heldout_demos"]:
+        if self.data["heldout_demos"] and self.trains_policy:
             hd = self.data["heldout_demos"]
             total_lp, total_n = 0.0, 0
             for s in range(0, len(hd), bs):
@@ -482,7 +488,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         if not held:
             return {}
         bs, beta = self.cfg.llm.train.eval_batch_size, self.cfg.algo.beta
-        margins = []
+        margins, ref_margins = [], []
         for s in range(0, len(held), bs):
             chunk = held[s:s + bs]
             if self.reward is not None:
@@ -497,16 +503,18 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 rc, _ = self.logps(ref, prompts, [p["chosen"] for p in chunk])
                 rr, _ = self.logps(ref, prompts, [p["rejected"] for p in chunk])
                 m = beta * ((pc - rc) - (pr - rr))
+                ref_margins.append((rc - rr).float())
             margins.append(m.float())
         m = torch.cat(margins)
-        kind = "explicit" if self.reward is not None else "implicit"
         # A tie (e.g. the implicit reward before any preference step, where π = π_ref) counts as half right.
         acc = ((m > 0).float() + 0.5 * (m == 0).float()).mean().item()
-        return {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item(), f"eval/{kind}_reward": 1.0}
+        out = {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item()}
+        if ref_margins:  # a zero-shot baseline: does π_ref itself find the chosen response more likely?
+            out["eval/ref_loglik_pref_accuracy"] = (torch.cat(ref_margins) > 0).float().mean().item()
+        return out
 
     def evaluate_and_log(self) -> dict:
         out = self.evaluate()
-        out.pop("eval/explicit_reward", None), out.pop("eval/implicit_reward", None)
         out["time/wall_s"] = time.perf_counter() - self._t0
         self._log(out, self.steps_done)
         self._log_samples()
