@@ -191,3 +191,14 @@ def test_sft_learns_the_sort_task(tmp_path):
     fit(module, tmp_path)
     after = module.final_metrics["eval/gold_greedy"]
     assert before < 0.2 and after > 0.5, (before, after)
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_llm_metrics_and_sample_table_reach_the_loggers(logger, sort_data, tmp_path):
+    from aihf.app import train
+    result = train(llm_cfg("sft", sort_data, tmp_path, [f"logger={logger}", "algo.bc_warmstart_steps=2",
+                                                       "llm.train.policy_steps=2", "llm.train.sample_table_rows=3"]))
+    sub = "tensorboard" if logger == "tensorboard" else "wandb"
+    assert any((tmp_path / sub).rglob("*")), f"{logger} wrote nothing under {tmp_path / sub}"
+    assert "eval/gold_sampled" in (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert len(result["samples"]) == 3 and (tmp_path / "samples.jsonl").is_file()

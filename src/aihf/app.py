@@ -39,7 +39,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     if cfg.trainer.enable_checkpointing:
         from pytorch_lightning.callbacks import ModelCheckpoint
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
-    return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+    return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
                       precision=cfg.trainer.precision, max_epochs=1, logger=loggers or False,
                       callbacks=callbacks, enable_progress_bar=cfg.trainer.enable_progress_bar,
                       enable_checkpointing=cfg.trainer.enable_checkpointing, enable_model_summary=False,

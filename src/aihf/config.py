@@ -134,6 +134,7 @@ class TrainerConfig:
     """Passed to lightning.Trainer (accelerator, devices, precision, ...)."""
     accelerator: str = "cpu"
     devices: Any = 1
+    strategy: str = "auto"            # auto | ddp | fsdp | deepspeed_stage_2 ... (Lightning strategies)
     precision: Any = 32
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True

@@ -526,9 +526,16 @@ class LLMAIHF(Continuable, pl.LightningModule):
             return
         cols = list(self.samples[0])
         rows = [[r[c] for c in cols] for r in self.samples]
+        markdown = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
+                             ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in r) + " |"
+                              for r in rows])
         for logger in self.loggers:
             if hasattr(logger, "log_text"):  # wandb: a table per evaluation
                 logger.log_text(key="samples", columns=cols, data=rows, step=self.steps_done)
+            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # tensorboard
+                logger.experiment.add_text("samples", markdown, self.steps_done)
+        if not self._is_global_zero():
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "samples.jsonl", "a") as fh:
             for r in self.samples:
@@ -548,8 +555,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
             "beta": a.beta, "num_demos": len(self.data["demos"]), "num_prefs": len(self.data["prefs"]),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
             "policy_updates": self.policy_updates, **final, "samples": self.samples, "history": self.history}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+        if self._is_global_zero():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+
+    def _is_global_zero(self) -> bool:
+        return self._trainer is None or self.trainer.is_global_zero
 
     def summary(self) -> str:
         m = self.final_metrics
