@@ -242,6 +242,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
     def logps(self, model, prompts, responses):
         return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device)
 
+    def pair_logps(self, model, prompts, first, second):
+        """log π of two responses per prompt in one forward pass (as TRL concatenates chosen and rejected)."""
+        logps, counts = self.logps(model, prompts + prompts, first + second)
+        n = len(prompts)
+        return (logps[:n], logps[n:]), (counts[:n], counts[n:])
+
     def sample(self, model, prompts, greedy=False) -> list[list[int]]:
         t = self.cfg.llm.train
         return generate(model, prompts, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, t.max_new_tokens,
@@ -270,11 +276,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
         a = self.cfg.algo
         metrics, demo_loss, pref_loss = {}, None, None
         if a.pref_weight != 0 and prefs:
-            pc, nc = self.logps(self.policy, [p["prompt"] for p in prefs], [p["chosen"] for p in prefs])
-            pr, _ = self.logps(self.policy, [p["prompt"] for p in prefs], [p["rejected"] for p in prefs])
+            (pc, pr), (nc, _) = self.pair_logps(self.policy, [p["prompt"] for p in prefs],
+                                                [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
             with torch.no_grad():
-                rc, _ = self.logps(self.reference, [p["prompt"] for p in prefs], [p["chosen"] for p in prefs])
-                rr, _ = self.logps(self.reference, [p["prompt"] for p in prefs], [p["rejected"] for p in prefs])
+                (rc, rr), _ = self.pair_logps(self.reference, [p["prompt"] for p in prefs],
+                                              [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
             pref_loss = objectives.dpo_loss(pc, pr, rc, rr, a.beta, a.dpo_loss_type, a.label_smoothing)
             chosen_r, rejected_r = a.beta * (pc - rc).detach(), a.beta * (pr - rr).detach()
             metrics.update({"rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
@@ -286,14 +292,13 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 metrics["loss/chosen_nll"] = chosen_nll.detach()
         if a.demo_weight != 0 and demos:
             prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
-            pe, ne = self.logps(self.policy, prompts, responses)
             if a.demo_term == "nll":
+                pe, ne = self.logps(self.policy, prompts, responses)
                 demo_loss = objectives.nll_loss(pe, ne)
             else:  # SPIN: the demonstration beats the opponent's (π_ref's) own sample
-                ps, _ = self.logps(self.policy, prompts, selfplay)
+                (pe, ps), (ne, _) = self.pair_logps(self.policy, prompts, responses, selfplay)
                 with torch.no_grad():
-                    re, _ = self.logps(self.reference, prompts, responses)
-                    rs, _ = self.logps(self.reference, prompts, selfplay)
+                    (re, rs), _ = self.pair_logps(self.reference, prompts, responses, selfplay)
                 demo_loss = objectives.dpo_loss(pe, ps, re, rs, a.beta, a.dpo_loss_type, a.label_smoothing)
                 metrics["rewards/selfplay_margin"] = (a.beta * ((pe - re) - (ps - rs))).detach().mean()
             metrics["logps/demos"] = (pe / ne.clamp(min=1)).detach().mean()
