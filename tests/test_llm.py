@@ -202,3 +202,28 @@ def test_llm_metrics_and_sample_table_reach_the_loggers(logger, sort_data, tmp_p
     assert any((tmp_path / sub).rglob("*")), f"{logger} wrote nothing under {tmp_path / sub}"
     assert "eval/gold_sampled" in (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert len(result["samples"]) == 3 and (tmp_path / "samples.jsonl").is_file()
+
+
+def test_ddp_on_two_cpu_processes_takes_every_step(sort_data, tmp_path):
+    """Two gloo processes: each takes the full step budget (no DistributedSampler split), with an explicit reward
+    left unused by the policy steps (find_unused_parameters)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    paths = [f"llm.data.{k}={sort_data / (k + '.jsonl')}" for k in ("demos", "prefs", "heldout_demos",
+                                                                      "heldout_prefs", "eval_prompts")]
+    proc = subprocess.run([sys.executable, str(root / "run.py"), "domain=llm", "algo=aihf", "trainer=ddp",
+                           "trainer.accelerator=cpu", "trainer.devices=2", "algo.bc_warmstart_steps=3",
+                           "algo.reward_pretrain_steps=2", "llm.train.policy_steps=3", "llm.train.eval_every=0",
+                           "llm.train.torch_threads=1", "llm.policy.hidden_size=32", "llm.train.batch_size=4",
+                           "llm.train.rl_prompts=2", "llm.train.rl_samples=2", "trainer.enable_progress_bar=false",
+                           "trainer.enable_checkpointing=false", f"hydra.run.dir={tmp_path}", *paths],
+                          capture_output=True, text=True, cwd=root, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert (m["sft_updates"], m["policy_updates"], m["steps"]) == (3, 3, 3 + 2 + 3)
+    assert m["reward_updates"] == 2 + 3  # pre-fit, then one per policy step (algo.reward_every=1)

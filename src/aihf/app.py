@@ -44,6 +44,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
                       callbacks=callbacks, enable_progress_bar=cfg.trainer.enable_progress_bar,
                       enable_checkpointing=cfg.trainer.enable_checkpointing, enable_model_summary=False,
                       num_sanity_val_steps=0, log_every_n_steps=cfg.trainer.log_every_n_steps,
+                      # The modules draw their own batches; the dataloader only counts steps, which every rank
+                      # must take in full (a DistributedSampler would split them between the ranks).
+                      use_distributed_sampler=False,
                       default_root_dir=str(run_dir))
 
 
