@@ -57,8 +57,15 @@ def train(cfg: DictConfig) -> dict:
     if cfg.loop.init_from:
         module.init_from(cfg.loop.init_from)
     run_dir = Path(cfg.run_dir)
-    trainer = build_trainer(cfg, run_dir, build_loggers(cfg, run_dir))
-    trainer.fit(module)
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, loggers)
+    try:
+        trainer.fit(module)
+    finally:
+        # Each run (each job of a --multirun sweep) is its own W&B run; an unfinished one would absorb the next.
+        for logger in loggers:
+            if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+                logger.experiment.finish()
     result = module.final_metrics
     if hasattr(module, "summary"):
         print(module.summary())
