@@ -29,7 +29,7 @@ from aihf.errors import ConfigError
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
 from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
-from aihf.llm.sequences import generate, response_logps
+from aihf.llm.sequences import generate, pad_right, response_logps
 from aihf.resume import Continuable
 
 REWARD_SOURCES = ("learned", "implicit")
@@ -262,7 +262,6 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         """r_φ(x, y) on reward token ids, reading the response's last token."""
-        from aihf.llm.sequences import pad_right
         limit = self.cfg.llm.reward.max_length
         pairs = [(p, r[: max(1, limit - len(p))]) for p, r in zip(prompts, responses)]
         ids, attn, _ = pad_right([p for p, _ in pairs], [r for _, r in pairs], self.reward_encoder.tok.pad_token_id,
