@@ -10,6 +10,20 @@ import torch
 from aihf.errors import ConfigError
 
 
+class StepIndices(torch.utils.data.Dataset):
+    """Lightning needs a dataloader; the domain modules draw their own data (from checkpointed generators), so
+    each item is just the index of one loop iteration."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
 class Continuable:
     """Mixin for a LightningModule whose `on_save_checkpoint` stores its loop state under `STATE_KEY`."""
 

@@ -30,7 +30,7 @@ from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
 from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
 from aihf.llm.sequences import generate, pad_right, response_logps
-from aihf.resume import Continuable
+from aihf.resume import Continuable, StepIndices
 
 REWARD_SOURCES = ("learned", "implicit")
 POLICY_UPDATES = ("rloo", "direct", "bc", "none")
@@ -68,20 +68,6 @@ def _resolve(path: str | None) -> str | None:
         return path
     candidate = SHIPPED.parent.parent / path
     return str(candidate) if candidate.exists() else path
-
-
-class _Steps(torch.utils.data.Dataset):
-    """Lightning needs a dataloader; the module draws its own batches (a checkpointed generator), so each item
-    is just a step index."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
 
 
 class LLMAIHF(Continuable, pl.LightningModule):
@@ -223,7 +209,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
     def train_dataloader(self):
         # Its own generator: a DataLoader otherwise draws a seed from the global RNG, which sampling uses, and a
         # resumed run would then sample differently from an uninterrupted one.
-        return torch.utils.data.DataLoader(_Steps(max(0, sum(self.plan()) - self.steps_done)), batch_size=None,
+        return torch.utils.data.DataLoader(StepIndices(max(0, sum(self.plan()) - self.steps_done)), batch_size=None,
                                            generator=torch.Generator().manual_seed(0))
 
     def on_train_start(self) -> None:

@@ -25,25 +25,12 @@ from aihf.errors import ConfigError
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
-from aihf.resume import Continuable
+from aihf.resume import Continuable, StepIndices
 from aihf.mujoco.envs import env_dims, env_versions, make_env
 
 REWARD_SOURCES = ("learned", "env")
 POLICY_UPDATES = ("sac", "bc")
 SCHEDULES = ("alternating", "sequential")
-
-
-class _Iterations(torch.utils.data.Dataset):
-    """Lightning needs a dataloader; in RL each item is just the index of one loop iteration."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
 
 
 def validate_algo(cfg: DictConfig) -> None:
@@ -147,7 +134,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return max(0, math.ceil(remaining / loop.steps_per_iteration))
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(_Iterations(self.num_iterations()), batch_size=None)
+        return torch.utils.data.DataLoader(StepIndices(self.num_iterations()), batch_size=None)
 
     def on_train_start(self) -> None:
         torch.set_num_threads(self.cfg.loop.torch_threads)
