@@ -142,7 +142,7 @@ def test_rloo_advantage_is_leave_one_out(sort_data, tmp_path, monkeypatch):
         return responses
     monkeypatch.setattr(module, "sample", fake_sample)
     monkeypatch.setattr(module, "score", lambda prompts, ys: torch.tensor([1.0, 2.0, 6.0]))
-    monkeypatch.setattr(module, "_step", lambda index, loss, params, clip: captured.setdefault("loss", loss))
+    monkeypatch.setattr(module, "_step", lambda index, loss, clip: captured.setdefault("loss", loss))
     module.rl_step()
     # π = π_ref right after the freeze, so R = r and the advantages are 1 − 4, 2 − 3.5, 6 − 1.5.
     adv = torch.tensor([-3.0, -1.5, 4.5])

@@ -316,7 +316,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return loss, metrics
 
     # -- steps -------------------------------------------------------------------------------------------
-    def _step(self, opt_index: int, loss: torch.Tensor, params, clip: float | None) -> None:
+    def _step(self, opt_index: int, loss: torch.Tensor, clip: float | None) -> None:
         opt = self.optimizers()
         opt = opt[opt_index] if isinstance(opt, (list, tuple)) else opt
         opt.zero_grad()
@@ -329,7 +329,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         batch = [self.data["demos"][i] for i in self.draw("demos", self.cfg.llm.train.batch_size)]
         lp, n = self.logps(self.policy, [b["prompt"] for b in batch], [b["response"] for b in batch])
         loss = objectives.nll_loss(lp, n)
-        self._step(0, loss, self.policy.parameters(), self.cfg.llm.policy.grad_clip)
+        self._step(0, loss, self.cfg.llm.policy.grad_clip)
         self.sft_updates += 1
         return {"loss/sft": loss}
 
@@ -343,7 +343,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             demos = [self.reward_data["demos"][i] for i in idx]
             samples = self.sample(self.policy, [self.data["demos"][i]["prompt"] for i in idx])
         loss, metrics = self.reward_objective(demos, samples, prefs)
-        self._step(1, loss, self.reward.parameters(), None)
+        self._step(1, loss, None)
         self.reward_updates += 1
         return metrics
 
@@ -364,7 +364,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             baseline = (total.sum(1, keepdim=True) - total) / (t.rl_samples - 1)
             adv = (total - baseline).view(-1)
         loss = -(adv * logp).mean()
-        self._step(0, loss, self.policy.parameters(), self.cfg.llm.policy.grad_clip)
+        self._step(0, loss, self.cfg.llm.policy.grad_clip)
         return {"loss/policy": loss, "rl/reward": r.mean(), "rl/kl": kl.mean(), "rl/response_tokens": n.float().mean()}
 
     def reward_data_prompt(self, pool_index: int) -> list[int]:
@@ -382,7 +382,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             if a.demo_term == "selfplay":
                 selfplay = self.sample(self.reference, [d["prompt"] for d in demos])
         loss, metrics = self.implicit_objective(demos, prefs, selfplay)
-        self._step(0, loss, self.policy.parameters(), self.cfg.llm.policy.grad_clip)
+        self._step(0, loss, self.cfg.llm.policy.grad_clip)
         return metrics
 
     def freeze_reference(self) -> None:
