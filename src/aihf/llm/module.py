@@ -254,6 +254,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
                                  self.device)
         return self.reward(ids, attn)
 
+    def pair_scores(self, prompts, first, second) -> tuple[torch.Tensor, torch.Tensor]:
+        """r_φ of two responses per prompt in one forward pass."""
+        scores = self.score(prompts + prompts, first + second)
+        return scores[:len(prompts)], scores[len(prompts):]
+
     # -- objectives on given batches (the reductions are tested on these) ----------------------------------
     def implicit_objective(self, demos: list[dict] | None, prefs: list[dict] | None,
                            selfplay: list[list[int]] | None = None) -> tuple[torch.Tensor, dict]:
@@ -300,14 +305,13 @@ class LLMAIHF(Continuable, pl.LightningModule):
         a = self.cfg.algo
         metrics, demo_loss, pref_loss = {}, None, None
         if a.pref_weight != 0 and prefs:
-            rw = self.score([p["prompt"] for p in prefs], [p["chosen"] for p in prefs])
-            rl = self.score([p["prompt"] for p in prefs], [p["rejected"] for p in prefs])
+            rw, rl = self.pair_scores([p["prompt"] for p in prefs], [p["chosen"] for p in prefs],
+                                      [p["rejected"] for p in prefs])
             pref_loss = objectives.bradley_terry_loss(rw, rl, torch.ones_like(rw))
             metrics["reward/train_pref_accuracy"] = (rw > rl).float().mean()
         if a.demo_weight != 0 and demos:
             prompts = [d["prompt"] for d in demos]
-            re = self.score(prompts, [d["response"] for d in demos])
-            rp = self.score(prompts, self.to_reward_ids(policy_samples))
+            re, rp = self.pair_scores(prompts, [d["response"] for d in demos], self.to_reward_ids(policy_samples))
             demo_loss = objectives.logistic_demonstration_loss(re, rp)
             metrics["reward/demo_minus_policy"] = (re - rp).detach().mean()
         loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
@@ -483,15 +487,15 @@ class LLMAIHF(Continuable, pl.LightningModule):
             chunk = held[s:s + bs]
             if self.reward is not None:
                 rc = self.reward_data["heldout_prefs"][s:s + bs]
-                m = self.score([p["prompt"] for p in rc], [p["chosen"] for p in rc]) - \
-                    self.score([p["prompt"] for p in rc], [p["rejected"] for p in rc])
+                sc, sr = self.pair_scores([p["prompt"] for p in rc], [p["chosen"] for p in rc],
+                                          [p["rejected"] for p in rc])
+                m = sc - sr
             else:
                 prompts = [p["prompt"] for p in chunk]
-                pc, _ = self.logps(self.policy, prompts, [p["chosen"] for p in chunk])
-                pr, _ = self.logps(self.policy, prompts, [p["rejected"] for p in chunk])
+                chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
+                (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
                 ref = self.anchor if self.anchor is not None else self.reference
-                rc, _ = self.logps(ref, prompts, [p["chosen"] for p in chunk])
-                rr, _ = self.logps(ref, prompts, [p["rejected"] for p in chunk])
+                (rc, rr), _ = self.pair_logps(ref, prompts, chosen, rejected)
                 m = beta * ((pc - rc) - (pr - rr))
                 ref_margins.append((rc - rr).float())
             margins.append(m.float())
