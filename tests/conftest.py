@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

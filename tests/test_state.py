@@ -26,10 +26,13 @@ def test_checkpoint_restores_loop_state(hopper_data, tmp_path):
     assert (fresh.env_steps, fresh.policy_updates, fresh.reward_updates) == \
         (module.env_steps, module.policy_updates, module.reward_updates)
     assert len(fresh.buffer) == len(module.buffer) == 600
+    assert fresh.rollout.episode_length.tolist() == module.rollout.episode_length.tolist()
+    assert np.array_equal(fresh.rollout.obs, module.rollout.obs)
     for k in fresh.buffer.data:
         assert torch.equal(fresh.buffer.data[k][:600], module.buffer.data[k][:600])
-    # The restored generators continue the same random streams.
-    assert torch.equal(torch.rand(4, generator=fresh.torch_gen), torch.rand(4, generator=module.torch_gen))
+    # The restored generators continue the same random streams (the torch one once training puts it on its device).
+    device_type, state = fresh._pending_gen_state
+    assert device_type == "cpu" and torch.equal(state, module.torch_gen.get_state())
     assert fresh.np_rng.random() == module.np_rng.random()
     for (name, p), q in zip(fresh.state_dict().items(), module.state_dict().values()):
         assert torch.equal(p, q), name
@@ -39,7 +42,7 @@ def test_learned_reward_scores_replay_at_sampling_time(hopper_data, tmp_path):
     """SAC's batch rewards come from the current r_θ, not from anything stored at collection time."""
     module = MuJoCoAIHF(fast_cfg("aihf", hopper_data, tmp_path))
     for _ in range(10):
-        module.buffer.add(np.ones(11), np.zeros(3), np.ones(11), 123.0, False)
+        module.buffer.add(np.ones((1, 11)), np.zeros((1, 3)), np.ones((1, 11)), np.array([123.0]), np.array([False]))
     batch = module.buffer.sample(4)
     before = module.batch_rewards(batch)
     with torch.no_grad():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from aihf.errors import ConfigError
 
@@ -16,18 +17,46 @@ log = logging.getLogger("aihf")
 TASKS = ("train", "collect")
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+class AppendingCSVLogger:
+    """Wraps Lightning's CSVLogger for a resumed run: the rows the interrupted run logged up to its checkpoint's
+    step are kept (later ones, which the resumed run logs again, are dropped) and new rows are appended."""
+
+    @staticmethod
+    def make(run_dir: Path, resume_step: int | None):
+        import csv
+        from pytorch_lightning.loggers import CSVLogger
+        logger = CSVLogger(run_dir, name="csv", version="")
+        path = Path(logger.log_dir) / "metrics.csv"
+        if resume_step is None or not path.is_file():
+            return logger
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or []), [r for r in reader if int(r["step"]) <= resume_step]
+        writer = logger.experiment  # Lightning's writer empties metrics.csv when it is created
+        writer.metrics_keys = header
+        with open(path, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            out.writeheader()
+            out.writerows(rows)
+        return logger
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> list:
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
     loggers = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(run_dir, name="csv", version=""))
+        loggers.append(AppendingCSVLogger.make(run_dir, resume_step))
     if cfg.logger.tensorboard:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
     if cfg.logger.wandb:
         os.environ.setdefault("WANDB_MODE", cfg.logger.wandb_mode)  # offline works with no key and no network
-        loggers.append(WandbLogger(project=cfg.logger.wandb_project, save_dir=str(run_dir),
-                                   name=f"{cfg.algo.name}-{cfg.domain.tag}-s{cfg.seed}",
-                                   config=OmegaConf.to_container(cfg, resolve=True)))
+        id_file = run_dir / "wandb_run_id"
+        resume = {"id": id_file.read_text().strip(), "resume": "allow"} if resume_step is not None and \
+            id_file.is_file() else {}
+        logger = WandbLogger(project=cfg.logger.wandb_project, save_dir=str(run_dir),
+                             name=f"{cfg.algo.name}-{cfg.domain.tag}-s{cfg.seed}",
+                             config=OmegaConf.to_container(cfg, resolve=True), **resume)
+        loggers.append(logger)
     return loggers
 
 
@@ -36,13 +65,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     if cfg.trainer.enable_progress_bar:
         from pytorch_lightning.callbacks import RichProgressBar
         callbacks.append(RichProgressBar(leave=True))
-    if cfg.trainer.enable_checkpointing:
-        from pytorch_lightning.callbacks import ModelCheckpoint
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
+    # Checkpoint callbacks come from each domain module's configure_callbacks (they know their progress axis).
     return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
                       precision=cfg.trainer.precision, max_epochs=1, logger=loggers or False,
                       callbacks=callbacks, enable_progress_bar=cfg.trainer.enable_progress_bar,
-                      enable_checkpointing=cfg.trainer.enable_checkpointing, enable_model_summary=False,
+                      enable_checkpointing=False, enable_model_summary=False,
                       num_sanity_val_steps=0, log_every_n_steps=cfg.trainer.log_every_n_steps,
                       # The modules draw their own batches; the dataloader only counts steps, which every rank
                       # must take in full (a DistributedSampler would split them between the ranks).
@@ -51,20 +78,47 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
 
 
 def train(cfg: DictConfig) -> dict:
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of
     module_cls = hydra.utils.get_class(cfg.domain.module)
+    ckpt_path = resolve_resume(cfg.loop.resume, Path(cfg.run_dir))
+    resume_step = None
+    if ckpt_path is not None:
+        if not getattr(module_cls, "EXACT_RESUME", False):
+            raise ConfigError(f"loop.resume: the {cfg.domain.name} domain does not resume exactly yet; "
+                              f"continue a run with loop.init_from")
+        ckpt = load_checkpoint(ckpt_path, "loop.resume")
+        state = ckpt.get(module_cls.STATE_KEY)
+        if state is None or "hyper_parameters" not in ckpt:
+            raise ConfigError(f"loop.resume={ckpt_path} is not a checkpoint of an aihf {module_cls.DOMAIN} run")
+        check_same_run(ckpt["hyper_parameters"]["cfg"], OmegaConf.to_container(cfg, resolve=True), "loop.resume")
+        run_dir = run_dir_of(ckpt_path)
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir)
+        resume_step = state["progress"]
+        done = state["final_metrics"] is not None and (run_dir / "metrics.json").is_file()
+        if done and resume_step >= module_cls.budget_of(cfg):
+            print(f"loop.resume: the run in {run_dir} is finished ({resume_step} of {module_cls.budget_of(cfg)} "
+                  f"steps); metrics in {run_dir / 'metrics.json'}")
+            return json.loads((run_dir / "metrics.json").read_text())
+        del ckpt
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = module_cls(cfg)  # validates config and data: bad input stops here, before any training
     if cfg.loop.init_from:
         module.init_from(cfg.loop.init_from)
+        if hasattr(module, "progress") and module.progress >= module.budget:
+            raise ConfigError(f"loop.init_from={cfg.loop.init_from}: the checkpoint has already taken "
+                              f"{module.progress} steps; raise the budget above that to continue it")
     run_dir = Path(cfg.run_dir)
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, resume_step)
     trainer = build_trainer(cfg, run_dir, loggers)
     try:
-        trainer.fit(module)
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
     finally:
         # Each run (each job of a --multirun sweep) is its own W&B run; an unfinished one would absorb the next.
         for logger in loggers:
             if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+                if trainer.is_global_zero:
+                    (run_dir / "wandb_run_id").write_text(logger.experiment.id)
                 logger.experiment.finish()
     result = module.final_metrics
     if hasattr(module, "summary"):

@@ -26,6 +26,10 @@ class EnvConfig:
     """A gymnasium environment. Results name the version: only -v5 ids are shipped with data."""
     id: str = "Hopper-v5"
     max_episode_steps: int = 1000
+    # Training envs stepped as one batch (gymnasium vector API, same-step autoreset); the update-to-data ratio
+    # policy.updates_per_step stays per env step, so runs at different num_envs take the same number of updates.
+    num_envs: int = 1
+    vectorization_mode: str = "sync"  # sync (one process; faster on few cores) | async (one subprocess per env)
     # Extra gymnasium.make kwargs for the *training* env only (e.g. {terminate_when_unhealthy: false});
     # evaluation always uses the standard env, so reported returns stay comparable.
     train_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -77,6 +81,9 @@ class PolicyConfig:
     updates_per_step: float = 1.0     # gradient updates per env step (fractions allowed, e.g. 0.5)
     learning_starts: int = 5000       # uniformly random actions before the first update
     buffer_size: int = 1_000_000
+    matmul: str = "auto"              # CPU kernel of the linear layers: auto | onednn | aten (aihf.mujoco.layers)
+    compile: bool = False             # torch.compile the critic and actor losses (forward and backward)
+    compile_mode: Optional[str] = None  # torch.compile mode: null (default) | reduce-overhead (CUDA graphs) | max-autotune
 
 
 @dataclass
@@ -152,8 +159,15 @@ class LoopConfig:
     final_eval_episodes: int = 10
     save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
     torch_threads: int = 2            # use 1 per job when running two jobs side by side
-    # Continue from a Lightning checkpoint of an earlier run (networks, optimisers, replay buffer, counters,
-    # generators); total_env_steps then counts the steps already taken.
+    # A complete checkpoint (networks, optimisers, replay buffer, episodes in progress, generators) every this
+    # many env steps (bc: gradient steps) and at the end, in <run_dir>/checkpoints; the newest keep_checkpoints kept.
+    checkpoint_every: int = 10_000
+    keep_checkpoints: int = 2
+    # Resume an interrupted run exactly where its last checkpoint left it, in its own run directory:
+    # a run directory, a .ckpt file, or auto (this run's directory if it holds a checkpoint, else start afresh).
+    resume: Optional[str] = None
+    # Start a new run from an earlier run's checkpoint (a new run directory; settings may differ, e.g. a larger
+    # total_env_steps, which then counts the steps already taken).
     init_from: Optional[str] = None
 
 

@@ -24,6 +24,21 @@ class StepIndices(torch.utils.data.Dataset):
         return i
 
 
+class BudgetStream(torch.utils.data.IterableDataset):
+    """The loop's iterations as Lightning's "dataset": a module that collects its own data (an RL agent stepping
+    its envs) yields one item per `training_step` until its `progress` reaches its `budget`. Ending on the
+    module's own counters, not on a length, makes a run resumed mid-epoch take exactly the remaining steps."""
+
+    def __init__(self, module, steps_per_iteration: int):
+        self.module, self.steps_per_iteration = module, steps_per_iteration
+
+    def __iter__(self):
+        i = 0
+        while self.module.progress < self.module.budget:
+            yield i
+            i += 1
+
+
 class Continuable:
     """Mixin for a LightningModule whose `on_save_checkpoint` stores its loop state under `STATE_KEY`."""
 
@@ -45,3 +60,65 @@ class Continuable:
         for opt, state in zip(optimizers, getattr(self, "_pending_optimizer_states", [])):
             opt.load_state_dict(state)
         self._pending_optimizer_states = []
+
+
+# Keys that may differ between an interrupted run and its resumption: budgets and schedules of evaluation,
+# checkpoints and logging, threads, progress display. Everything else must match, or the result is not the run.
+RESUMABLE_CHANGES = ("loop.total_env_steps", "loop.bc_steps", "loop.eval_every", "loop.eval_episodes",
+                     "loop.final_eval_episodes", "loop.checkpoint_every", "loop.keep_checkpoints", "loop.resume",
+                     "loop.init_from", "loop.torch_threads", "run_dir", "logger.", "trainer.enable_progress_bar",
+                     "trainer.log_every_n_steps", "llm.", "collect.", "teacher.")
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint that `loop.resume` names: a .ckpt file, a run directory (its checkpoints/last.ckpt), or
+    `auto` (this run's directory if it holds a checkpoint; else None, a fresh start)."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(f"loop.resume={resume}: no checkpoint in this run directory ({last} does not exist)")
+        return last
+    if not path.is_file():
+        raise ConfigError(f"loop.resume={resume} does not exist (expected a run directory, a .ckpt file or auto)")
+    return path
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    return ckpt.resolve().parent.parent  # <run_dir>/checkpoints/<file>.ckpt
+
+
+def load_checkpoint(path: Path, what: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ConfigError(f"{what}={path} cannot be read as a checkpoint: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_same_run(saved_cfg: dict, cfg: dict, what: str) -> None:
+    """Refuse to resume a checkpoint under settings that would make a different run, naming the first key."""
+    saved, now = _flatten(saved_cfg), _flatten(cfg)
+    for key in sorted(set(saved) | set(now)):
+        if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
+            continue
+        if saved.get(key, "<absent>") != now.get(key, "<absent>"):
+            raise ConfigError(f"{what}: the checkpoint was made with {key}={saved.get(key, '<absent>')!r}, this run "
+                              f"has {key}={now.get(key, '<absent>')!r}; resume with the same settings "
+                              f"(or start a new run from it with loop.init_from)")

@@ -566,6 +566,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return "; ".join(parts) + f"; metrics in {self.run_dir / 'metrics.json'}"
 
     # -- state -------------------------------------------------------------------------------------------
+    def configure_callbacks(self):
+        if not self.cfg.trainer.enable_checkpointing:
+            return []
+        from pytorch_lightning.callbacks import ModelCheckpoint
+        return [ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0)]
+
     def on_fit_start(self) -> None:
         opts = self.optimizers(use_pl_optimizer=False)
         self.restore_pending_optimizers(opts if isinstance(opts, (list, tuple)) else [opts])

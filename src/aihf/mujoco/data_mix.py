@@ -1,8 +1,9 @@
-"""The data mix: demonstrations, preference pairs and held-out evaluation data drawn from one dataset."""
+"""The data mix: demonstrations, preference pairs and held-out evaluation data drawn from one dataset.
+
+Everything a training step draws from is gathered into tensors once and moved to the module's device with
+`to(device)`; batches are then indexed there with the module's (device) generator."""
 
 from __future__ import annotations
-
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -30,9 +31,25 @@ class DataMix:
         self.demo_obs, self.demo_act = dataset.transitions(self.demo_trajs)
         self.demo_transitions = self._demo_transitions()
         self.train_pairs = train_pairs[:num_prefs] if needs_prefs else train_pairs[:0]
+        # Padded to the longest segment; padding is masked, so a pair's learned return is the same as when it
+        # is gathered alone.
+        self.train_pair_batch = dataset.segments(self.train_pairs) if len(self.train_pairs) else None
         self.heldout_pairs = dataset.pairs(HELDOUT)
         self.heldout_trajs = dataset.trajectories(HELDOUT)
+        self.heldout_pair_batch = dataset.segments(self.heldout_pairs) if len(self.heldout_pairs) else None
+        self.heldout_trajectories = self._heldout_trajectories()
         self.policy_window = policy_window
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "DataMix":
+        device = torch.device(device)
+        move = lambda d: None if d is None else {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        self.demo_obs, self.demo_act = self.demo_obs.to(device), self.demo_act.to(device)
+        self.demo_transitions = move(self.demo_transitions)
+        self.train_pair_batch, self.heldout_pair_batch = move(self.train_pair_batch), move(self.heldout_pair_batch)
+        self.heldout_trajectories = [(o.to(device), a.to(device), g) for o, a, g in self.heldout_trajectories]
+        self.device = device
+        return self
 
     @property
     def num_demos(self) -> int:
@@ -43,7 +60,7 @@ class DataMix:
         return len(self.train_pairs)
 
     def demo_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(self.demo_obs), (batch_size,), generator=generator)
+        idx = torch.randint(0, len(self.demo_obs), (batch_size,), generator=generator, device=self.device)
         return self.demo_obs[idx], self.demo_act[idx]
 
     def _demo_transitions(self) -> dict[str, torch.Tensor]:
@@ -60,20 +77,16 @@ class DataMix:
         return out
 
     def demo_replay_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, len(self.demo_transitions["obs"]), (batch_size,), generator=generator)
+        idx = torch.randint(0, len(self.demo_transitions["obs"]), (batch_size,), generator=generator,
+                            device=self.device)
         return {k: v[idx] for k, v in self.demo_transitions.items()}
 
     def pref_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pick = torch.randint(0, len(self.train_pairs), (min(batch_size, len(self.train_pairs)),),
-                             generator=generator).numpy()
-        return self.dataset.segments(self.train_pairs[pick])
+                             generator=generator, device=self.device)
+        return {k: v[pick] for k, v in self.train_pair_batch.items()}
 
-    @cached_property  # evaluated at every evaluation: gather the padded segments once
-    def heldout_pair_batch(self) -> dict[str, torch.Tensor] | None:
-        return self.dataset.segments(self.heldout_pairs) if len(self.heldout_pairs) else None
-
-    @cached_property
-    def heldout_trajectories(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    def _heldout_trajectories(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
         out = []
         for t in self.heldout_trajs:
             obs, act = self.dataset.transitions(np.array([t]))

@@ -1,10 +1,17 @@
 """The MuJoCo LightningModule: the AIHF loop of DESIGN.md §1 with manual optimisation.
 
-One `training_step` advances the loop by `loop.steps_per_iteration` environment steps. Each env step stores a
-transition and takes `policy.updates_per_step` SAC updates on rewards computed *now* by the algorithm's reward
-(the current r_θ, or the environment's for the oracle). Every `algo.reward_every` env steps the reward takes
-`algo.reward_steps` gradient steps on λ_D·(demonstration contrast) + λ_P·(Bradley–Terry), weighted as
-`algo.weighting` says. The presets only change which of these parts are switched on.
+One `training_step` advances the loop by `loop.steps_per_iteration` environment steps, taken by `env.num_envs`
+sub-envs at once (one batched action per vector step). Each vector step stores `num_envs` transitions and takes
+`policy.updates_per_step × num_envs` SAC updates (the update-to-data ratio does not change with `num_envs`) on
+rewards computed *now* by the algorithm's reward (the current r_θ, or the environment's for the oracle). Every
+`algo.reward_every` env steps the reward takes `algo.reward_steps` gradient steps on
+λ_D·(demonstration contrast) + λ_P·(Bradley–Terry), weighted as `algo.weighting` says. The presets only change
+which of these parts are switched on.
+
+Every tensor the loop makes lives on the module's device (replay buffer, data mix, generator, noise); only the
+environments' observations and actions cross to the host. Optimisers come from `self.optimizers()` and step after
+`self.manual_backward`. Metrics are logged with `self.log_dict` against one x-axis, `step` = env steps (gradient
+steps for behaviour cloning). Evaluation and checkpoints are scheduled by the callbacks in `aihf.callbacks`.
 """
 
 from __future__ import annotations
@@ -19,18 +26,23 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from aihf import objectives
+from aihf.callbacks import CheckpointEvery, EvaluateEvery
 from aihf.errors import ConfigError
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
-from aihf.resume import Continuable, StepIndices
-from aihf.mujoco.envs import env_dims, env_versions, make_env
+from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
+from aihf.mujoco.evaluation import PolicyEvaluator
+from aihf.mujoco.rollout import VectorRollout
+from aihf.resume import BudgetStream, Continuable
 
 REWARD_SOURCES = ("learned", "env")
 POLICY_UPDATES = ("sac", "bc")
 SCHEDULES = ("alternating", "sequential")
+MULTI_PROCESS = ("ddp", "fsdp", "deepspeed")
 
 
 def validate_algo(cfg: DictConfig) -> None:
@@ -51,49 +63,72 @@ def validate_algo(cfg: DictConfig) -> None:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
 
 
+def validate_loop(cfg: DictConfig) -> None:
+    loop, n = cfg.loop, cfg.env.num_envs
+    if n < 1:
+        raise ConfigError(f"env.num_envs={n}: expected at least 1")
+    if cfg.algo.policy_update != "bc":
+        if loop.steps_per_iteration % n:
+            raise ConfigError(f"loop.steps_per_iteration={loop.steps_per_iteration} is not a multiple of "
+                              f"env.num_envs={n}: one vector step is {n} env steps")
+        if loop.total_env_steps % n:
+            raise ConfigError(f"loop.total_env_steps={loop.total_env_steps} is not a multiple of env.num_envs={n}")
+    strategy = str(cfg.trainer.strategy)
+    if any(s in strategy for s in MULTI_PROCESS):
+        raise ConfigError(f"trainer.strategy={strategy}: the MuJoCo domain trains in one process (its envs, replay "
+                          f"buffer and SAC updates are sequential); scale with env.num_envs, a GPU, or seeds in "
+                          f"parallel (--multirun)")
+
+
 class MuJoCoAIHF(Continuable, pl.LightningModule):
     STATE_KEY, DOMAIN = "aihf", "MuJoCo"
+    EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_resume.py)
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
         validate_algo(cfg)
+        validate_loop(cfg)
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
-        a, loop = cfg.algo, cfg.loop
-        self.env = make_env(cfg.env.id, cfg.env.max_episode_steps,
-                            **OmegaConf.to_container(cfg.env.train_kwargs))
-        self.eval_env = make_env(cfg.env.id, cfg.env.max_episode_steps)
-        self.obs_dim, self.act_dim = env_dims(self.env)
+        a, loop, env = cfg.algo, cfg.loop, cfg.env
+        train_kwargs = OmegaConf.to_container(env.train_kwargs)
+        self.rollout = VectorRollout(make_vector_env(env.id, env.num_envs, env.max_episode_steps,
+                                                     env.vectorization_mode, **train_kwargs), seed=cfg.seed)
+        self.obs_dim, self.act_dim = env_dims(self.rollout.envs)
+        self.evaluator = PolicyEvaluator(env.id, env.max_episode_steps, seed=cfg.seed)
 
         self.data = self._load_data()
         self.expert_return, self.random_return = self._normalisation_anchors()
 
-        low, high = self.env.action_space.low, self.env.action_space.high
+        space = self.rollout.envs.single_action_space
+        self.action_low, self.action_high = space.low.copy(), space.high.copy()
         self.policy = hydra.utils.instantiate(cfg.policy, obs_dim=self.obs_dim, act_dim=self.act_dim,
-                                              action_low=low.tolist(), action_high=high.tolist(), _convert_="all")
+                                              action_low=self.action_low.tolist(),
+                                              action_high=self.action_high.tolist(), _convert_="all")
         self.learns_reward = a.reward_source == "learned" and a.policy_update == "sac"
         self.reward = (hydra.utils.instantiate(cfg.reward, obs_dim=self.obs_dim, act_dim=self.act_dim,
                                                _convert_="all") if self.learns_reward else None)
         capacity = max(1, min(cfg.policy.buffer_size, loop.total_env_steps))
         self.buffer = ReplayBuffer(capacity, self.obs_dim, self.act_dim)
 
-        # Every source of randomness is owned here and checkpointed with the module.
+        # Every source of randomness is owned here and checkpointed with the module. The torch generator is
+        # remade on the module's device when training starts (`on_fit_start`).
         self.torch_gen = torch.Generator().manual_seed(cfg.seed)
+        self._pending_gen_state: tuple[str, torch.Tensor] | None = None
         self.np_rng = np.random.default_rng(cfg.seed)
         self.env_steps = 0
         self.episodes = 0
         self.reward_updates = 0
         self.policy_updates = 0
+        self.warmstart_done = a.bc_warmstart_steps == 0
         self._update_credit = 0.0
-        self._obs = None
-        self._episode_return = 0.0
-        self._episode_len = 0
         self.last_episode_return = float("nan")
         self.history: list[dict] = []
-        self._t0 = time.perf_counter()
-        self._sps_mark = (0, time.perf_counter())
+        self.final_metrics: dict | None = None
+        self.wall_s = 0.0  # training wall time, carried across resumes
         self.run_dir = Path(cfg.run_dir)
+        self._critic_loss, self._actor_loss = self.policy.critic_loss, self.policy.actor_loss
 
     # -- setup -------------------------------------------------------------------------------------------
     def _load_data(self) -> DataMix | None:
@@ -117,91 +152,132 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def configure_optimizers(self):
         p = self.policy
-        opts = [torch.optim.Adam(p.actor_parameters(), lr=p.actor_lr),
-                torch.optim.Adam(p.critic_parameters(), lr=p.critic_lr),
-                torch.optim.Adam(p.alpha_parameters(), lr=p.alpha_lr)]
+        # The fused (single-kernel) Adam runs on CPU and CUDA alike; on other devices the default implementation.
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        opts = [torch.optim.Adam(p.actor_parameters(), lr=p.actor_lr, **fused),
+                torch.optim.Adam(p.critic_parameters(), lr=p.critic_lr, **fused),
+                torch.optim.Adam(p.alpha_parameters(), lr=p.alpha_lr, **fused)]
         if self.reward is not None:
             opts.append(torch.optim.Adam(self.reward.parameters(), lr=self.reward.lr,
-                                         weight_decay=self.reward.weight_decay))
+                                         weight_decay=self.reward.weight_decay, **fused))
         return opts
 
-    def num_iterations(self) -> int:
-        loop = self.cfg.loop
-        if self.cfg.algo.policy_update == "bc":
-            remaining = loop.bc_steps - self.policy_updates
-        else:
-            remaining = loop.total_env_steps - self.env_steps
-        return max(0, math.ceil(remaining / loop.steps_per_iteration))
+    @property
+    def progress(self) -> int:
+        """The loop's x-axis: env steps, or gradient steps for behaviour cloning."""
+        return self.policy_updates if self.cfg.algo.policy_update == "bc" else self.env_steps
+
+    @property
+    def budget(self) -> int:
+        return self.budget_of(self.cfg)
+
+    @staticmethod
+    def budget_of(cfg: DictConfig) -> int:
+        return cfg.loop.bc_steps if cfg.algo.policy_update == "bc" else cfg.loop.total_env_steps
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(StepIndices(self.num_iterations()), batch_size=None)
+        return torch.utils.data.DataLoader(BudgetStream(self, self.cfg.loop.steps_per_iteration), batch_size=None)
 
-    def on_train_start(self) -> None:
+    def configure_callbacks(self):
+        loop = self.cfg.loop
+        callbacks = [EvaluateEvery(loop.eval_every)]
+        if self.cfg.trainer.enable_checkpointing:
+            callbacks.append(CheckpointEvery(self.run_dir / "checkpoints", loop.checkpoint_every,
+                                             loop.keep_checkpoints))
+        return callbacks
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise ConfigError(f"the MuJoCo domain trains in one process, but the trainer has "
+                              f"{self.trainer.world_size}: set trainer.devices=1")
+
+    def on_fit_start(self) -> None:
         torch.set_num_threads(self.cfg.loop.torch_threads)
-        self._opts = self.optimizers(use_pl_optimizer=False)
-        self.restore_pending_optimizers(self._opts)
-        if self.cfg.algo.bc_warmstart_steps > 0 and self.policy_updates == 0:
-            for _ in range(self.cfg.algo.bc_warmstart_steps):
-                self.policy.bc_update(*self.data.demo_batch(self.policy.batch_size, self.torch_gen), self._opts[0])
+        if self.data is not None:
+            self.data.to(self.device)
+        if self.torch_gen.device != self.device:
+            self.torch_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        if self._pending_gen_state is not None:
+            device_type, state = self._pending_gen_state
+            if device_type != self.device.type:
+                raise ConfigError(f"the checkpoint's generator is a {device_type} generator, this run is on "
+                                  f"{self.device.type}: resume on the device the run started on")
+            self.torch_gen.set_state(state)
+            self._pending_gen_state = None
+        self.restore_pending_optimizers(self.optimizers(use_pl_optimizer=False))
+        if self.cfg.policy.compile:
+            mode = self.cfg.policy.compile_mode
+            self._critic_loss = torch.compile(self.policy.critic_loss, mode=mode)
+            self._actor_loss = torch.compile(self.policy.actor_loss, mode=mode)
+        self._t_start = time.perf_counter()
+        self._wall_at_start = self.wall_s
 
     # -- the loop ----------------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        metrics: dict[str, float] = {}
-        if self.cfg.algo.policy_update == "bc":
-            for _ in range(self.cfg.loop.steps_per_iteration):
-                metrics = self.policy.bc_update(*self.data.demo_batch(self.policy.batch_size, self.torch_gen),
-                                                self._opts[0])
-                self.policy_updates += 1
-                if self.policy_updates % self.cfg.loop.eval_every == 0:
-                    self.evaluate_and_log(self.policy_updates)
-        else:
-            for _ in range(self.cfg.loop.steps_per_iteration):
-                metrics = self.env_step() or metrics
-                if self.env_steps % self.cfg.loop.eval_every == 0:
-                    self.evaluate_and_log(self.env_steps)
-        now = time.perf_counter()
-        steps, mark = self._sps_mark
-        progress = self.policy_updates if self.cfg.algo.policy_update == "bc" else self.env_steps
-        sps = (progress - steps) / max(now - mark, 1e-9)
-        self._sps_mark = (progress, now)
-        metrics = {k: float(v) for k, v in metrics.items()}
-        metrics.update({"charts/SPS": sps, "charts/episodic_return": self.last_episode_return})
-        self._log(metrics, progress)
-        self.log_dict({"env_steps": float(self.env_steps), "return": self.last_episode_return, "sps": sps},
-                      prog_bar=True, on_step=True, batch_size=1)
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Lightning re-logs a step-level value at every later step until the epoch ends (here: the whole run),
+        # so an evaluation at 10k would reappear at 11k, 12k, ...: each row holds what its own step logged.
+        self.trainer._results.reset(metrics=False)
 
-    def env_step(self) -> dict | None:
-        p = self.policy
-        if self._obs is None:
-            self._obs, _ = self.env.reset(seed=int(self.np_rng.integers(2**31)))
-        warm = self.cfg.algo.bc_warmstart_steps > 0
-        if self.env_steps < p.learning_starts and not warm:
-            action = self.np_rng.uniform(self.env.action_space.low, self.env.action_space.high).astype(np.float32)
+    def training_step(self, batch, batch_idx):
+        t0, start = time.perf_counter(), self.progress
+        if start >= self.budget:
+            return  # Lightning fetched one item past the budget
+        metrics: dict[str, torch.Tensor] = {}
+        episodes: list[float] = []
+        if not self.warmstart_done:
+            for _ in range(self.cfg.algo.bc_warmstart_steps):
+                metrics.update(self.bc_step())
+            self.warmstart_done = True
+        target = min(start + self.cfg.loop.steps_per_iteration, self.budget)
+        if self.cfg.algo.policy_update == "bc":
+            while self.policy_updates < target:
+                metrics.update(self.bc_step())
+                self.policy_updates += 1
         else:
-            obs_t = torch.as_tensor(self._obs, dtype=torch.float32).unsqueeze(0)
-            action = p.act(obs_t, generator=self.torch_gen)[0].numpy()
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.buffer.add(self._obs, action, next_obs, reward, terminated)
-        self._episode_return += float(reward)
-        self._episode_len += 1
-        self._obs = next_obs
-        if terminated or truncated:
-            self.last_episode_return = self._episode_return
-            self.episodes += 1
-            self._obs, self._episode_return, self._episode_len = None, 0.0, 0
-        self.env_steps += 1
+            while self.env_steps < target:
+                metrics.update(self.env_step(episodes))
+        self.wall_s = self._wall_at_start + time.perf_counter() - self._t_start
+        logs = {k: float(v) for k, v in metrics.items()}
+        logs["charts/SPS"] = (self.progress - start) / max(time.perf_counter() - t0, 1e-9)
+        if episodes:
+            self.last_episode_return = float(np.mean(episodes))
+            logs["charts/episodic_return"] = self.last_episode_return
+            logs["charts/episodes"] = float(self.episodes)
+        logs["time/wall_s"] = self.wall_s
+        self.log_dict({"step": float(self.progress), **logs}, on_step=True, on_epoch=False, batch_size=1)
+        self.log_dict({"env_steps": float(self.env_steps), "return": self.last_episode_return},
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=1, logger=False)
+
+    def select_actions(self, obs: np.ndarray) -> np.ndarray:
+        n = len(obs)
+        if self.env_steps < self.policy.learning_starts and self.cfg.algo.bc_warmstart_steps == 0:
+            return self.np_rng.uniform(self.action_low, self.action_high, (n, self.act_dim)).astype(np.float32)
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.policy.act(obs_t, generator=self.torch_gen).cpu().numpy()
+
+    def env_step(self, episodes: list[float]) -> dict:
+        """One vector step (num_envs env steps), then the reward and policy updates that fall due."""
+        p, a = self.policy, self.cfg.algo
+        actions = self.select_actions(self.rollout.current_obs())
+        transitions, finished = self.rollout.step(actions)
+        self.buffer.add(**transitions)
+        before = self.env_steps
+        self.env_steps += self.rollout.num_envs
+        self.episodes += len(finished)
+        episodes.extend(ret for ret, _ in finished)
 
         if self.env_steps < p.learning_starts:
-            return None
+            return {}
         metrics: dict = {}
         if self.reward is not None:
-            if self.env_steps == p.learning_starts:
-                for _ in range(self.cfg.algo.reward_pretrain_steps):
+            if before < p.learning_starts:
+                for _ in range(a.reward_pretrain_steps):
                     metrics.update(self.reward_step())
-            elif self.cfg.algo.schedule == "alternating" and self.env_steps % self.cfg.algo.reward_every == 0:
-                for _ in range(self.cfg.algo.reward_steps):
+            elif a.schedule == "alternating":
+                phases = self.env_steps // a.reward_every - before // a.reward_every
+                for _ in range(phases * a.reward_steps):
                     metrics.update(self.reward_step())
-        self._update_credit += p.updates_per_step
+        self._update_credit += p.updates_per_step * self.rollout.num_envs
         while self._update_credit >= 1:
             self._update_credit -= 1
             metrics.update(self.policy_step())
@@ -213,17 +289,46 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         with torch.no_grad():
             return self.reward(batch["obs"], batch["act"])
 
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn((n, self.act_dim), generator=self.torch_gen, device=self.device)
+
     def policy_step(self) -> dict:
-        n_demo = int(round(self.cfg.algo.demo_replay_fraction * self.policy.batch_size))
-        batch = self.buffer.sample(self.policy.batch_size - n_demo, self.torch_gen)
+        """One SAC update: critics, then actor, then temperature, then the target critics."""
+        p = self.policy
+        n_demo = int(round(self.cfg.algo.demo_replay_fraction * p.batch_size))
+        batch = self.buffer.sample(p.batch_size - n_demo, self.torch_gen)
         if n_demo:  # demonstrations in SAC's batch, scored by the same reward as the agent's own steps
             demo = self.data.demo_replay_batch(n_demo, self.torch_gen)
             batch = {k: torch.cat([batch[k], demo[k]]) for k in batch}
-        actor_opt, critic_opt, alpha_opt = self._opts[:3]
-        out = self.policy.update(batch["obs"], batch["act"], self.batch_rewards(batch), batch["next_obs"],
-                                 batch["terminated"], actor_opt, critic_opt, alpha_opt, self.torch_gen)
+        actor_opt, critic_opt, alpha_opt = self.optimizers()[:3]
+
+        qf_loss, q = self._critic_loss(batch["obs"], batch["act"], self.batch_rewards(batch), batch["next_obs"],
+                                       batch["terminated"], self._noise(p.batch_size))
+        critic_opt.zero_grad(set_to_none=True)
+        self.manual_backward(qf_loss)
+        critic_opt.step()
+
+        actor_loss, log_pi = self._actor_loss(batch["obs"], self._noise(p.batch_size))
+        actor_opt.zero_grad(set_to_none=True)
+        self.manual_backward(actor_loss)
+        actor_opt.step()
+
+        if p.learn_alpha:
+            alpha_opt.zero_grad(set_to_none=True)
+            self.manual_backward(p.alpha_loss(log_pi))
+            alpha_opt.step()
+        p.update_targets()
         self.policy_updates += 1
-        return out
+        return {"losses/qf_loss": qf_loss.detach(), "losses/actor_loss": actor_loss.detach(),
+                "losses/alpha": p.alpha, "losses/q_mean": q.mean(), "losses/entropy": -log_pi.mean()}
+
+    def bc_step(self) -> dict:
+        actor_opt = self.optimizers()[0]
+        loss = self.policy.bc_loss(*self.data.demo_batch(self.policy.batch_size, self.torch_gen))
+        actor_opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        actor_opt.step()
+        return {"losses/bc_nll": loss.detach()}
 
     @property
     def beta(self) -> float:
@@ -251,39 +356,28 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         logs["reward/loss"] = loss.detach()
         return loss, logs
 
-    def reward_step(self) -> dict:
+    def reward_batches(self) -> tuple[tuple | None, tuple | None, dict | None]:
         a, r = self.cfg.algo, self.reward
         demo = policy_samples = prefs = None
         if a.demo_weight != 0:
             demo = self.data.demo_batch(r.batch_size, self.torch_gen)
             recent = self.buffer.recent(self.cfg.data.policy_window)
-            idx = torch.randint(0, len(recent["obs"]), (r.batch_size,), generator=self.torch_gen)
+            idx = torch.randint(0, len(recent["obs"]), (r.batch_size,), generator=self.torch_gen, device=self.device)
             policy_samples = (recent["obs"][idx], recent["act"][idx])
         if a.pref_weight != 0:
             prefs = self.data.pref_batch(r.pref_batch_size, self.torch_gen)
-        loss, logs = self.reward_loss(demo, policy_samples, prefs)
-        opt = self._opts[3]
+        return demo, policy_samples, prefs
+
+    def reward_step(self) -> dict:
+        loss, logs = self.reward_loss(*self.reward_batches())
+        opt = self.optimizers()[3]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.manual_backward(loss)
         opt.step()
         self.reward_updates += 1
         return logs
 
-    # -- evaluation --------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate_policy(self, episodes: int) -> tuple[float, float]:
-        returns = []
-        for k in range(episodes):
-            obs, _ = self.eval_env.reset(seed=10_000 + 1000 * self.cfg.seed + k)
-            done, total = False, 0.0
-            while not done:
-                act = self.policy.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True)
-                obs, rew, terminated, truncated, _ = self.eval_env.step(act[0].numpy())
-                total += float(rew)
-                done = terminated or truncated
-            returns.append(total)
-        return float(np.mean(returns)), float(np.std(returns))
-
+    # -- evaluation (scheduled by aihf.callbacks.EvaluateEvery) -------------------------------------------
     def normalised(self, ret: float) -> float | None:
         if self.expert_return is None or self.random_return is None:
             return None
@@ -309,63 +403,76 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             out["eval/return_correlation"] = float(np.corrcoef(learned, true)[0, 1])
         return out
 
-    def evaluate_and_log(self, step: int, episodes: int | None = None) -> dict:
-        mean, std = self.evaluate_policy(episodes or self.cfg.loop.eval_episodes)
+    def evaluate(self, final: bool = False) -> dict:
+        """Deterministic episodes of the current policy (their own seeds, untouched by training's randomness),
+        the learned reward's held-out metrics, recorded in the history and returned for logging."""
+        loop = self.cfg.loop
+        mean, std = self.evaluator.evaluate(self.policy, loop.final_eval_episodes if final else loop.eval_episodes,
+                                            self.device)
         out = {"eval/return_mean": mean, "eval/return_std": std}
         score = self.normalised(mean)
         if score is not None:
             out["eval/normalised_score"] = score
         out.update(self.reward_metrics())
-        out["time/wall_s"] = time.perf_counter() - self._t0
-        self._log(out, step)
-        self.history.append({"step": step, **out})
-        if self.cfg.loop.save_ladder:
-            self.save_rung(step, mean)
+        self.history.append({"step": self.progress, **out, "time/wall_s": self.wall_s, "final": final})
+        if loop.save_ladder:
+            self.save_rung(self.progress, mean)
+        if final:
+            self.final_metrics = self._result(out)
         return out
 
+    @rank_zero_only
     def save_rung(self, step: int, eval_return: float) -> None:
         """One rung of the expert quality ladder: the actor and what is needed to rebuild it."""
         ladder = self.run_dir / "ladder"
         ladder.mkdir(parents=True, exist_ok=True)
-        torch.save({"actor": self.policy.actor.state_dict(), "env_id": self.cfg.env.id, "env_steps": step,
+        torch.save({"actor": {k: v.cpu() for k, v in self.policy.actor.state_dict().items()},
+                    "env_id": self.cfg.env.id, "env_steps": step,
                     "eval_return": eval_return, "hidden": list(self.cfg.policy.hidden),
                     "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                    "action_low": self.env.action_space.low.tolist(),
-                    "action_high": self.env.action_space.high.tolist()},
+                    "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()},
                    ladder / f"step_{step:08d}.pt")
 
-    def _log(self, metrics: dict, step: int) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        for logger in self.loggers:
-            logger.log_metrics(clean, step=step)
+    def _result(self, final: dict) -> dict:
+        return {"env_id": self.cfg.env.id, "algo": self.cfg.algo.name, "seed": self.cfg.seed,
+                "env_steps": self.env_steps, "num_envs": self.rollout.num_envs,
+                "policy_updates": self.policy_updates, "reward_updates": self.reward_updates,
+                "episodes": self.episodes, "num_demos": self.data.num_demos if self.data else 0,
+                "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
+                "final_eval_episodes": self.cfg.loop.final_eval_episodes,
+                "expert_return": self.expert_return, "random_return": self.random_return,
+                "train_wall_s": self.wall_s, "versions": env_versions(), **final, "history": self.history}
 
     def on_train_end(self) -> None:
-        step = self.policy_updates if self.cfg.algo.policy_update == "bc" else self.env_steps
-        final = self.evaluate_and_log(step, self.cfg.loop.final_eval_episodes)
-        result = {"env_id": self.cfg.env.id, "algo": self.cfg.algo.name, "seed": self.cfg.seed,
-                  "env_steps": self.env_steps, "policy_updates": self.policy_updates,
-                  "reward_updates": self.reward_updates, "episodes": self.episodes,
-                  "num_demos": self.data.num_demos if self.data else 0,
-                  "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
-                  "final_eval_episodes": self.cfg.loop.final_eval_episodes,
-                  "expert_return": self.expert_return, "random_return": self.random_return,
-                  "versions": env_versions(), **final, "history": self.history}
-        (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-        self.final_metrics = result
+        if self.final_metrics is not None:
+            self.write_metrics()
+
+    @rank_zero_only
+    def write_metrics(self) -> None:
+        (self.run_dir / "metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+
+    def teardown(self, stage: str) -> None:
+        self.rollout.close()
 
     # -- state -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["aihf"] = {"buffer": self.buffer.state_dict(), "torch_gen": self.torch_gen.get_state(),
+        checkpoint["aihf"] = {"buffer": self.buffer.state_dict_filled(), "rollout": self.rollout.state_dict(),
+                              "torch_gen": (self.torch_gen.device.type, self.torch_gen.get_state()),
                               "np_rng": self.np_rng.bit_generator.state, "env_steps": self.env_steps,
                               "episodes": self.episodes, "reward_updates": self.reward_updates,
                               "policy_updates": self.policy_updates, "update_credit": self._update_credit,
-                              "history": self.history}
+                              "warmstart_done": self.warmstart_done, "last_episode_return": self.last_episode_return,
+                              "history": self.history, "final_metrics": self.final_metrics, "wall_s": self.wall_s,
+                              "progress": self.progress}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf"]
-        self.buffer.load_state_dict(s["buffer"])
-        self.torch_gen.set_state(s["torch_gen"])
+        self.buffer.load_state_dict_filled(s["buffer"])
+        self.rollout.load_state_dict(s["rollout"])
+        self._pending_gen_state = s["torch_gen"]
         self.np_rng.bit_generator.state = s["np_rng"]
         self.env_steps, self.episodes = s["env_steps"], s["episodes"]
         self.reward_updates, self.policy_updates = s["reward_updates"], s["policy_updates"]
         self._update_credit, self.history = s["update_credit"], s["history"]
+        self.warmstart_done, self.last_episode_return = s["warmstart_done"], s["last_episode_return"]
+        self.final_metrics, self.wall_s = s["final_metrics"], s["wall_s"]

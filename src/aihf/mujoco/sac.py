@@ -14,42 +14,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from aihf.mujoco.layers import EnsembleLinear, Linear
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
-def mlp(sizes: Sequence[int], activation=nn.ReLU) -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation=nn.ReLU, matmul: str = "auto") -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        layers.append(Linear(sizes[i], sizes[i + 1], matmul))
         if i < len(sizes) - 2:
             layers.append(activation())
     return nn.Sequential(*layers)
 
 
-class EnsembleLinear(nn.Module):
-    """E independent linear layers evaluated with one batched matmul (the twin critics in one pass)."""
-
-    def __init__(self, ensemble: int, in_features: int, out_features: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(ensemble, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(ensemble, 1, out_features))
-        bound = 1 / math.sqrt(in_features)
-        nn.init.uniform_(self.weight, -bound, bound)  # same scale as nn.Linear's default
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (E, B, in) or (B, in)
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
 class TwinQ(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], num_q: int = 2):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], num_q: int = 2, matmul: str = "auto"):
         super().__init__()
         sizes = [obs_dim + act_dim, *hidden, 1]
         layers: list[nn.Module] = []
         for i in range(len(sizes) - 1):
-            layers.append(EnsembleLinear(num_q, sizes[i], sizes[i + 1]))
+            layers.append(EnsembleLinear(num_q, sizes[i], sizes[i + 1], matmul))
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
@@ -61,12 +46,12 @@ class TwinQ(nn.Module):
 
 class TanhGaussianActor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int],
-                 action_low: torch.Tensor, action_high: torch.Tensor):
+                 action_low: torch.Tensor, action_high: torch.Tensor, matmul: str = "auto"):
         super().__init__()
-        self.trunk = mlp([obs_dim, *hidden], nn.ReLU)
+        self.trunk = mlp([obs_dim, *hidden], nn.ReLU, matmul)
         self.trunk.append(nn.ReLU())
-        self.mean = nn.Linear(hidden[-1], act_dim)
-        self.log_std = nn.Linear(hidden[-1], act_dim)
+        self.mean = Linear(hidden[-1], act_dim, matmul)
+        self.log_std = Linear(hidden[-1], act_dim, matmul)
         self.register_buffer("action_scale", (action_high - action_low) / 2)
         self.register_buffer("action_bias", (action_high + action_low) / 2)
 
@@ -75,12 +60,14 @@ class TanhGaussianActor(nn.Module):
         log_std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
         return self.mean(h), log_std
 
-    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action and its log-probability (with the tanh change of variables)."""
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action and its log-probability (with the tanh change of variables). The standard
+        normal `noise` may be drawn by the caller (a compiled loss takes it as an input); else from `generator`."""
         mean, log_std = self.distribution(obs)
         std = log_std.exp()
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         u = mean + std * noise
         y = torch.tanh(u)
         log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -104,22 +91,24 @@ class TanhGaussianActor(nn.Module):
 
 
 class SACPolicy(nn.Module):
-    """Actor, twin critics, their targets and the temperature; the update rules of SAC.
+    """Actor, twin critics, their targets and the temperature; the loss terms of SAC.
 
-    Optimisers are built by the LightningModule from `actor_parameters()`, `critic_parameters()` and
-    `alpha_parameters()` so that Lightning checkpoints them with everything else.
+    The LightningModule owns the optimisers (built from `actor_parameters()`, `critic_parameters()` and
+    `alpha_parameters()`) and steps them after `manual_backward` on these losses, so Lightning's strategies and
+    precision plugins apply and its checkpoints hold the optimiser states.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, action_low, action_high, hidden: Sequence[int] = (256, 256),
                  actor_lr: float = 3e-4, critic_lr: float = 3e-4, alpha_lr: float = 3e-4, gamma: float = 0.99,
                  tau: float = 0.005, alpha: float = 0.2, learn_alpha: bool = True,
                  target_entropy: float | None = None, batch_size: int = 256, updates_per_step: float = 1.0,
-                 learning_starts: int = 5000, buffer_size: int = 1_000_000):
+                 learning_starts: int = 5000, buffer_size: int = 1_000_000, matmul: str = "auto",
+                 compile: bool = False, compile_mode: str | None = None):
         super().__init__()
         low = torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.as_tensor(action_high, dtype=torch.float32)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, list(hidden), low, high)
-        self.critic = TwinQ(obs_dim, act_dim, list(hidden))
+        self.actor = TanhGaussianActor(obs_dim, act_dim, list(hidden), low, high, matmul)
+        self.critic = TwinQ(obs_dim, act_dim, list(hidden), matmul=matmul)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)), requires_grad=learn_alpha)
         self.learn_alpha = learn_alpha
@@ -128,6 +117,7 @@ class SACPolicy(nn.Module):
         self.actor_lr, self.critic_lr, self.alpha_lr = actor_lr, critic_lr, alpha_lr
         self.batch_size, self.updates_per_step = batch_size, updates_per_step
         self.learning_starts, self.buffer_size = learning_starts, buffer_size
+        self.compile, self.compile_mode = compile, compile_mode
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -149,45 +139,32 @@ class SACPolicy(nn.Module):
             return self.actor.deterministic(obs)
         return self.actor.sample(obs, generator)[0]
 
-    def update(self, obs, act, reward, next_obs, terminated, actor_opt, critic_opt, alpha_opt,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One SAC gradient step on a batch whose rewards were computed by the caller."""
-        alpha = self.alpha
+    def critic_loss(self, obs, act, reward, next_obs, terminated, noise: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft Bellman residual of both critics, on rewards computed by the caller; returns (loss, Q(s, a)).
+        `noise` (B, act_dim) is the standard normal draw of the next actions a' ~ π(·|s')."""
         with torch.no_grad():
-            next_act, next_log_pi = self.actor.sample(next_obs, generator)
-            target_q = self.critic_target(next_obs, next_act).min(0).values - alpha * next_log_pi
+            next_act, next_log_pi = self.actor.sample(next_obs, noise=noise)
+            target_q = self.critic_target(next_obs, next_act).min(0).values - self.alpha * next_log_pi
             target = reward + self.gamma * (1.0 - terminated) * target_q
         q = self.critic(obs, act)
-        qf_loss = F.mse_loss(q, target.unsqueeze(0).expand_as(q)) * q.shape[0]
-        critic_opt.zero_grad(set_to_none=True)
-        qf_loss.backward()
-        critic_opt.step()
+        return F.mse_loss(q, target.unsqueeze(0).expand_as(q)) * q.shape[0], q.detach()
 
-        new_act, log_pi = self.actor.sample(obs, generator)
+    def actor_loss(self, obs, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """E[α log π(a|s) − min Q(s, a)], a ~ π reparameterised with `noise`; the critics are constants here."""
+        new_act, log_pi = self.actor.sample(obs, noise=noise)
         self.critic.requires_grad_(False)
         q_pi = self.critic(obs, new_act).min(0).values
         self.critic.requires_grad_(True)
-        actor_loss = (alpha * log_pi - q_pi).mean()
-        actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        actor_opt.step()
+        return (self.alpha * log_pi - q_pi).mean(), log_pi.detach()
 
-        if self.learn_alpha:
-            alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-            alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            alpha_opt.step()
+    def alpha_loss(self, log_pi: torch.Tensor) -> torch.Tensor:
+        return -(self.log_alpha * (log_pi + self.target_entropy)).mean()
 
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
-                tp.lerp_(p, self.tau)
-        return {"losses/qf_loss": qf_loss.detach(), "losses/actor_loss": actor_loss.detach(),
-                "losses/alpha": alpha, "losses/q_mean": q.detach().mean(), "losses/entropy": -log_pi.detach().mean()}
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
 
-    def bc_update(self, obs, act, actor_opt) -> dict[str, torch.Tensor]:
-        """Behaviour cloning: maximise log π(a^E | s^E)."""
-        loss = -self.actor.log_prob(obs, act).mean()
-        actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        actor_opt.step()
-        return {"losses/bc_nll": loss.detach()}
+    def bc_loss(self, obs, act) -> torch.Tensor:
+        """Behaviour cloning: −log π(a^E | s^E)."""
+        return -self.actor.log_prob(obs, act).mean()
