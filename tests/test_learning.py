@@ -9,7 +9,7 @@ from conftest import fast_cfg
 def test_reward_fit_learns_held_out_preferences(hopper_data, tmp_path):
     module = MuJoCoAIHF(fast_cfg("rlhf", hopper_data, tmp_path, ["data.num_prefs=60", "reward.lr=3e-3"]))
     opt = torch.optim.Adam(module.reward.parameters(), lr=3e-3)
-    module.optimizers = lambda: [None] * 3 + [opt]  # the reward step alone, outside a Trainer
+    module.optimizers = lambda: [None, None, opt]  # the reward step alone, outside a Trainer
     module.manual_backward = lambda loss: loss.backward()
     before = module.reward_metrics()
     for _ in range(300):

@@ -62,12 +62,13 @@ def test_aihf_without_preferences_takes_the_irl_step(hopper_data, tmp_path):
     for algo, extra in (("aihf", ["algo.pref_weight=0"]), ("irl", [])):
         torch.manual_seed(0)  # the reward net's initialisation
         m = MuJoCoAIHF(fast_cfg(algo, hopper_data, tmp_path / algo, extra))
-        m._opts = [torch.optim.SGD([torch.zeros(1)], lr=0)] * 3 + [
-            torch.optim.Adam(m.reward.parameters(), lr=m.reward.lr, weight_decay=m.reward.weight_decay)]
+        opt = torch.optim.Adam(m.reward.parameters(), lr=m.reward.lr, weight_decay=m.reward.weight_decay)
+        m.optimizers = lambda opt=opt: [None, None, opt]  # the reward step alone, outside a Trainer
+        m.manual_backward = lambda loss: loss.backward()
         g = torch.Generator().manual_seed(1)
         for _ in range(300):
-            m.buffer.add(torch.randn(11, generator=g), torch.rand(3, generator=g) * 2 - 1,
-                         torch.randn(11, generator=g), 1.0, False)
+            m.buffer.add(torch.randn(1, 11, generator=g), torch.rand(1, 3, generator=g) * 2 - 1,
+                         torch.randn(1, 11, generator=g), torch.ones(1), torch.zeros(1))
         modules.append(m)
     aihf, irl = modules
     assert aihf.data.num_prefs == 0

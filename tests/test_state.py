@@ -22,7 +22,7 @@ def test_checkpoint_restores_loop_state(hopper_data, tmp_path):
     ckpt = torch.load(ckpt_path, weights_only=False)
     fresh.load_state_dict(ckpt["state_dict"])
     fresh.on_load_checkpoint(ckpt)
-    assert len(ckpt["optimizer_states"]) == 4  # actor, critic, temperature, reward
+    assert len(ckpt["optimizer_states"]) == 3  # actor with temperature, critic, reward
     assert (fresh.env_steps, fresh.policy_updates, fresh.reward_updates) == \
         (module.env_steps, module.policy_updates, module.reward_updates)
     assert len(fresh.buffer) == len(module.buffer) == 600

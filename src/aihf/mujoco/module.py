@@ -154,9 +154,14 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         p = self.policy
         # The fused (single-kernel) Adam runs on CPU and CUDA alike; on other devices the default implementation.
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        opts = [torch.optim.Adam(p.actor_parameters(), lr=p.actor_lr, **fused),
-                torch.optim.Adam(p.critic_parameters(), lr=p.critic_lr, **fused),
-                torch.optim.Adam(p.alpha_parameters(), lr=p.alpha_lr, **fused)]
+        # The temperature shares the actor's optimiser (its own parameter group and learning rate): the actor loss
+        # treats α as a constant and the temperature loss treats log π as one, so one backward of their sum gives
+        # each exactly its own gradient, for one optimiser step instead of two.
+        actor_groups = [{"params": list(p.actor_parameters()), "lr": p.actor_lr}]
+        if p.learn_alpha:
+            actor_groups.append({"params": list(p.alpha_parameters()), "lr": p.alpha_lr})
+        opts = [torch.optim.Adam(actor_groups, **fused),
+                torch.optim.Adam(p.critic_parameters(), lr=p.critic_lr, **fused)]
         if self.reward is not None:
             opts.append(torch.optim.Adam(self.reward.parameters(), lr=self.reward.lr,
                                          weight_decay=self.reward.weight_decay, **fused))
@@ -293,14 +298,14 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return torch.randn((n, self.act_dim), generator=self.torch_gen, device=self.device)
 
     def policy_step(self) -> dict:
-        """One SAC update: critics, then actor, then temperature, then the target critics."""
+        """One SAC update: critics, then actor and temperature, then the target critics."""
         p = self.policy
         n_demo = int(round(self.cfg.algo.demo_replay_fraction * p.batch_size))
         batch = self.buffer.sample(p.batch_size - n_demo, self.torch_gen)
         if n_demo:  # demonstrations in SAC's batch, scored by the same reward as the agent's own steps
             demo = self.data.demo_replay_batch(n_demo, self.torch_gen)
             batch = {k: torch.cat([batch[k], demo[k]]) for k in batch}
-        actor_opt, critic_opt, alpha_opt = self.optimizers()[:3]
+        actor_opt, critic_opt = self.optimizers()[:2]
 
         qf_loss, q = self._critic_loss(batch["obs"], batch["act"], self.batch_rewards(batch), batch["next_obs"],
                                        batch["terminated"], self._noise(p.batch_size))
@@ -310,13 +315,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
         actor_loss, log_pi = self._actor_loss(batch["obs"], self._noise(p.batch_size))
         actor_opt.zero_grad(set_to_none=True)
-        self.manual_backward(actor_loss)
+        self.manual_backward(actor_loss + p.alpha_loss(log_pi) if p.learn_alpha else actor_loss)
         actor_opt.step()
-
-        if p.learn_alpha:
-            alpha_opt.zero_grad(set_to_none=True)
-            self.manual_backward(p.alpha_loss(log_pi))
-            alpha_opt.step()
         p.update_targets()
         self.policy_updates += 1
         return {"losses/qf_loss": qf_loss.detach(), "losses/actor_loss": actor_loss.detach(),
@@ -370,7 +370,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def reward_step(self) -> dict:
         loss, logs = self.reward_loss(*self.reward_batches())
-        opt = self.optimizers()[3]
+        opt = self.optimizers()[2]
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()

@@ -14,18 +14,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from aihf.mujoco.layers import EnsembleLinear, Linear
+from aihf.mujoco.layers import MLP, EnsembleLinear, EnsembleMLP, Linear
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
-def mlp(sizes: Sequence[int], activation=nn.ReLU, matmul: str = "auto") -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation=nn.ReLU, matmul: str = "auto") -> MLP:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(Linear(sizes[i], sizes[i + 1], matmul))
         if i < len(sizes) - 2:
             layers.append(activation())
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 class TwinQ(nn.Module):
@@ -37,7 +37,7 @@ class TwinQ(nn.Module):
             layers.append(EnsembleLinear(num_q, sizes[i], sizes[i + 1], matmul))
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
+        self.net = EnsembleMLP(*layers)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Returns (num_q, B) Q-values."""
