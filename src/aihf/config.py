@@ -158,6 +158,9 @@ class LoopConfig:
     eval_episodes: int = 5
     final_eval_episodes: int = 10
     save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
+    # Record one deterministic episode at the final evaluation to <run_dir>/videos (and W&B / TensorBoard).
+    # Needs moviepy (pip install 'aihf[video]') and an OpenGL backend (MUJOCO_GL, else glfw/egl/osmesa probed).
+    video: bool = False
     torch_threads: int = 2            # use 1 per job when running two jobs side by side
     # A complete checkpoint (networks, optimisers, replay buffer, episodes in progress, generators) every this
     # many env steps (bc: gradient steps) and at the end, in <run_dir>/checkpoints; the newest keep_checkpoints kept.

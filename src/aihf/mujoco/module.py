@@ -37,6 +37,7 @@ from aihf.mujoco.datasets import load_dataset, shipped_path
 from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
 from aihf.mujoco.evaluation import PolicyEvaluator
 from aihf.mujoco.rollout import VectorRollout
+from aihf.mujoco.video import check_video_support, log_video, record_episode
 from aihf.resume import BudgetStream, Continuable
 
 REWARD_SOURCES = ("learned", "env")
@@ -97,6 +98,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                                                      env.vectorization_mode, **train_kwargs), seed=cfg.seed)
         self.obs_dim, self.act_dim = env_dims(self.rollout.envs)
         self.evaluator = PolicyEvaluator(env.id, env.max_episode_steps, seed=cfg.seed)
+        if loop.video:
+            check_video_support()  # before any training: a missing GL backend or moviepy is one line now
 
         self.data = self._load_data()
         self.expert_return, self.random_return = self._normalisation_anchors()
@@ -419,7 +422,17 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             self.save_rung(self.progress, mean)
         if final:
             self.final_metrics = self._result(out)
+            if loop.video:
+                self.final_metrics["video"] = self.record_video()
         return out
+
+    @rank_zero_only
+    def record_video(self) -> str:
+        path, _, fps = record_episode(self.policy, self.cfg.env.id, self.cfg.env.max_episode_steps,
+                                 seed=10_000 + 1000 * self.cfg.seed, folder=self.run_dir / "videos",
+                                 name=f"eval-step{self.progress}", device=self.device)
+        log_video(self.loggers, path, self.progress, fps)
+        return str(path)
 
     @rank_zero_only
     def save_rung(self, step: int, eval_return: float) -> None:
