@@ -23,22 +23,42 @@ class AppendingCSVLogger:
 
     @staticmethod
     def make(run_dir: Path, resume_step: int | None):
-        import csv
         from pytorch_lightning.loggers import CSVLogger
         logger = CSVLogger(run_dir, name="csv", version="")
         path = Path(logger.log_dir) / "metrics.csv"
-        if resume_step is None or not path.is_file():
+        kept = path.with_name("metrics.csv.resumed")  # survives a crash between the two steps below
+        if resume_step is None or not (path.is_file() or kept.is_file()):
             return logger
+        header, rows = AppendingCSVLogger.rows_up_to(kept if kept.is_file() else path, resume_step)
+        AppendingCSVLogger.write(kept, header, rows)
+        writer = logger.experiment  # Lightning's writer deletes metrics.csv when it is created
+        writer.metrics_keys = header
+        os.replace(kept, path)
+        return logger
+
+    @staticmethod
+    def rows_up_to(path: Path, step: int) -> tuple[list[str], list[dict]]:
+        import csv
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            header, rows = list(reader.fieldnames or []), [r for r in reader if int(r["step"]) <= resume_step]
-        writer = logger.experiment  # Lightning's writer empties metrics.csv when it is created
-        writer.metrics_keys = header
-        with open(path, "w", newline="") as f:
+            header = list(reader.fieldnames or [])
+            rows = []
+            for row in reader:
+                if None in row or None in row.values() or not str(row.get("step", "")).isdigit():
+                    continue  # a row cut off when the run was killed mid-write
+                if int(row["step"]) <= step:
+                    rows.append(row)
+        return header, rows
+
+    @staticmethod
+    def write(path: Path, header: list[str], rows: list[dict]) -> None:
+        import csv
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
             out = csv.DictWriter(f, fieldnames=header)
             out.writeheader()
             out.writerows(rows)
-        return logger
+        os.replace(tmp, path)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> list:
@@ -94,12 +114,17 @@ def train(cfg: DictConfig) -> dict:
         run_dir = run_dir_of(ckpt_path)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
-        resume_step = state["progress"]
-        done = state["final_metrics"] is not None and (run_dir / "metrics.json").is_file()
-        if done and resume_step >= module_cls.budget_of(cfg):
-            print(f"loop.resume: the run in {run_dir} is finished ({resume_step} of {module_cls.budget_of(cfg)} "
-                  f"steps); metrics in {run_dir / 'metrics.json'}")
-            return json.loads((run_dir / "metrics.json").read_text())
+        resume_step, budget = state["progress"], module_cls.budget_of(cfg)
+        if resume_step >= budget:
+            if state["final_metrics"] is None:
+                raise ConfigError(f"loop.resume: the checkpoint has taken {resume_step} steps, the budget is "
+                                  f"{budget}: raise it above {resume_step} to continue the run")
+            metrics = run_dir / "metrics.json"
+            if not metrics.is_file():  # killed after its final checkpoint, before writing its results
+                metrics.write_text(json.dumps(state["final_metrics"], indent=2))
+            print(f"loop.resume: the run in {run_dir} is finished ({resume_step} of {budget} steps); "
+                  f"metrics in {metrics}")
+            return json.loads(metrics.read_text())
         del ckpt
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = module_cls(cfg)  # validates config and data: bad input stops here, before any training

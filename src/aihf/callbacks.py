@@ -46,20 +46,33 @@ class EvaluateEvery(Callback):
 class CheckpointEvery(Callback):
     """A complete checkpoint every `every` units of progress and at the end: written to a temporary file and
     renamed (a crash mid-write leaves the previous checkpoints intact), `last.ckpt` pointing at the newest, the
-    newest `keep` periodic ones kept."""
+    newest `keep` periodic ones kept.
+
+    A checkpoint that falls due at the end of a batch is written at the start of the next one (Lightning fetches
+    one item past the budget, so there always is one): by then the loggers hold that batch's row, so a run killed
+    right after the checkpoint has lost no logged step."""
 
     def __init__(self, dirpath: str | Path, every: int, keep: int = 3):
         self.dirpath = Path(dirpath)
-        self.every, self.keep = every, keep
+        self.every, self.keep = every, max(1, keep)
         self._last = None
+        self._due = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._due:
+            self.save(trainer, pl_module.progress)
+            self._due = False
         self._last = pl_module.progress
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = pl_module.progress
         if now != self._last and (now >= pl_module.budget or crossed(self._last, now, self.every)):
-            self.save(trainer, now)
+            self._due = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._due:  # no batch followed the last one that was due (the stream ended without a look-ahead)
+            self.save(trainer, pl_module.progress)
+            self._due = False
 
     def save(self, trainer: pl.Trainer, progress: int) -> Path:
         path = self.dirpath / f"step_{progress:010d}.ckpt"

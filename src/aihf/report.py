@@ -37,7 +37,7 @@ def group_key(m: dict) -> tuple:
     demos = m["num_demos"] if m["algo"] not in ("sac",) else 0
     prefs = m["num_prefs"] if m["algo"] in ("aihf", "rlhf") else 0
     weighting = m.get("weighting", "mean") if m["algo"] == "aihf" else "–"
-    return m["env_id"], m["algo"], demos, prefs, weighting
+    return m["env_id"], m["algo"], demos, prefs, weighting, m.get("num_envs", 1)
 
 
 def fmt(values: list[float], digits: int = 1) -> str:
@@ -51,18 +51,19 @@ def table(runs: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for m in runs:
         groups[group_key(m)].append(m)
-    keys = sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else 99, k[3]))
-    lines = ["| env | algo | demos | pref pairs | weighting | seeds | env steps | true return | normalised score "
-             "| held-out pref acc. | return corr. |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else 99, k[3], k[5]))
+    lines = ["| env | algo | demos | pref pairs | weighting | envs | seeds | env steps | true return | normalised score "
+             "| held-out pref acc. | return corr. | train env steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
         g = groups[k]
         steps = sorted({m["env_steps"] if m["algo"] != "bc" else m["policy_updates"] for m in g})
         step_txt = "/".join(str(s) for s in steps) + (" (grad steps)" if k[1] == "bc" else "")
-        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {len(g)} | {step_txt} "
+        sps = [m["env_steps"] / m["train_wall_s"] for m in g if m.get("train_wall_s") and m["algo"] != "bc"]
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {k[5]} | {len(g)} | {step_txt} "
                      f"| {fmt([m['eval/return_mean'] for m in g])} "
                      f"| {fmt([m.get('eval/normalised_score') for m in g], 3)} "
                      f"| {fmt([m.get('eval/pref_accuracy') for m in g], 3)} "
-                     f"| {fmt([m.get('eval/return_correlation') for m in g], 3)} |")
+                     f"| {fmt([m.get('eval/return_correlation') for m in g], 3)} | {fmt(sps, 0) if sps else '–'} |")
     return "\n".join(lines)
 
 
@@ -135,7 +136,8 @@ def plot_curves(runs: list[dict], out: Path, title: str) -> None:
         if not steps:
             continue
         ys = np.array([[dict(c)[s] for s in steps] for c in curves])
-        label = f"{k[1]}" + (f" (P={k[3]})" if k[3] else "") + (f" {k[4]}" if k[1] == "aihf" else "")
+        label = f"{k[1]}" + (f" (P={k[3]})" if k[3] else "") + (f" {k[4]}" if k[1] == "aihf" else "") + \
+            (f" {k[5]} envs" if k[5] != 1 else "")
         ax.plot(steps, ys.mean(0), label=label)
         ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
     for m in runs:

@@ -68,6 +68,8 @@ def validate_loop(cfg: DictConfig) -> None:
     loop, n = cfg.loop, cfg.env.num_envs
     if n < 1:
         raise ConfigError(f"env.num_envs={n}: expected at least 1")
+    if loop.keep_checkpoints < 1:
+        raise ConfigError(f"loop.keep_checkpoints={loop.keep_checkpoints}: expected at least 1")
     if cfg.algo.policy_update != "bc":
         if loop.steps_per_iteration % n:
             raise ConfigError(f"loop.steps_per_iteration={loop.steps_per_iteration} is not a multiple of "
