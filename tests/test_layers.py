@@ -48,3 +48,12 @@ def test_actor_loss_leaves_critic_gradients_untouched():
     loss.backward()
     assert all(p.grad is None for p in fast.critic.parameters())
     assert all(p.grad is not None for p in fast.actor.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_losses_train(hopper_data, tmp_path):
+    """policy.compile=true runs the same loop end to end (about a minute of compilation on a CPU)."""
+    from aihf.app import train
+    from conftest import fast_cfg
+    result = train(fast_cfg("aihf", hopper_data, tmp_path, ["policy.compile=true", "loop.torch_threads=1"]))
+    assert result["policy_updates"] == 401
