@@ -223,3 +223,10 @@ def test_loop_makes_every_tensor_on_the_module_device(algo, hopper_data, tmp_pat
     assert log["calls"]["training_step"] >= 3 and log["calls"]["evaluate"] >= 1
     assert log["with_device"] > 0, "the recorder saw no factory call at all: it is not watching"
     assert not log["missing"], "tensor factories without device=:\n" + "\n".join(sorted(log["missing"]))
+
+
+def test_multi_process_strategy_is_refused_in_one_line(hopper_data, tmp_path):
+    """The MuJoCo loop trains in one process: DDP would not sync its several backward passes per step."""
+    with pytest.raises(ConfigError, match=r"trainer.strategy=ddp.*one process"):
+        train(fast_cfg("aihf", hopper_data, tmp_path, ["trainer=ddp"]))
+    assert not any(tmp_path.iterdir())
