@@ -8,6 +8,9 @@ learning_starts, replay size, fp32 and torch threads. Usage:
     python bench/sac_throughput.py --device cuda            # both on the GPU (aihf: trainer=gpu)
 Prints a markdown table and the ratio aihf / SB3 (> 1: aihf is faster). Timing runs from the first env step to
 the last update on both sides (learning_starts random steps included), excluding start-up and evaluation.
+`--repeats N` runs each side N times in alternating order (SB3, aihf, aihf, SB3, ...) and reports the median and
+range of each and of the ratio of medians. SB3's entropy coefficient starts at 0.2 like aihf's (`ent_coef=auto_0.2`;
+SB3's own default starts it at 1.0), which changes no work per step but keeps the two runs the same algorithm.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def bench_sb3(args) -> float:
     env = make_vec_env(args.env, n_envs=args.num_envs, seed=0)
     model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": list(args.hidden)}, batch_size=args.batch,
                 train_freq=1, gradient_steps=-1,  # -1: as many updates as env steps in the last vector step
-                learning_starts=args.learning_starts, buffer_size=args.steps, device=args.device, seed=0, verbose=0)
+                learning_starts=args.learning_starts, buffer_size=args.steps, ent_coef="auto_0.2",
+                device=args.device, seed=0, verbose=0)
     t0 = time.perf_counter()
     model.learn(args.steps)
     return args.steps / (time.perf_counter() - t0)
@@ -73,20 +77,31 @@ def main() -> None:
     p.add_argument("--aihf", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra aihf overrides, e.g. policy.matmul=aten or policy.compile=true")
     p.add_argument("--skip-sb3", action="store_true", help="aihf only (no ratio)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per side, in alternating order")
     args = p.parse_args()
+    import numpy as np
     import torch
-    sb3 = None if args.skip_sb3 else bench_sb3(args)
-    ours = bench_aihf(args, args.aihf)
+    runs: dict[str, list[float]] = {"aihf": [], "sb3": []}
+    for i in range(args.repeats):
+        order = ["sb3", "aihf"] if i % 2 == 0 else ["aihf", "sb3"]
+        for side in order:
+            if side == "sb3" and not args.skip_sb3:
+                runs["sb3"].append(bench_sb3(args))
+            elif side == "aihf":
+                runs["aihf"].append(bench_aihf(args, args.aihf))
+    ours = float(np.median(runs["aihf"]))
+    sb3 = float(np.median(runs["sb3"])) if runs["sb3"] else None
     cpu = platform.processor() or platform.machine()
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
     print(f"\n{args.env}, {args.steps} env steps ({args.learning_starts} random first), {args.num_envs} env(s), "
           f"hidden {args.hidden}, batch {args.batch}, 1 update per env step, {args.threads} torch thread(s), "
           f"device {device}, torch {torch.__version__}, aihf overrides {args.aihf or 'none'}")
-    print("| implementation | env steps/s |\n|---|---|")
-    print(f"| aihf SAC loop (Lightning module) | {ours:.1f} |")
+    span = lambda v: f"{min(v):.1f}–{max(v):.1f}"  # noqa: E731
+    print(f"| implementation | env steps/s (median of {args.repeats}) | range |\n|---|---|---|")
+    print(f"| aihf SAC loop (Lightning module) | {ours:.1f} | {span(runs['aihf'])} |")
     if sb3 is not None:
-        print(f"| stable-baselines3 SAC | {sb3:.1f} |")
-        print(f"ratio aihf / SB3 = {ours / sb3:.2f}")
+        print(f"| stable-baselines3 SAC | {sb3:.1f} | {span(runs['sb3'])} |")
+        print(f"ratio of medians aihf / SB3 = {ours / sb3:.2f}")
 
 
 if __name__ == "__main__":
