@@ -42,11 +42,24 @@ def bench_aihf(args, extra: list[str]) -> float:
             f"loop.steps_per_iteration={args.num_envs * max(1, 500 // args.num_envs)}",
             f"loop.eval_every={10 * args.steps}", "loop.final_eval_episodes=1", f"loop.torch_threads={args.threads}",
             f"trainer={accel}", "trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false",
-            "logger.csv=false", *extra])
+            "logger.csv=true", *extra])
     with tempfile.TemporaryDirectory() as d, open_dict(cfg):
         cfg.run_dir = d
         result = train(cfg)
+        STEADY.append(steady_state(Path(d) / "csv" / "metrics.csv", args.learning_starts))
     return result["env_steps"] / result["train_wall_s"]  # training time only: the final evaluation is excluded
+
+
+STEADY: list[float] = []
+
+
+def steady_state(csv_path: Path, learning_starts: int) -> float:
+    """env steps/s over the iterations after the first one with updates (excludes compilation and warm-up)."""
+    import csv
+    rows = [r for r in csv.DictReader(open(csv_path)) if r.get("charts/SPS")]
+    steps = [int(r["step"]) for r in rows]
+    later = [(b - a, float(r["charts/SPS"])) for a, b, r in zip(steps, steps[1:], rows[1:]) if a > learning_starts]
+    return sum(n for n, _ in later) / sum(n / sps for n, sps in later) if later else float("nan")
 
 
 def bench_sb3(args) -> float:
@@ -99,6 +112,8 @@ def main() -> None:
     span = lambda v: f"{min(v):.1f}–{max(v):.1f}"  # noqa: E731
     print(f"| implementation | env steps/s (median of {args.repeats}) | range |\n|---|---|---|")
     print(f"| aihf SAC loop (Lightning module) | {ours:.1f} | {span(runs['aihf'])} |")
+    print(f"| aihf, steady state (iterations after the first with updates: no compilation or warm-up) "
+          f"| {float(np.median(STEADY)):.1f} | {span(STEADY)} |")
     if sb3 is not None:
         print(f"| stable-baselines3 SAC | {sb3:.1f} | {span(runs['sb3'])} |")
         print(f"ratio of medians aihf / SB3 = {ours / sb3:.2f}")
