@@ -230,3 +230,10 @@ def test_multi_process_strategy_is_refused_in_one_line(hopper_data, tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.strategy=ddp.*one process"):
         train(fast_cfg("aihf", hopper_data, tmp_path, ["trainer=ddp"]))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_trainer_without_a_gpu_is_one_line(hopper_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer \(accelerator=gpu.*No supported gpu backend"):
+        train(fast_cfg("sac", hopper_data, tmp_path, ["trainer=gpu"]))
+    assert not (tmp_path / "csv").exists()

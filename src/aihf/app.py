@@ -134,6 +134,11 @@ def train(cfg: DictConfig) -> dict:
             raise ConfigError(f"loop.init_from={cfg.loop.init_from}: the checkpoint has already taken "
                               f"{module.progress} steps; raise the budget above that to continue it")
     run_dir = Path(cfg.run_dir)
+    try:
+        trainer = build_trainer(cfg, run_dir, [])  # an unusable accelerator or strategy fails here, before any logs
+    except Exception as exc:  # Lightning's MisconfigurationException and friends
+        raise ConfigError(f"trainer (accelerator={cfg.trainer.accelerator}, devices={cfg.trainer.devices}, "
+                          f"strategy={cfg.trainer.strategy}): {str(exc).splitlines()[0]}") from None
     loggers = build_loggers(cfg, run_dir, resume_step)
     trainer = build_trainer(cfg, run_dir, loggers)
     try:
