@@ -6,6 +6,7 @@ learning_starts, replay size, fp32 and torch threads. Usage:
     python bench/sac_throughput.py --env HalfCheetah-v5 --steps 3000 --hidden 256 256 --batch 256
     python bench/sac_throughput.py --num-envs 8            # vectorised envs on both sides
     python bench/sac_throughput.py --device cuda            # both on the GPU (aihf: trainer=gpu)
+    python bench/sac_throughput.py --sb3-matmul onednn      # SB3's nn.Linear layers through aihf's oneDNN kernels
 Prints a markdown table and the ratio aihf / SB3 (> 1: aihf is faster). Timing runs from the first env step to
 the last update on both sides (learning_starts random steps included), excluding start-up and evaluation.
 `--repeats N` runs each side N times in alternating order (SB3, aihf, aihf, SB3, ...) and reports the median and
@@ -65,6 +66,9 @@ def steady_state(csv_path: Path, learning_starts: int) -> float:
 def bench_sb3(args) -> float:
     import torch
     from stable_baselines3 import SAC
+    if args.sb3_matmul == "onednn":  # SB3 with aihf's kernels: every nn.Linear through aihf.mujoco.layers.linear
+        from aihf.mujoco.layers import linear
+        torch.nn.Linear.forward = lambda self, x: linear(x, self.weight, self.bias, "auto")
     from stable_baselines3.common.env_util import make_vec_env
     torch.set_num_threads(args.threads)
     env = make_vec_env(args.env, n_envs=args.num_envs, seed=0)
@@ -91,6 +95,8 @@ def main() -> None:
                    help="extra aihf overrides, e.g. policy.matmul=aten or policy.compile=true")
     p.add_argument("--skip-sb3", action="store_true", help="aihf only (no ratio)")
     p.add_argument("--repeats", type=int, default=1, help="runs per side, in alternating order")
+    p.add_argument("--sb3-matmul", choices=["aten", "onednn"], default="aten",
+                   help="onednn: SB3's linear layers use the same oneDNN kernels as aihf's (same-kernel comparison)")
     args = p.parse_args()
     import numpy as np
     import torch
@@ -108,7 +114,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
     print(f"\n{args.env}, {args.steps} env steps ({args.learning_starts} random first), {args.num_envs} env(s), "
           f"hidden {args.hidden}, batch {args.batch}, 1 update per env step, {args.threads} torch thread(s), "
-          f"device {device}, torch {torch.__version__}, aihf overrides {args.aihf or 'none'}")
+          f"device {device}, torch {torch.__version__}, aihf overrides {args.aihf or 'none'}, "
+          f"SB3 matmul {args.sb3_matmul}")
     span = lambda v: f"{min(v):.1f}–{max(v):.1f}"  # noqa: E731
     print(f"| implementation | env steps/s (median of {args.repeats}) | range |\n|---|---|---|")
     print(f"| aihf SAC loop (Lightning module) | {ours:.1f} | {span(runs['aihf'])} |")
