@@ -179,9 +179,9 @@ def test_mujoco_preset_with_llm_domain_is_refused(sort_data, tmp_path):
 
 
 def test_run_py_reports_bad_data_in_one_line_and_keeps_earlier_output(data_copy, tmp_path):
+    """Bad data: one line and exit 2, nothing of the run written. (An earlier run's directory is refused before
+    the data is even read: tests/test_run_dir.py.)"""
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "metrics.json").write_text("{}")
     (data_copy / "demos.jsonl").write_text("{not json\n")
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "domain=llm", "algo=sft",
                            f"llm.data.demos={data_copy / 'demos.jsonl'}", f"hydra.run.dir={run_dir}"],
@@ -189,4 +189,4 @@ def test_run_py_reports_bad_data_in_one_line_and_keeps_earlier_output(data_copy,
                                                                          "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {data_copy / 'demos.jsonl'}:1: malformed JSON")
-    assert (run_dir / "metrics.json").read_text() == "{}"
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "csv").exists()

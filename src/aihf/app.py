@@ -99,6 +99,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
 
 def train(cfg: DictConfig) -> dict:
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of
+    from aihf.run_dir import check_new_run_dir
     module_cls = hydra.utils.get_class(cfg.domain.module)
     ckpt_path = resolve_resume(cfg.loop.resume, Path(cfg.run_dir))
     resume_step = None
@@ -126,6 +127,7 @@ def train(cfg: DictConfig) -> dict:
                   f"metrics in {metrics}")
             return json.loads(metrics.read_text())
         del ckpt
+    check_new_run_dir(Path(cfg.run_dir), resuming=ckpt_path is not None, resume_asked=cfg.loop.resume is not None)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = module_cls(cfg)  # validates config and data: bad input stops here, before any training
     if cfg.loop.init_from:

@@ -1,0 +1,65 @@
+"""A run never writes into another run's directory: refused in one line, the earlier run's files byte-identical
+(Hydra's own .hydra/ snapshot included); resuming that run is the one way to continue it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aihf.app import train
+from aihf.errors import ConfigError
+from conftest import fast_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(d: Path) -> dict:
+    return {p.relative_to(d): (p.read_bytes(), p.stat().st_mtime_ns) for p in d.rglob("*") if p.is_file()}
+
+
+def run_py(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def earlier_run(hopper_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("earlier") / "run"
+    proc = run_py("algo=sac", "debug=fast", f"data.path={hopper_data}", "loop.total_env_steps=200",
+                  "policy.learning_starts=100", "loop.torch_threads=1", "trainer.enable_checkpointing=true",
+                  f"hydra.run.dir={d}", cwd=d.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (d / ".hydra" / "config.yaml").is_file() and (d / "metrics.json").is_file()
+    return d
+
+
+def test_new_run_in_an_earlier_runs_directory_is_refused_before_anything_is_written(earlier_run, hopper_data):
+    before = snapshot(earlier_run)
+    proc = run_py("algo=aihf", "debug=fast", f"data.path={hopper_data}", f"hydra.run.dir={earlier_run}",
+                  cwd=earlier_run.parent)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: {earlier_run} holds another run's outputs (metrics.json, csv/metrics.csv, checkpoints, "
+                     f".hydra): choose a new hydra.run.dir, or continue that run with loop.resume={earlier_run}"]
+    assert snapshot(earlier_run) == before  # bytes and modification times, .hydra/ and run.log included
+
+
+def test_train_from_python_refuses_too(earlier_run, hopper_data):
+    before = snapshot(earlier_run)
+    with pytest.raises(ConfigError, match="holds another run's outputs"):
+        train(fast_cfg("sac", hopper_data, earlier_run))
+    assert snapshot(earlier_run) == before
+
+
+def test_auto_resume_without_a_checkpoint_says_so(hopper_data, tmp_path):
+    train(fast_cfg("sac", hopper_data, tmp_path, ["loop.total_env_steps=200", "loop.torch_threads=1"]))
+    with pytest.raises(ConfigError, match="loop.resume=auto: .* but no checkpoint to resume from"):
+        train(fast_cfg("sac", hopper_data, tmp_path, ["loop.resume=auto"]))
+
+
+def test_resuming_the_earlier_run_is_allowed(earlier_run, hopper_data):
+    proc = run_py("algo=sac", "debug=fast", f"data.path={hopper_data}", "loop.total_env_steps=200",
+                  "policy.learning_starts=100", "loop.torch_threads=1", "trainer.enable_checkpointing=true",
+                  f"hydra.run.dir={earlier_run}", "loop.resume=auto", cwd=earlier_run.parent)
+    assert proc.returncode == 0 and "is finished" in proc.stdout, proc.stderr[-2000:]
