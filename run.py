@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from aihf.config import register_configs
-from aihf.errors import ConfigError
+from aihf.errors import ConfigError, TrainingDiverged
 
 register_configs()
 
@@ -19,6 +19,9 @@ def main(cfg: DictConfig):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrainingDiverged as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

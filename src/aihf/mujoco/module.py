@@ -30,7 +30,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from aihf import objectives
 from aihf.callbacks import CheckpointEvery, EvaluateEvery
-from aihf.errors import ConfigError
+from aihf.errors import ConfigError, TrainingDiverged
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
@@ -83,6 +83,16 @@ def validate_loop(cfg: DictConfig) -> None:
                           f"parallel (--multirun)")
 
 
+def json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 class MuJoCoAIHF(Continuable, pl.LightningModule):
     STATE_KEY, DOMAIN = "aihf", "MuJoCo"
     EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_resume.py)
@@ -132,6 +142,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self.history: list[dict] = []
         self.final_metrics: dict | None = None
         self.wall_s = 0.0  # training wall time, carried across resumes
+        self._last_finite: dict[str, float] = {}
         self.run_dir = Path(cfg.run_dir)
         self._critic_loss, self._actor_loss = self.policy.critic_loss, self.policy.actor_loss
 
@@ -254,9 +265,33 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             logs["charts/episodic_return"] = self.last_episode_return
             logs["charts/episodes"] = float(self.episodes)
         logs["time/wall_s"] = self.wall_s
+        self.check_finite(logs)
         self.log_dict({"step": float(self.progress), **logs}, on_step=True, on_epoch=False, batch_size=1)
         self.log_dict({"env_steps": float(self.env_steps), "return": self.last_episode_return},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1, logger=False)
+
+    def check_finite(self, logs: dict) -> None:
+        """Stop the run at the first NaN or infinity in this iteration's losses or in any parameter, naming the
+        term, the step and the term's last finite value (the last checkpoint is the last good state)."""
+        bad = next(((k, v) for k, v in logs.items() if not math.isfinite(v)), None)
+        if bad is None:
+            params = dict(self.named_parameters())
+            finite = torch.stack([torch.isfinite(p).all() for p in params.values()])
+            if not bool(finite.all()):
+                name = list(params)[int((~finite).nonzero()[0])]
+                bad = (f"parameter {name}", float("nan"))
+        if bad is not None:
+            last = self._last_finite.get(bad[0])
+            self.diverged(f"{bad[0]} = {bad[1]} at step {self.progress} (last finite value "
+                          f"{'none' if last is None else f'{last:.6g}'}); the last checkpoint in "
+                          f"{self.run_dir / 'checkpoints'} (if any) is the last good state")
+        self._last_finite.update(logs)
+
+    def diverged(self, message: str) -> None:
+        """Record the failure in metrics.json (valid JSON, with the history so far) and stop the run."""
+        self.final_metrics = {**self._result({}), "status": "diverged", "error": message}
+        self.write_metrics()
+        raise TrainingDiverged(message)
 
     def select_actions(self, obs: np.ndarray) -> np.ndarray:
         n = len(obs)
@@ -415,6 +450,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         mean, std = self.evaluator.evaluate(self.policy, loop.final_eval_episodes if final else loop.eval_episodes,
                                             self.device)
         out = {"eval/return_mean": mean, "eval/return_std": std}
+        if not math.isfinite(mean):
+            self.diverged(f"eval/return_mean = {mean} at step {self.progress}")
         score = self.normalised(mean)
         if score is not None:
             out["eval/normalised_score"] = score
@@ -423,7 +460,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         if loop.save_ladder:
             self.save_rung(self.progress, mean)
         if final:
-            self.final_metrics = self._result(out)
+            self.final_metrics = {**self._result(out), "status": "finished"}
             if loop.video:
                 self.final_metrics["video"] = self.record_video()
         return out
@@ -464,7 +501,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     @rank_zero_only
     def write_metrics(self) -> None:
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+        # Valid JSON: an undefined metric (e.g. pair accuracy with no decided pairs) is null, never NaN.
+        (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.final_metrics), indent=2,
+                                                              allow_nan=False))
 
     def teardown(self, stage: str) -> None:
         self.rollout.close()
