@@ -3,6 +3,8 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from aihf.config import register_configs
@@ -16,12 +18,12 @@ def main(cfg: DictConfig):
     from aihf.app import run
     try:
         return run(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except TrainingDiverged as exc:
-        print(f"error: training diverged: {exc}", file=sys.stderr)
-        sys.exit(3)
+    except (ConfigError, TrainingDiverged) as exc:
+        diverged = isinstance(exc, TrainingDiverged)
+        print(f"error: {'training diverged: ' if diverged else ''}{exc}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job, runs the rest of the sweep, then fails
+        sys.exit(3 if diverged else 2)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A run never writes into another run's directory: refused in one line, the earlier run's files byte-identical
 (Hydra's own .hydra/ snapshot included); resuming that run is the one way to continue it."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +41,8 @@ def test_new_run_in_an_earlier_runs_directory_is_refused_before_anything_is_writ
                   cwd=earlier_run.parent)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"error: {earlier_run} holds another run's outputs (metrics.json, csv/metrics.csv, checkpoints, "
-                     f".hydra): choose a new hydra.run.dir, or continue that run with loop.resume={earlier_run}"]
+    assert lines == [f"error: {earlier_run} holds another run's outputs (metrics.json, csv/metrics.csv, checkpoints): "
+                     f"choose a new hydra.run.dir, or continue that run with loop.resume={earlier_run}"]
     assert snapshot(earlier_run) == before  # bytes and modification times, .hydra/ and run.log included
 
 
@@ -63,3 +64,41 @@ def test_resuming_the_earlier_run_is_allowed(earlier_run, hopper_data):
                   "policy.learning_starts=100", "loop.torch_threads=1", "trainer.enable_checkpointing=true",
                   f"hydra.run.dir={earlier_run}", "loop.resume=auto", cwd=earlier_run.parent)
     assert proc.returncode == 0 and "is finished" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_sweep_into_an_earlier_sweep_is_refused_and_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    common = ["-m", "algo=sac", "debug=fast", "loop.torch_threads=1", "loop.total_env_steps=300",
+              f"hydra.sweep.dir={sweep}"]
+    first = run_py(*common, "policy.critic_lr=1e8,3e-4", cwd=tmp_path)
+    assert first.returncode != 0 and "error: training diverged: losses/" in first.stderr
+    assert json.loads((sweep / "0-sac-s0" / "metrics.json").read_text())["status"] == "diverged"
+    assert json.loads((sweep / "1-sac-s0" / "metrics.json").read_text())["status"] == "finished"  # it still ran
+    before = snapshot(sweep)
+    again = run_py(*common, "seed=0", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: hydra.sweep.dir={sweep} holds an earlier sweep's runs (0-sac-s0, 1-sac-s0): choose a new "
+        f"hydra.sweep.dir"]
+    assert snapshot(sweep) == before
+
+
+def test_resuming_an_older_checkpoint_of_a_run_is_refused(hopper_data, tmp_path):
+    extra = ["trainer.enable_checkpointing=true", "loop.checkpoint_every=100", "loop.keep_checkpoints=10",
+             "loop.torch_threads=1"]
+    train(fast_cfg("sac", hopper_data, tmp_path, extra))
+    before = snapshot(tmp_path)
+    older = tmp_path / "checkpoints" / "step_0000000300.ckpt"
+    with pytest.raises(ConfigError, match="is at step 300, but the run's last checkpoint is at step 600"):
+        train(fast_cfg("sac", hopper_data, tmp_path / "elsewhere", [*extra, f"loop.resume={older}",
+                                                                   "loop.total_env_steps=400"]))
+    assert snapshot(tmp_path) == before
+
+
+def test_a_directory_left_by_a_failed_start_can_be_used(tmp_path):
+    d = tmp_path / "run"
+    bad = run_py("algo=sac", "debug=fast", "env.num_envs=3", f"hydra.run.dir={d}", cwd=tmp_path)
+    assert bad.returncode == 2 and (d / ".hydra").is_dir()
+    good = run_py("algo=sac", "debug=fast", "loop.total_env_steps=300", "loop.torch_threads=1", f"hydra.run.dir={d}",
+                  cwd=tmp_path)
+    assert good.returncode == 0 and (d / "metrics.json").is_file(), good.stderr[-2000:]

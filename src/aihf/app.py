@@ -99,7 +99,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
 
 def train(cfg: DictConfig) -> dict:
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of
-    from aihf.run_dir import check_new_run_dir
+    from aihf.run_dir import check_new_run_dir, json_safe
     module_cls = hydra.utils.get_class(cfg.domain.module)
     ckpt_path = resolve_resume(cfg.loop.resume, Path(cfg.run_dir))
     resume_step = None
@@ -122,10 +122,17 @@ def train(cfg: DictConfig) -> dict:
                                   f"{budget}: raise it above {resume_step} to continue the run")
             metrics = run_dir / "metrics.json"
             if not metrics.is_file():  # killed after its final checkpoint, before writing its results
-                metrics.write_text(json.dumps(state["final_metrics"], indent=2))
+                metrics.write_text(json.dumps(json_safe(state["final_metrics"]), indent=2, allow_nan=False))
             print(f"loop.resume: the run in {run_dir} is finished ({resume_step} of {budget} steps); "
                   f"metrics in {metrics}")
             return json.loads(metrics.read_text())
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file() and not last.samefile(ckpt_path):
+            newest = load_checkpoint(last, "loop.resume")[module_cls.STATE_KEY]["progress"]
+            if newest > resume_step:
+                raise ConfigError(f"loop.resume={ckpt_path} is at step {resume_step}, but the run's last checkpoint "
+                                  f"is at step {newest}: resuming the older one would overwrite the run's later "
+                                  f"outputs; start a new run from it with loop.init_from={ckpt_path}")
         del ckpt
     check_new_run_dir(Path(cfg.run_dir), resuming=ckpt_path is not None, resume_asked=cfg.loop.resume is not None)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

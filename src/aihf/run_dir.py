@@ -2,12 +2,13 @@
 
 Hydra names run directories by time, so two runs collide only when `hydra.run.dir` is given. Then the run is refused
 before anything is written, unless it resumes that run (`loop.resume`), which appends to its logs. The check runs
-twice: as a Hydra callback before Hydra saves its own `.hydra/` files (so even those stay the earlier run's), and
-in `aihf.app.train` for runs started from Python.
+twice: as a Hydra callback before Hydra saves its own `.hydra/` files (so even those stay the earlier run's; for a
+sweep, before any job), and in `aihf.app.train` for runs started from Python.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -16,16 +17,27 @@ from hydra.experimental.callback import Callback
 
 from aihf.errors import ConfigError
 
-# What a run leaves behind. `.hydra/` and the job log are Hydra's, written before aihf's code runs.
+# What a run leaves behind. (`.hydra/` and the job log alone are what a run that failed at start-up leaves: such a
+# directory may be reused, so a corrected command can run where the failed one was pointed.)
 RUN_OUTPUTS = ("metrics.json", "csv/metrics.csv", "checkpoints", "tensorboard", "wandb", "ladder", "videos")
-HYDRA_OUTPUTS = (".hydra",)
+
+
+def json_safe(value):
+    """For strict JSON: non-finite floats (an undefined metric) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def earlier_outputs(run_dir: Path, names=RUN_OUTPUTS) -> list[str]:
     return [n for n in names if (run_dir / n).exists()]
 
 
-def check_new_run_dir(run_dir: Path, resuming: bool, names=RUN_OUTPUTS, resume_asked: bool = False) -> None:
+def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False, names=RUN_OUTPUTS) -> None:
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return  # DDP workers share rank zero's run directory
     found = [] if resuming else earlier_outputs(run_dir, names)
@@ -37,16 +49,32 @@ def check_new_run_dir(run_dir: Path, resuming: bool, names=RUN_OUTPUTS, resume_a
                           f"or continue that run with loop.resume={run_dir}")
 
 
+def _refuse(exc: ConfigError) -> None:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
 class ProtectRunDir(Callback):
-    """Hydra callback (conf/config.yaml): refuses a single run aimed at an earlier run's directory, before Hydra
-    writes its config snapshot there."""
+    """Hydra callback (conf/config.yaml): refuses a run aimed at an earlier run's directory (or a sweep at an earlier
+    sweep's), before Hydra writes its config snapshot there."""
 
     def on_run_start(self, config, **kwargs) -> None:
         if os.environ.get("LOCAL_RANK", "0") != "0":
             return  # a DDP worker that Lightning started in rank zero's (already checked) directory
+        from aihf.resume import resolve_resume, run_dir_of
+        run_dir = Path(config.hydra.run.dir)
         try:
-            check_new_run_dir(Path(config.hydra.run.dir), config.loop.resume is not None,
-                              RUN_OUTPUTS + HYDRA_OUTPUTS)
+            ckpt = resolve_resume(config.loop.resume, run_dir)
+            resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
+            check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
         except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            _refuse(exc)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        if config.loop.resume is not None or not sweep.is_dir():
+            return
+        found = sorted(str(job.relative_to(sweep)) for job in sweep.iterdir() if job.is_dir() and earlier_outputs(job))
+        if found:
+            _refuse(ConfigError(f"hydra.sweep.dir={sweep} holds an earlier sweep's runs ({', '.join(found[:3])}"
+                                f"{', ...' if len(found) > 3 else ''}): choose a new hydra.sweep.dir"))

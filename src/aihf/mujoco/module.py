@@ -39,6 +39,7 @@ from aihf.mujoco.evaluation import PolicyEvaluator
 from aihf.mujoco.rollout import VectorRollout
 from aihf.mujoco.video import check_video_support, log_video, record_episode
 from aihf.resume import BudgetStream, Continuable
+from aihf.run_dir import json_safe
 
 REWARD_SOURCES = ("learned", "env")
 POLICY_UPDATES = ("sac", "bc")
@@ -81,16 +82,6 @@ def validate_loop(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.strategy={strategy}: the MuJoCo domain trains in one process (its envs, replay "
                           f"buffer and SAC updates are sequential); scale with env.num_envs, a GPU, or seeds in "
                           f"parallel (--multirun)")
-
-
-def json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 class MuJoCoAIHF(Continuable, pl.LightningModule):
