@@ -25,12 +25,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aihf import objectives
-from aihf.errors import ConfigError
+from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
 from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
 from aihf.llm.sequences import generate, pad_right, response_logps
 from aihf.resume import Continuable, StepIndices
+from aihf.run_dir import json_safe
 
 REWARD_SOURCES = ("learned", "implicit")
 POLICY_UPDATES = ("rloo", "direct", "bc", "none")
@@ -427,6 +428,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 if refresh > 0 and self.policy_updates % refresh == 0:
                     self.reference.load_state_dict(self.policy.state_dict())
         self.steps_done += 1
+        self.check_finite(metrics)
         self._log({k: v for k, v in metrics.items() if v is not None}, self.steps_done)
         every, total = self.cfg.llm.train.eval_every, sum(self.plan())
         if every > 0 and self.steps_done % every == 0 and self.steps_done < total:
@@ -535,6 +537,21 @@ class LLMAIHF(Continuable, pl.LightningModule):
             for r in self.samples:
                 fh.write(json.dumps(r) + "\n")
 
+    def check_finite(self, metrics: dict) -> None:
+        """Stop at the first NaN or infinite loss or training metric, naming it and the step; metrics.json records
+        the failure (strict JSON) and the history so far."""
+        values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in metrics.items() if v is not None}
+        bad = next(((k, v) for k, v in values.items() if not math.isfinite(v)), None)
+        if bad is None:
+            return
+        message = f"{bad[0]} = {bad[1]} at step {self.steps_done}"
+        if self._is_global_zero():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            result = {"domain": "llm", "algo": self.cfg.algo.name, "seed": self.cfg.seed, "status": "diverged",
+                      "error": message, "steps": self.steps_done, "history": self.history}
+            (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+        raise TrainingDiverged(message)
+
     def _log(self, metrics: dict, step: int) -> None:
         clean = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in metrics.items() if v is not None}
         clean = {k: v for k, v in clean.items() if math.isfinite(v)}
@@ -548,10 +565,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
             "domain": "llm", "task": d.name, "algo": a.name, "seed": self.cfg.seed, "weighting": a.weighting,
             "beta": a.beta, "num_demos": len(self.data["demos"]), "num_prefs": len(self.data["prefs"]),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
-            "policy_updates": self.policy_updates, **final, "samples": self.samples, "history": self.history}
+            "policy_updates": self.policy_updates, **final, "samples": self.samples, "history": self.history,
+            "status": "finished"}
         if self._is_global_zero():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+            (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.final_metrics), indent=2,
+                                                                  allow_nan=False))
 
     def _is_global_zero(self) -> bool:
         return self._trainer is None or self.trainer.is_global_zero
