@@ -80,14 +80,15 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+    """The Trainer without loggers (`train` attaches them once the Trainer is known to be buildable)."""
     callbacks = []
     if cfg.trainer.enable_progress_bar:
         from pytorch_lightning.callbacks import RichProgressBar
         callbacks.append(RichProgressBar(leave=True))
     # Checkpoint callbacks come from each domain module's configure_callbacks (they know their progress axis).
     return pl.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
-                      precision=cfg.trainer.precision, max_epochs=1, logger=loggers or False,
+                      precision=cfg.trainer.precision, max_epochs=1, logger=False,
                       callbacks=callbacks, enable_progress_bar=cfg.trainer.enable_progress_bar,
                       enable_checkpointing=False, enable_model_summary=False,
                       num_sanity_val_steps=0, log_every_n_steps=cfg.trainer.log_every_n_steps,
@@ -144,12 +145,12 @@ def train(cfg: DictConfig) -> dict:
                               f"{module.progress} steps; raise the budget above that to continue it")
     run_dir = Path(cfg.run_dir)
     try:
-        trainer = build_trainer(cfg, run_dir, [])  # an unusable accelerator or strategy fails here, before any logs
+        trainer = build_trainer(cfg, run_dir)  # an unusable accelerator or strategy fails here, before any logs
     except Exception as exc:  # Lightning's MisconfigurationException and friends
         raise ConfigError(f"trainer (accelerator={cfg.trainer.accelerator}, devices={cfg.trainer.devices}, "
                           f"strategy={cfg.trainer.strategy}): {str(exc).splitlines()[0]}") from None
     loggers = build_loggers(cfg, run_dir, resume_step)
-    trainer = build_trainer(cfg, run_dir, loggers)
+    trainer.loggers = loggers
     try:
         trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
     finally:

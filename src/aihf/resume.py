@@ -29,8 +29,8 @@ class BudgetStream(torch.utils.data.IterableDataset):
     its envs) yields one item per `training_step` until its `progress` reaches its `budget`. Ending on the
     module's own counters, not on a length, makes a run resumed mid-epoch take exactly the remaining steps."""
 
-    def __init__(self, module, steps_per_iteration: int):
-        self.module, self.steps_per_iteration = module, steps_per_iteration
+    def __init__(self, module):
+        self.module = module
 
     def __iter__(self):
         i = 0
@@ -116,7 +116,7 @@ def check_same_run(saved_cfg: dict, cfg: dict, what: str) -> None:
     """Refuse to resume a checkpoint under settings that would make a different run, naming the first key."""
     saved, now = _flatten(saved_cfg), _flatten(cfg)
     for key in sorted(set(saved) | set(now)):
-        if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
+        if key.startswith(RESUMABLE_CHANGES):
             continue
         if saved.get(key, "<absent>") != now.get(key, "<absent>"):
             raise ConfigError(f"{what}: the checkpoint was made with {key}={saved.get(key, '<absent>')!r}, this run "

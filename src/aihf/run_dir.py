@@ -33,14 +33,14 @@ def json_safe(value):
     return value
 
 
-def earlier_outputs(run_dir: Path, names=RUN_OUTPUTS) -> list[str]:
-    return [n for n in names if (run_dir / n).exists()]
+def earlier_outputs(run_dir: Path) -> list[str]:
+    return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
 
 
-def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False, names=RUN_OUTPUTS) -> None:
+def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False) -> None:
     if os.environ.get("LOCAL_RANK", "0") != "0":
-        return  # DDP workers share rank zero's run directory
-    found = [] if resuming else earlier_outputs(run_dir, names)
+        return  # DDP workers share rank zero's (already checked) run directory
+    found = [] if resuming else earlier_outputs(run_dir)
     if found and resume_asked:
         raise ConfigError(f"loop.resume=auto: {run_dir} holds another run's outputs ({', '.join(found)}) but no "
                           f"checkpoint to resume from (checkpoints/last.ckpt); choose a new hydra.run.dir")
@@ -59,8 +59,6 @@ class ProtectRunDir(Callback):
     sweep's), before Hydra writes its config snapshot there."""
 
     def on_run_start(self, config, **kwargs) -> None:
-        if os.environ.get("LOCAL_RANK", "0") != "0":
-            return  # a DDP worker that Lightning started in rank zero's (already checked) directory
         from aihf.resume import resolve_resume, run_dir_of
         run_dir = Path(config.hydra.run.dir)
         try:

@@ -188,7 +188,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return cfg.loop.bc_steps if cfg.algo.policy_update == "bc" else cfg.loop.total_env_steps
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(BudgetStream(self, self.cfg.loop.steps_per_iteration), batch_size=None)
+        return torch.utils.data.DataLoader(BudgetStream(self), batch_size=None)
 
     def configure_callbacks(self):
         loop = self.cfg.loop
@@ -217,10 +217,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             self.torch_gen.set_state(state)
             self._pending_gen_state = None
         self.restore_pending_optimizers(self.optimizers(use_pl_optimizer=False))
-        if self.cfg.policy.compile:
-            mode = self.cfg.policy.compile_mode
-            self._critic_loss = torch.compile(self.policy.critic_loss, mode=mode)
-            self._actor_loss = torch.compile(self.policy.actor_loss, mode=mode)
+        if self.policy.compile:
+            self._critic_loss = torch.compile(self.policy.critic_loss, mode=self.policy.compile_mode)
+            self._actor_loss = torch.compile(self.policy.actor_loss, mode=self.policy.compile_mode)
         self._t_start = time.perf_counter()
         self._wall_at_start = self.wall_s
 
@@ -498,6 +497,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def teardown(self, stage: str) -> None:
         self.rollout.close()
+        self.evaluator.close()
 
     # -- state -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

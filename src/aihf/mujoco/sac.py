@@ -136,11 +136,11 @@ class SACPolicy(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
         """An action to take (no log-probability, no autograd): a ~ π(·|s), or tanh(μ(s)) when deterministic."""
+        if deterministic:
+            return self.actor.deterministic(obs)
         mean, log_std = self.actor.distribution(obs)
-        if not deterministic:
-            mean = mean + log_std.exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
-                                                      device=mean.device)
-        return torch.tanh(mean) * self.actor.action_scale + self.actor.action_bias
+        u = mean + log_std.exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return torch.tanh(u) * self.actor.action_scale + self.actor.action_bias
 
     def critic_loss(self, obs, act, reward, next_obs, terminated, noise: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
