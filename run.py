@@ -1,6 +1,7 @@
 """Entry point: `python run.py algo=aihf domain=mujoco` (see README and conf/)."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -9,6 +10,7 @@ from omegaconf import DictConfig
 
 from aihf.config import register_configs
 from aihf.errors import ConfigError, TrainingDiverged
+from aihf.run_dir import discard_failed_start
 
 register_configs()
 
@@ -22,9 +24,22 @@ def main(cfg: DictConfig):
         diverged = isinstance(exc, TrainingDiverged)
         print(f"error: {'training diverged: ' if diverged else ''}{exc}", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job, runs the rest of the sweep, then fails
+            raise  # Hydra records the failed job (a refused one leaves no directory), runs the rest, then fails
+        if not diverged:
+            discard_failed_start(Path(HydraConfig.get().runtime.output_dir))  # a refused run leaves nothing behind
         sys.exit(3 if diverged else 2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python run.py ...`: a misspelt key or a wrong type is one line (exit 2) before Hydra composes anything."""
+    from aihf.checks import precheck_overrides
+    try:
+        precheck_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -59,6 +59,6 @@ def test_finished_metrics_are_strict_json(hopper_data, tmp_path):
 def test_language_model_run_stops_on_a_non_finite_loss(sort_data, tmp_path):
     from conftest import llm_cfg
     with pytest.raises(TrainingDiverged, match=r"^losses/sft_nll = nan at step 1$|= (nan|inf) at step \d+$"):
-        train(llm_cfg("sft", sort_data, tmp_path, ["llm.policy.lr=nan"]))
+        train(llm_cfg("sft", sort_data, tmp_path, ["llm.policy.lr=1e30"]))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["domain"] == "llm"

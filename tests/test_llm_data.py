@@ -188,5 +188,6 @@ def test_run_py_reports_bad_data_in_one_line_and_keeps_earlier_output(data_copy,
                           capture_output=True, text=True, cwd=ROOT, env={**__import__("os").environ,
                                                                          "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {data_copy / 'demos.jsonl'}:1: malformed JSON")
-    assert not (run_dir / "metrics.json").exists() and not (run_dir / "csv").exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: llm.data.demos: {data_copy / 'demos.jsonl'}:1: malformed JSON")
+    assert not run_dir.exists()

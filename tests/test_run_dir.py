@@ -95,10 +95,13 @@ def test_resuming_an_older_checkpoint_of_a_run_is_refused(hopper_data, tmp_path)
     assert snapshot(tmp_path) == before
 
 
-def test_a_directory_left_by_a_failed_start_can_be_used(tmp_path):
-    d = tmp_path / "run"
+def test_a_failed_start_leaves_no_directory_and_a_directory_without_outputs_can_be_used(tmp_path):
+    d = tmp_path / "run" / "nested"
     bad = run_py("algo=sac", "debug=fast", "env.num_envs=3", f"hydra.run.dir={d}", cwd=tmp_path)
-    assert bad.returncode == 2 and (d / ".hydra").is_dir()
+    assert bad.returncode == 2 and "is not a multiple of env.num_envs=3" in bad.stderr
+    assert not (tmp_path / "run").exists()  # neither the run directory nor the parent it made
+    (d / ".hydra").mkdir(parents=True)  # a directory with no run outputs, e.g. left by an older aihf's failed start
+    (d / ".hydra" / "config.yaml").write_text("old: true\n")
     good = run_py("algo=sac", "debug=fast", "loop.total_env_steps=300", "loop.torch_threads=1", f"hydra.run.dir={d}",
                   cwd=tmp_path)
     assert good.returncode == 0 and (d / "metrics.json").is_file(), good.stderr[-2000:]

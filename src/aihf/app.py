@@ -99,8 +99,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 
 
 def train(cfg: DictConfig) -> dict:
+    from aihf.checks import check_config, job_overrides
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of
     from aihf.run_dir import check_new_run_dir, json_safe
+    check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
     ckpt_path = resolve_resume(cfg.loop.resume, Path(cfg.run_dir))
     resume_step = None
@@ -173,8 +175,12 @@ def train(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> dict | None:
+    from aihf.checks import check_config, job_overrides
+    check_config(cfg, job_overrides())  # each job of a sweep (its swept values), and runs started from Python
     if cfg.task not in TASKS:
         raise ConfigError(f"task={cfg.task!r}: expected one of {TASKS}")
+    if cfg.task == "collect" and cfg.domain.name != "mujoco":
+        raise ConfigError(f"task=collect builds MuJoCo datasets, but this run has domain={cfg.domain.name}")
     if cfg.task == "collect":
         from aihf.mujoco.collect import collect
         return collect(cfg)

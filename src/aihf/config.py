@@ -2,15 +2,19 @@
 
 The dataclasses are registered in Hydra's ConfigStore as the schema of the root config, so a misspelt key
 (`algo.demo_wieght=1`) or a wrong type (`algo.demo_weight=abc`) stops the run at start-up with the key's name.
+Each key's allowed values are declared beside it (`key(default, check)`), and each group says which domain reads it
+(`SCOPE`; a key's own `scope=` where it differs): `aihf.checks` refuses a value out of range, or a key the chosen
+domain would ignore, in one line before anything is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+
+from aihf.checks import above, at_least, each, finite, key, one_of, within
 
 
 @dataclass
@@ -24,115 +28,138 @@ class DomainConfig:
 @dataclass
 class EnvConfig:
     """A gymnasium environment. Results name the version: only -v5 ids are shipped with data."""
+    SCOPE: ClassVar[str] = "mujoco"
     id: str = "Hopper-v5"
-    max_episode_steps: int = 1000
+    max_episode_steps: int = key(1000, at_least(1))
     # Training envs stepped as one batch (gymnasium vector API, same-step autoreset); the update-to-data ratio
     # policy.updates_per_step stays per env step, so runs at different num_envs take the same number of updates.
-    num_envs: int = 1
-    vectorization_mode: str = "sync"  # sync (one process; faster on few cores) | async (one subprocess per env)
+    num_envs: int = key(1, at_least(1))
+    # sync (one process; faster on few cores) | async (one subprocess per env)
+    vectorization_mode: str = key("sync", one_of("sync", "async"))
     # Extra gymnasium.make kwargs for the *training* env only (e.g. {terminate_when_unhealthy: false});
     # evaluation always uses the standard env, so reported returns stay comparable.
     train_kwargs: Dict[str, Any] = field(default_factory=dict)
     # Normalisation anchors for the expert-normalised score; null = read from the dataset's metadata.
-    expert_return: Optional[float] = None
-    random_return: Optional[float] = None
+    expert_return: Optional[float] = key(None, finite())
+    random_return: Optional[float] = key(None, finite())
 
 
 @dataclass
 class AlgoConfig:
     """A preset: which terms of the objective are on, and how policy and reward steps interleave."""
     name: str = "aihf"
-    demo_weight: float = 1.0          # λ_D
-    pref_weight: float = 1.0          # λ_P
-    weighting: str = "mean"           # mean | sum (see objectives.weighted_objective)
-    beta: Optional[float] = None      # temperature of the lower level; null = the policy's entropy coefficient
-    reward_source: str = "learned"    # learned: explicit r_θ | env: true reward (MuJoCo oracle) | implicit: β·log π/π_ref (LLM)
-    policy_update: str = "sac"        # MuJoCo: sac | bc.  LLM: rloo (RL on r_θ) | bc (SFT) | direct (implicit-reward loss) | none
-    schedule: str = "alternating"     # alternating (AIHF loop) | sequential (fit reward, freeze, then RL)
-    reward_pretrain_steps: int = 0    # reward steps before any policy step (sequential: the whole fit)
-    reward_every: int = 1000          # env steps between reward phases (alternating)
-    reward_steps: int = 1             # reward gradient steps per phase
-    bc_warmstart_steps: int = 0       # behaviour-cloning steps on demonstrations before RL (0 = off; the SFT of RLHF)
-    demo_replay_fraction: float = 0.0  # share of each SAC batch drawn from the demonstrations, scored by r_θ
-    needs_demos: bool = True
-    needs_prefs: bool = True
-    # Language-model presets (ignored by MuJoCo):
-    dpo_loss_type: str = "sigmoid"    # the preference term on the implicit reward: sigmoid (DPO) | ipo
-    label_smoothing: float = 0.0      # conservative DPO
-    demo_term: str = "nll"            # implicit reward's demonstration term: nll (−log π(y^E|x)) | selfplay (SPIN: y^E ≻ own sample)
-    chosen_nll_weight: float = 0.0    # RPO: α · NLL of the chosen responses added to the DPO loss
-    reference_refresh_every: int = 0  # self-play: copy π into π_ref (and so the opponent) every N policy steps; 0 = never
+    demo_weight: float = key(1.0, at_least(0))  # λ_D
+    pref_weight: float = key(1.0, at_least(0))  # λ_P
+    weighting: str = key("mean", one_of("mean", "sum"))  # mean | sum (see objectives.weighted_objective)
+    # temperature of the lower level; null = the policy's entropy coefficient
+    beta: Optional[float] = key(None, above(0))
+    # learned: explicit r_θ | env: true reward (MuJoCo oracle) | implicit: β·log π/π_ref (LLM)
+    reward_source: str = key("learned", one_of("learned", "env", "implicit"))
+    # MuJoCo: sac | bc.  LLM: rloo (RL on r_θ) | bc (SFT) | direct (implicit-reward loss) | none
+    policy_update: str = key("sac", one_of("sac", "bc", "rloo", "direct", "none"))
+    # alternating (AIHF loop) | sequential (fit reward, freeze, then RL)
+    schedule: str = key("alternating", one_of("alternating", "sequential"))
+    reward_pretrain_steps: int = key(0, at_least(0))  # reward steps before any policy step (sequential: the whole fit)
+    reward_every: int = key(1000, at_least(0))  # env steps between reward phases (alternating)
+    reward_steps: int = key(1, at_least(1))  # reward gradient steps per phase
+    # behaviour-cloning steps on demonstrations before RL (0 = off; the SFT of RLHF)
+    bc_warmstart_steps: int = key(0, at_least(0))
+    # share of each SAC batch drawn from the demonstrations, scored by r_θ
+    demo_replay_fraction: float = key(0.0, within(0, 1, high_open=True), scope="mujoco")
+    needs_demos: bool = key(True, scope="mujoco")
+    needs_prefs: bool = key(True, scope="mujoco")
+    # Language-model presets (refused with domain=mujoco):
+    # the preference term on the implicit reward: sigmoid (DPO) | ipo
+    dpo_loss_type: str = key("sigmoid", one_of("sigmoid", "ipo"), scope="llm")
+    label_smoothing: float = key(0.0, within(0, 0.5, high_open=True), scope="llm")  # conservative DPO
+    # implicit reward's demonstration term: nll (−log π(y^E|x)) | selfplay (SPIN: y^E ≻ own sample)
+    demo_term: str = key("nll", one_of("nll", "selfplay"), scope="llm")
+    # RPO: α · NLL of the chosen responses added to the DPO loss
+    chosen_nll_weight: float = key(0.0, at_least(0), scope="llm")
+    # self-play: copy π into π_ref (and so the opponent) every N policy steps; 0 = never
+    reference_refresh_every: int = key(0, at_least(0), scope="llm")
 
 
 @dataclass
 class PolicyConfig:
     """Soft actor-critic: twin Q networks with target networks and a tanh-Gaussian actor."""
+    SCOPE: ClassVar[str] = "mujoco"
     _target_: str = "aihf.mujoco.sac.SACPolicy"
-    hidden: List[int] = field(default_factory=lambda: [256, 256])
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    alpha: float = 0.2                # initial (or fixed) entropy coefficient
+    hidden: List[int] = key(factory=lambda: [256, 256], check=each(at_least(1)))
+    actor_lr: float = key(3e-4, above(0))
+    critic_lr: float = key(3e-4, above(0))
+    alpha_lr: float = key(3e-4, above(0))
+    gamma: float = key(0.99, within(0, 1))
+    tau: float = key(0.005, within(0, 1, low_open=True))
+    alpha: float = key(0.2, above(0))  # initial (or fixed) entropy coefficient
     learn_alpha: bool = True
-    target_entropy: Optional[float] = None  # null = −action_dim
-    batch_size: int = 256
-    updates_per_step: float = 1.0     # gradient updates per env step (fractions allowed, e.g. 0.5)
-    learning_starts: int = 5000       # uniformly random actions before the first update
-    buffer_size: int = 1_000_000
-    matmul: str = "auto"              # CPU kernel of the linear layers: auto | onednn | aten (aihf.mujoco.layers)
+    target_entropy: Optional[float] = key(None, finite())  # null = −action_dim
+    batch_size: int = key(256, at_least(1))
+    updates_per_step: float = key(1.0, above(0))  # gradient updates per env step (fractions allowed, e.g. 0.5)
+    learning_starts: int = key(5000, at_least(0))  # uniformly random actions before the first update
+    buffer_size: int = key(1_000_000, at_least(1))
+    # CPU kernel of the linear layers: auto | onednn | aten (aihf.mujoco.layers)
+    matmul: str = key("auto", one_of("auto", "onednn", "aten"))
     compile: bool = False             # torch.compile the critic and actor losses (forward and backward)
-    compile_mode: Optional[str] = None  # torch.compile mode: null (default) | reduce-overhead (CUDA graphs) | max-autotune
+    # torch.compile mode: null (default) | reduce-overhead (CUDA graphs) | max-autotune
+    compile_mode: Optional[str] = key(None, one_of(None, "default", "reduce-overhead", "max-autotune",
+                                                    "max-autotune-no-cudagraphs"))
 
 
 @dataclass
 class RewardConfig:
     """An MLP reward r_θ(s, a) or r_θ(s)."""
+    SCOPE: ClassVar[str] = "mujoco"
     _target_: str = "aihf.mujoco.reward.RewardNet"
-    input: str = "sa"                 # sa | s
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "relu"
-    clamp: float = 10.0               # output clipped to ±clamp (0 = no clamp)
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    batch_size: int = 1000            # demo and policy transitions per reward step
-    pref_batch_size: int = 32
-    discount: float = 1.0             # γ inside R_θ(τ) = Σ γ^t r_θ(s_t, a_t) for preference returns
+    input: str = key("sa", one_of("sa", "s"))
+    hidden: List[int] = key(factory=lambda: [64, 64], check=each(at_least(1)))
+    activation: str = key("relu", one_of("relu", "tanh", "elu", "silu"))
+    clamp: float = key(10.0, at_least(0))  # output clipped to ±clamp (0 = no clamp)
+    lr: float = key(1e-4, above(0))
+    weight_decay: float = key(1e-3, at_least(0))
+    batch_size: int = key(1000, at_least(1))  # demo and policy transitions per reward step
+    pref_batch_size: int = key(32, at_least(1))
+    # γ inside R_θ(τ) = Σ γ^t r_θ(s_t, a_t) for preference returns
+    discount: float = key(1.0, within(0, 1, low_open=True))
 
 
 @dataclass
 class DataConfig:
     """The data mix: which shipped or collected dataset, and how much of each kind is used."""
+    SCOPE: ClassVar[str] = "mujoco"
     path: Optional[str] = None        # .npz dataset; null = data/mujoco/<env id>.npz shipped with aihf
-    num_demos: int = 1                # expert trajectories used as demonstrations
-    num_prefs: int = 200              # preference pairs used for training (0 = none)
-    policy_window: int = 5000         # most recent env steps used as samples of the current policy
+    num_demos: int = key(1, at_least(0))  # expert trajectories used as demonstrations
+    num_prefs: int = key(200, at_least(0))  # preference pairs used for training (0 = none)
+    policy_window: int = key(5000, at_least(1))  # most recent env steps used as samples of the current policy
 
 
 @dataclass
 class TeacherConfig:
     """Simulated preference teacher on the true return (DESIGN.md §4)."""
-    beta: float = 1.0                 # rationality β_T; inf = always picks the higher return
-    mistake_prob: float = 0.0         # probability the label is flipped after the BT draw
-    equal_threshold: float = 0.0      # |ΔG| below this gives the label 0.5 ("equal")
-    discount: float = 1.0             # myopic discount inside the teacher's return
-    return_scale: float = 0.1         # G is multiplied by this before the BT draw (50-step segment returns are in the 10s-100s)
+    SCOPE: ClassVar[str] = "collect"
+    beta: float = key(1.0, above(0, allow_inf=True))  # rationality β_T; inf = always picks the higher return
+    mistake_prob: float = key(0.0, within(0, 1))  # probability the label is flipped after the BT draw
+    equal_threshold: float = key(0.0, at_least(0))  # |ΔG| below this gives the label 0.5 ("equal")
+    discount: float = key(1.0, within(0, 1, low_open=True))  # myopic discount inside the teacher's return
+    # G is multiplied by this before the BT draw (50-step segment returns are in the 10s-100s)
+    return_scale: float = key(0.1, above(0))
 
 
 @dataclass
 class CollectConfig:
     """task=collect: demonstrations and preference pairs from a quality ladder of checkpoints."""
+    SCOPE: ClassVar[str] = "collect"
     ladder_dir: Optional[str] = None  # folder of ladder/*.pt written by an algo=sac run
     output: Optional[str] = None      # .npz to write; must not exist
-    num_demos: int = 5
-    rollouts_per_rung: int = 2
-    max_rungs: int = 10               # use at most this many rungs, evenly spaced over the ladder (keeps files small)
-    random_rollouts: int = 4
-    heldout_fraction: float = 0.3
-    num_pairs: int = 1000
-    num_heldout_pairs: int = 300
-    segment_length: int = 50          # 0 = whole trajectories; else segments (T-REX style snippets)
+    num_demos: int = key(5, at_least(1))
+    rollouts_per_rung: int = key(2, at_least(1))
+    # use at most this many rungs, evenly spaced over the ladder (keeps files small)
+    max_rungs: int = key(10, at_least(1))
+    random_rollouts: int = key(4, at_least(0))
+    heldout_fraction: float = key(0.3, within(0, 1, low_open=True, high_open=True))
+    num_pairs: int = key(1000, at_least(1))
+    num_heldout_pairs: int = key(300, at_least(0))
+    segment_length: int = key(50, at_least(0))  # 0 = whole trajectories; else segments (T-REX style snippets)
     demo_deterministic: bool = True
 
 
@@ -145,41 +172,42 @@ class TrainerConfig:
     precision: Any = 32
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True
-    log_every_n_steps: int = 1
+    log_every_n_steps: int = key(1, at_least(1))
 
 
 @dataclass
 class LoopConfig:
     """Loop budget and evaluation schedule (experiment/ files and debug/ modes override these)."""
-    total_env_steps: int = 60_000     # the default main job: about 10 minutes on 2 CPU cores
-    steps_per_iteration: int = 1000   # env steps per Lightning training_step (logging granularity)
-    bc_steps: int = 20_000            # gradient steps for policy_update=bc
-    eval_every: int = 10_000          # env steps (bc: gradient steps) between evaluations
-    eval_episodes: int = 5
-    final_eval_episodes: int = 10
+    SCOPE: ClassVar[str] = "mujoco"
+    total_env_steps: int = key(60_000, at_least(1))  # the default main job: about 10 minutes on 2 CPU cores
+    steps_per_iteration: int = key(1000, at_least(1))  # env steps per Lightning training_step (logging granularity)
+    bc_steps: int = key(20_000, at_least(1))  # gradient steps for policy_update=bc
+    eval_every: int = key(10_000, at_least(1))  # env steps (bc: gradient steps) between evaluations
+    eval_episodes: int = key(5, at_least(1))
+    final_eval_episodes: int = key(10, at_least(1))
     save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
     # Record one deterministic episode at the final evaluation to <run_dir>/videos (and W&B / TensorBoard).
     # Needs moviepy (pip install 'aihf[video]') and an OpenGL backend (MUJOCO_GL, else glfw/egl/osmesa probed).
     video: bool = False
-    torch_threads: int = 2            # use 1 per job when running two jobs side by side
+    torch_threads: int = key(2, at_least(1))  # use 1 per job when running two jobs side by side
     # A complete checkpoint (networks, optimisers, replay buffer, episodes in progress, generators) every this
     # many env steps (bc: gradient steps) and at the end, in <run_dir>/checkpoints; the newest keep_checkpoints kept.
-    checkpoint_every: int = 10_000
-    keep_checkpoints: int = 2
+    checkpoint_every: int = key(10_000, at_least(1))
+    keep_checkpoints: int = key(2, at_least(1))
     # Resume an interrupted run exactly where its last checkpoint left it, in its own run directory:
     # a run directory, a .ckpt file, or auto (this run's directory if it holds a checkpoint, else start afresh).
-    resume: Optional[str] = None
+    resume: Optional[str] = key(None, scope="any")
     # Start a new run from an earlier run's checkpoint (a new run directory; settings may differ, e.g. a larger
     # total_env_steps, which then counts the steps already taken).
-    init_from: Optional[str] = None
+    init_from: Optional[str] = key(None, scope="any")
 
 
 @dataclass
 class LLMTokenizerConfig:
     """wordlevel | bytelevel_bpe: trained offline on the task's own text; pretrained: by name or path."""
-    kind: str = "wordlevel"
+    kind: str = key("wordlevel", one_of("wordlevel", "bytelevel_bpe", "pretrained"))
     name_or_path: Optional[str] = None
-    vocab_size: int = 8000
+    vocab_size: int = key(8000, at_least(16))
 
 
 @dataclass
@@ -187,15 +215,15 @@ class LLMPolicyConfig:
     """The policy π (and, frozen, π_ref): an AutoModelForCausalLM by name/path, or a tiny one from a config."""
     name_or_path: Optional[str] = None  # local folder (or hub name when online); null = build from the sizes below
     gguf_file: Optional[str] = None   # a GGUF file inside name_or_path (transformers dequantises it)
-    arch: str = "llama"               # llama | gpt2, for a model built from a config
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    max_positions: int = 64
-    lr: float = 1e-4                  # after the SFT warm start (preference and RL steps; the sft preset's SFT too)
-    warmstart_lr: Optional[float] = None  # during the SFT warm start; null = lr
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    arch: str = key("llama", one_of("llama", "gpt2"))  # llama | gpt2, for a model built from a config
+    hidden_size: int = key(64, at_least(1))
+    num_layers: int = key(2, at_least(1))
+    num_heads: int = key(4, at_least(1))
+    max_positions: int = key(64, at_least(2))
+    lr: float = key(1e-4, above(0))  # after the SFT warm start (preference and RL steps; the sft preset's SFT too)
+    warmstart_lr: Optional[float] = key(None, above(0))  # during the SFT warm start; null = lr
+    weight_decay: float = key(0.0, at_least(0))
+    grad_clip: float = key(1.0, at_least(0))  # 0 = no clipping
 
 
 @dataclass
@@ -203,55 +231,62 @@ class LLMRewardConfig:
     """The explicit reward r_φ(x, y): a scalar head on an HF backbone (by name/path, or from the policy's config)."""
     name_or_path: Optional[str] = None  # e.g. a local all-MiniLM-L6-v2 folder; null = the policy's architecture
     init_from_policy: bool = True     # start a from-config reward from the policy's transformer after SFT
-    max_length: int = 512
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 32              # preference pairs (and demonstration–sample pairs) per reward step
+    max_length: int = key(512, at_least(2))
+    lr: float = key(1e-4, above(0))
+    weight_decay: float = key(0.0, at_least(0))
+    batch_size: int = key(32, at_least(1))  # preference pairs (and demonstration–sample pairs) per reward step
 
 
 @dataclass
 class LLMDataConfig:
-    """Demonstrations, preference pairs and evaluation prompts: local jsonl/json/parquet (or hub names) via `datasets`."""
+    """Demonstrations, preference pairs and evaluation prompts: local jsonl/json/parquet (or hub names), `datasets`."""
     name: str = "sort"                # names run directories
-    format: str = "plain"             # plain: prompt/response, prompt/chosen/rejected | hh: Anthropic HH dialogues | chat: message lists
+    # plain: prompt/response, prompt/chosen/rejected | hh: Anthropic HH dialogues | chat: message lists
+    format: str = key("plain", one_of("plain", "hh", "chat"))
     demos: Optional[str] = None
     prefs: Optional[str] = None
     heldout_demos: Optional[str] = None
     heldout_prefs: Optional[str] = None
     eval_prompts: Optional[str] = None
     split: str = "train"              # the split to read from each source
-    heldout_fraction: float = 0.0     # carve held-out pairs/demos out of the training files when no held-out file is given
+    # carve held-out pairs/demos out of the training files when no held-out file is given
+    heldout_fraction: float = key(0.0, within(0, 1, high_open=True))
     demos_from_prefs: bool = False    # use (prompt, chosen) of the training pairs as demonstrations (HH)
-    num_demos: int = 1000             # at most this many (0 = none)
-    num_prefs: int = 2000
-    num_heldout: int = 300            # at most this many held-out pairs / demos / eval prompts
-    max_length: int = 32              # prompt + response tokens
-    max_prompt_length: int = 16
-    prompt_truncation: str = "error"  # error: refuse a prompt over max_prompt_length | left: keep its last tokens
-    empty_responses: str = "error"    # error: refuse a row with an empty response | drop: skip it (logged with the count)
+    num_demos: int = key(1000, at_least(0))  # at most this many (0 = none)
+    num_prefs: int = key(2000, at_least(0))
+    num_heldout: int = key(300, at_least(0))  # at most this many held-out pairs / demos / eval prompts
+    max_length: int = key(32, at_least(2))  # prompt + response tokens
+    max_prompt_length: int = key(16, at_least(1))
+    # error: refuse a prompt over max_prompt_length | left: keep its last tokens
+    prompt_truncation: str = key("error", one_of("error", "left"))
+    # error: refuse a row with an empty response | drop: skip it (logged with the count)
+    empty_responses: str = key("error", one_of("error", "drop"))
     gold: Optional[str] = "sort"      # programmatic gold reward (aihf.llm.gold) | null when the task has none
 
 
 @dataclass
 class LLMTrainConfig:
     """Loop budget and sampling for the language-model domain."""
-    policy_steps: int = 300           # policy (or, for rm, reward) steps after the SFT warm start and reward pre-fit
-    batch_size: int = 32              # demonstrations / preference pairs per policy step
-    rl_prompts: int = 16              # prompts per RL step
-    rl_samples: int = 4               # samples per prompt (RLOO's leave-one-out baseline needs ≥ 2)
-    max_new_tokens: int = 12
-    temperature: float = 1.0
-    eval_every: int = 100             # steps between evaluations (0 = only at the end)
-    eval_samples: int = 2             # sampled responses per evaluation prompt
-    sample_table_rows: int = 8
-    eval_batch_size: int = 64
-    eval_prompts: int = 200           # at most this many prompts for the generation metrics (gold, KL, samples)
-    eval_at_start: bool = False       # also evaluate before the first step (the untrained baseline, logged at step 0)
-    torch_threads: int = 2
+    # policy (or, for rm, reward) steps after the SFT warm start and reward pre-fit
+    policy_steps: int = key(300, at_least(1))
+    batch_size: int = key(32, at_least(1))  # demonstrations / preference pairs per policy step
+    rl_prompts: int = key(16, at_least(1))  # prompts per RL step
+    rl_samples: int = key(4, at_least(1))  # samples per prompt (RLOO's leave-one-out baseline needs ≥ 2)
+    max_new_tokens: int = key(12, at_least(1))
+    temperature: float = key(1.0, above(0))
+    eval_every: int = key(100, at_least(0))  # steps between evaluations (0 = only at the end)
+    eval_samples: int = key(2, at_least(1))  # sampled responses per evaluation prompt
+    sample_table_rows: int = key(8, at_least(0))
+    eval_batch_size: int = key(64, at_least(1))
+    # at most this many prompts for the generation metrics (gold, KL, samples)
+    eval_prompts: int = key(200, at_least(1))
+    eval_at_start: bool = False  # also evaluate before the first step (the untrained baseline, logged at step 0)
+    torch_threads: int = key(2, at_least(1))
 
 
 @dataclass
 class LLMConfig:
+    SCOPE: ClassVar[str] = "llm"
     tokenizer: LLMTokenizerConfig = field(default_factory=LLMTokenizerConfig)
     policy: LLMPolicyConfig = field(default_factory=LLMPolicyConfig)
     reward: LLMRewardConfig = field(default_factory=LLMRewardConfig)
@@ -265,13 +300,13 @@ class LoggerConfig:
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "aihf"
-    wandb_mode: str = "offline"       # offline needs no API key or network
+    wandb_mode: str = key("offline", one_of("offline", "online", "disabled"))  # offline needs no API key or network
 
 
 @dataclass
 class Config:
-    task: str = "train"               # train | collect
-    seed: int = 0
+    task: str = key("train", one_of("train", "collect"))
+    seed: int = key(0, within(0, 2**32 - 1))
     run_dir: str = "."
     domain: DomainConfig = field(default_factory=DomainConfig)
     env: EnvConfig = field(default_factory=EnvConfig)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 
 from aihf.errors import ConfigError
 
@@ -49,6 +52,39 @@ def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False)
                           f"or continue that run with loop.resume={run_dir}")
 
 
+# Run directories that this process's run created (Hydra makes them before the job starts), each with the topmost
+# directory that the run created on the way to it: a run that fails at start-up removes them again.
+_created: dict[Path, Path] = {}
+HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+def note_new_dir(run_dir: Path) -> None:
+    run_dir = run_dir.absolute()
+    if run_dir.exists():
+        return
+    top = run_dir
+    while not top.parent.exists():
+        top = top.parent
+    _created[run_dir] = top
+
+
+def discard_failed_start(run_dir: Path) -> None:
+    """A run refused at start-up leaves nothing behind: remove the directory Hydra made for it, if this run created
+    it and it holds nothing but Hydra's config snapshot and an empty or start-up job log."""
+    run_dir = run_dir.absolute()
+    top = _created.pop(run_dir, None)
+    if top is None or not run_dir.is_dir():
+        return
+    files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if not p.is_dir()}
+    if not files <= set(HYDRA_FILES) | {f for f in files if "/" not in f and f.endswith(".log")}:
+        return  # something else was written: keep it all
+    shutil.rmtree(run_dir)
+    d = run_dir.parent
+    while d != top.parent and d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
+        d = d.parent
+
+
 def _refuse(exc: ConfigError) -> None:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
@@ -61,6 +97,7 @@ class ProtectRunDir(Callback):
     def on_run_start(self, config, **kwargs) -> None:
         from aihf.resume import resolve_resume, run_dir_of
         run_dir = Path(config.hydra.run.dir)
+        note_new_dir(run_dir)
         try:
             ckpt = resolve_resume(config.loop.resume, run_dir)
             resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
@@ -68,8 +105,19 @@ class ProtectRunDir(Callback):
         except ConfigError as exc:
             _refuse(exc)
 
+    def on_job_start(self, config, **kwargs) -> None:
+        job_dir = Path(config.hydra.runtime.output_dir).absolute()
+        if config.hydra.mode == RunMode.MULTIRUN and job_dir not in self._earlier_jobs:
+            _created[job_dir] = job_dir  # Hydra has just made it for this job
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, ConfigError):
+            discard_failed_start(Path(config.hydra.runtime.output_dir))
+
     def on_multirun_start(self, config, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        # Job directories that were there before this sweep (left by a failed earlier start) are not its to remove.
+        self._earlier_jobs = {j.absolute() for j in sweep.iterdir()} if sweep.is_dir() else set()
         if config.loop.resume is not None or not sweep.is_dir():
             return
         found = sorted(str(job.relative_to(sweep)) for job in sweep.iterdir() if job.is_dir() and earlier_outputs(job))

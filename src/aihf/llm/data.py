@@ -20,19 +20,41 @@ ASSISTANT = "\n\nAssistant:"
 FORMATS = ("plain", "hh", "chat")
 
 
-def _check_json_lines(path: Path) -> None:
-    """`datasets` reports a broken jsonl line without its number; find it first."""
+def _read_text(path: Path) -> str:
+    """The file's text, or one line naming the file (and the line, for bytes that are not UTF-8)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}:{lineno}: expected a JSON object, found {type(value).__name__}")
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:  # unreadable, or a truncated .gz
+        raise ConfigError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _check_json(path: Path, lines: bool) -> None:
+    """`datasets` reports a broken JSON file without its line; check it first (and that it has rows at all)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise ConfigError(f"{path}: empty file (no rows)")
+    if not lines:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}:{lineno}: expected a JSON object, found {type(value).__name__}")
 
 
 def load_rows(source: str, split: str = "train") -> tuple[list[dict], str]:
@@ -41,10 +63,8 @@ def load_rows(source: str, split: str = "train") -> tuple[list[dict], str]:
     path = Path(source).expanduser()
     if path.is_file():
         name = path.name.removesuffix(".gz")
-        if name.endswith(".jsonl"):
-            _check_json_lines(path)
-            builder = "json"
-        elif name.endswith(".json"):
+        if name.endswith((".jsonl", ".json")):
+            _check_json(path, lines=name.endswith(".jsonl"))
             builder = "json"
         elif name.endswith(".parquet"):
             builder = "parquet"
@@ -54,10 +74,15 @@ def load_rows(source: str, split: str = "train") -> tuple[list[dict], str]:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:  # pyarrow's own messages name neither the file nor the field
             raise ConfigError(f"{path}: could not be read as {builder}: {str(exc).splitlines()[0]}") from None
+        if len(ds) == 0:
+            raise ConfigError(f"{path}: no rows")
         return list(ds), str(path)
     if path.is_dir() or source.startswith((".", "/", "~")) or source.count("/") > 1:
         if path.is_dir():
-            ds = datasets.load_dataset(str(path), split=split)
+            try:
+                ds = datasets.load_dataset(str(path), split=split)
+            except Exception as exc:
+                raise ConfigError(f"{path}: could not be read as a dataset folder: {str(exc).splitlines()[0]}") from None
             return list(ds), str(path)
         raise ConfigError(f"{source}: no such data file")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":

@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aihf import objectives
+from aihf.checks import job_overrides
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
@@ -136,8 +137,20 @@ class LLMAIHF(Continuable, pl.LightningModule):
             raise ConfigError(f"llm.data.empty_responses={d.empty_responses!r}: expected error or drop")
 
         def read(key, convert):
-            rows, label = llm_data.load_rows(_resolve(d[key]), d.split)
+            try:
+                rows, label = llm_data.load_rows(_resolve(d[key]), d.split)
+            except ConfigError as exc:
+                raise ConfigError(f"llm.data.{key}: {exc}") from None
             return convert(rows, d.format, label, tok, d.empty_responses == "drop")
+
+        asked = {o.split("=", 1)[0].lstrip("+") for o in job_overrides() or []}
+
+        def take(rows: list, key: str, what: str) -> list:
+            """The first llm.data.<key> rows: a preset's count is a cap, a count set on the command line a demand."""
+            n = d[key]
+            if len(rows) < n and f"llm.data.{key}" in asked:
+                raise ConfigError(f"llm.data.{key}={n}, but the data holds {len(rows)} {what}")
+            return rows[:n]
 
         if d.prefs:
             prefs = read("prefs", llm_data.to_pairs)
@@ -148,11 +161,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 order = random.Random(0).sample(range(len(prefs)), len(prefs))  # fixed split, not the run's seed
                 out["heldout_prefs"] = [prefs[i] for i in order[:n_held]]
                 prefs = [prefs[i] for i in order[n_held:]]
-            out["prefs"] = prefs[:d.num_prefs]
+            out["prefs"] = take(prefs, "num_prefs", "training preference pairs")
         if d.demos:
-            out["demos"] = read("demos", llm_data.to_demos)[:d.num_demos]
+            out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations")
         elif d.demos_from_prefs and d.prefs:
-            out["demos"] = [{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"][:d.num_demos]]
+            out["demos"] = take([{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"]],
+                                "num_demos", "demonstrations (chosen responses of the training pairs)")
         if d.heldout_demos:
             out["heldout_demos"] = read("heldout_demos", llm_data.to_demos)[:d.num_heldout]
         elif d.demos_from_prefs:

@@ -61,6 +61,9 @@ def validate_algo(cfg: DictConfig) -> None:
         raise ConfigError("algo.demo_replay_fraction > 0 needs a learned reward: demonstrations carry no env reward")
     if not 0 <= a.demo_replay_fraction < 1:
         raise ConfigError(f"algo.demo_replay_fraction={a.demo_replay_fraction}: expected a value in [0, 1)")
+    if a.reward_source == "learned" and a.schedule == "alternating" and a.reward_every < 1:
+        raise ConfigError(f"algo.reward_every={a.reward_every}: the alternating schedule needs at least 1 env step "
+                          f"between reward phases")
     if a.schedule == "sequential" and a.reward_pretrain_steps <= 0:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
 
