@@ -3,9 +3,11 @@ owned by the module, so its checkpoint alone restores models, optimisers, counte
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from aihf.errors import ConfigError
 
@@ -44,15 +46,39 @@ class Continuable:
 
     STATE_KEY = "aihf"
     DOMAIN = ""
+    # Settings a continued run must share with the checkpoint (a different task is not a continuation).
+    INIT_FROM_SAME: tuple[str, ...] = ()
 
     def init_from(self, path: str) -> None:
-        """Load an earlier run's checkpoint; its optimiser states are applied once the optimisers exist."""
+        """Load an earlier run's checkpoint; its optimiser states are applied once the optimisers exist. A file of
+        another domain, task, preset or architecture is refused in one line naming what differs."""
+        what = f"loop.init_from={path}"
         if not Path(path).is_file():
-            raise ConfigError(f"loop.init_from={path} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if self.STATE_KEY not in ckpt:
-            raise ConfigError(f"loop.init_from={path} is not a checkpoint of an aihf {self.DOMAIN} run")
-        self.load_state_dict(ckpt["state_dict"])
+            raise ConfigError(f"{what} does not exist")
+        ckpt = load_checkpoint(Path(path), "loop.init_from")
+        if self.STATE_KEY not in ckpt or "state_dict" not in ckpt:
+            import aihf.llm.module  # noqa: F401  (every domain's module class, to name the checkpoint's)
+            import aihf.mujoco.module  # noqa: F401
+            other = next((c.DOMAIN for c in Continuable.__subclasses__() if c.STATE_KEY in ckpt), None)
+            found = f"a checkpoint of an aihf {other} run" if other else "not an aihf checkpoint"
+            raise ConfigError(f"{what} is {found}; this run is a {self.DOMAIN} run")
+        saved = (ckpt.get("hyper_parameters") or {}).get("cfg") or {}
+        for key in self.INIT_FROM_SAME:
+            before, now = _select(saved, key), _select(OmegaConf.to_container(self.cfg, resolve=True), key)
+            if before != now:
+                raise ConfigError(f"{what} was made with {key}={before}, this run has {key}={now}")
+        own = self.state_dict()
+        theirs = ckpt["state_dict"]
+        missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        if missing or unexpected:
+            part = f"lacks {missing[0]}" if missing else f"has {unexpected[0]}, which this run does not"
+            raise ConfigError(f"{what}: the checkpoint {part} ({len(missing)} missing, {len(unexpected)} unexpected "
+                              f"tensors): another preset or model")
+        for name, tensor in own.items():
+            if tuple(theirs[name].shape) != tuple(tensor.shape):
+                raise ConfigError(f"{what}: {name} has shape {tuple(theirs[name].shape)} in the checkpoint, "
+                                  f"{tuple(tensor.shape)} in this run: another architecture")
+        self.load_state_dict(theirs)
         self.on_load_checkpoint(ckpt)
         self._pending_optimizer_states = ckpt["optimizer_states"]
 
@@ -96,9 +122,18 @@ def run_dir_of(ckpt: Path) -> Path:
 def load_checkpoint(path: Path, what: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise ConfigError(f"{what}={path} cannot be read as a checkpoint: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except Exception as exc:  # a truncated or foreign file; torch's message is a paragraph, its first clause says it
+        reason = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(exc).strip().splitlines()[0] if str(exc) else "")
+        raise ConfigError(f"{what}={path} cannot be read as a checkpoint (truncated, corrupt or not a torch "
+                          f"checkpoint): {reason.split('. ')[0]}") from None
+
+
+def _select(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return "<absent>"
+        d = d[part]
+    return d
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

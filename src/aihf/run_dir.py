@@ -85,6 +85,17 @@ def discard_failed_start(run_dir: Path) -> None:
         d = d.parent
 
 
+def check_writable(target: Path, key: str) -> None:
+    """The directory can be made and written: refused in one line now rather than as Hydra's traceback later."""
+    existing = target.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={target} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={target} cannot be written: {existing} is not writable")
+
+
 def _refuse(exc: ConfigError) -> None:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
@@ -99,6 +110,7 @@ class ProtectRunDir(Callback):
         run_dir = Path(config.hydra.run.dir)
         note_new_dir(run_dir)
         try:
+            check_writable(run_dir, "hydra.run.dir")
             ckpt = resolve_resume(config.loop.resume, run_dir)
             resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
             check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
@@ -118,6 +130,10 @@ class ProtectRunDir(Callback):
         sweep = Path(config.hydra.sweep.dir)
         # Job directories that were there before this sweep (left by a failed earlier start) are not its to remove.
         self._earlier_jobs = {j.absolute() for j in sweep.iterdir()} if sweep.is_dir() else set()
+        try:
+            check_writable(sweep, "hydra.sweep.dir")
+        except ConfigError as exc:
+            _refuse(exc)
         if config.loop.resume is not None or not sweep.is_dir():
             return
         found = sorted(str(job.relative_to(sweep)) for job in sweep.iterdir() if job.is_dir() and earlier_outputs(job))

@@ -60,6 +60,7 @@ def _check_json(path: Path, lines: bool) -> None:
 def load_rows(source: str, split: str = "train") -> tuple[list[dict], str]:
     """Rows of a local jsonl/json/parquet file (plain or .gz), or of a hub dataset when online. Returns (rows, label)."""
     import datasets
+    datasets.disable_progress_bars()  # local files load in moments; the bars would bury the one-line errors
     path = Path(source).expanduser()
     if path.is_file():
         name = path.name.removesuffix(".gz")
@@ -91,8 +92,9 @@ def load_rows(source: str, split: str = "train") -> tuple[list[dict], str]:
 
 
 def _field(row: dict, key: str, label: str, i: int, kind=str):
-    if key not in row or row[key] is None:
-        raise ConfigError(f"{label} row {i + 1}: missing field {key!r} (found {sorted(row)})")
+    if key not in row or row[key] is None:  # `datasets` fills a field that other rows have with None
+        found = sorted(k for k, v in row.items() if v is not None)
+        raise ConfigError(f"{label} row {i + 1}: missing field {key!r} (found {found})")
     value = row[key]
     if not isinstance(value, kind):
         raise ConfigError(f"{label} row {i + 1}: field {key!r} should be {kind.__name__}, found {type(value).__name__}")

@@ -18,10 +18,24 @@ log = logging.getLogger("aihf")
 SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 
 
-def _check_source(name_or_path: str, key: str) -> None:
+def _load(loader, name_or_path: str, key: str, **kwargs):
+    """`loader.from_pretrained` with its failure (a folder without the files it needs, a broken file) in one line."""
+    _check_source(name_or_path, key)
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, KeyError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{key}={name_or_path!r} cannot be loaded: {first}") from None
+
+
+def _check_source(name_or_path: str | None, key: str) -> None:
     """A path that looks local must exist; a hub name needs the network, which HF_HUB_OFFLINE=1 rules out."""
+    if not name_or_path:
+        raise ConfigError(f"{key} is not set: give a model or tokenizer folder (or a hub name when online)")
     looks_local = name_or_path.startswith((".", "/", "~")) or os.path.sep in name_or_path.strip("/").split("/", 1)[-1]
     path = Path(name_or_path).expanduser()
+    if path.is_dir() and not any(path.iterdir()):
+        raise ConfigError(f"{key}={name_or_path!r} is an empty directory (expected a saved model or tokenizer)")
     if path.exists():
         return
     if looks_local or name_or_path.count("/") > 1:
@@ -35,8 +49,7 @@ def build_tokenizer(cfg, texts: Iterable[str]):
     """cfg: llm.tokenizer. kind=wordlevel|bytelevel_bpe trains on the task's own text; kind=pretrained loads a name or path."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
     if cfg.kind == "pretrained":
-        _check_source(cfg.name_or_path, "llm.tokenizer.name_or_path")
-        tok = AutoTokenizer.from_pretrained(cfg.name_or_path)
+        tok = _load(AutoTokenizer, cfg.name_or_path, "llm.tokenizer.name_or_path")
     else:
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
         specials = list(SPECIALS.values())
@@ -84,9 +97,8 @@ def build_policy(cfg, tok) -> nn.Module:
     """cfg: llm.policy. A causal LM by name/path, or a tiny one from a config (random weights)."""
     from transformers import AutoModelForCausalLM
     if cfg.name_or_path:
-        _check_source(cfg.name_or_path, "llm.policy.name_or_path")
         kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
-        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=torch.float32, **kwargs)
+        model = _load(AutoModelForCausalLM, cfg.name_or_path, "llm.policy.name_or_path", dtype=torch.float32, **kwargs)
     else:
         model = AutoModelForCausalLM.from_config(_tiny_config(cfg, tok, cfg.arch))
     if model.config.pad_token_id is None:
@@ -115,10 +127,9 @@ class ScalarReward(nn.Module):
         super().__init__()
         from transformers import AutoModelForSequenceClassification
         if cfg.name_or_path:
-            _check_source(cfg.name_or_path, "llm.reward.name_or_path")
+            self.model = _load(AutoModelForSequenceClassification, cfg.name_or_path, "llm.reward.name_or_path",
+                               num_labels=1, dtype=torch.float32)
             self.tokenizer = build_tokenizer(_PretrainedTok(cfg.name_or_path), [])
-            self.model = AutoModelForSequenceClassification.from_pretrained(cfg.name_or_path, num_labels=1,
-                                                                            dtype=torch.float32)
             self.same_tokenizer = False
         else:
             self.tokenizer = policy_tok

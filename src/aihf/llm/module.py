@@ -74,6 +74,7 @@ def _resolve(path: str | None) -> str | None:
 
 class LLMAIHF(Continuable, pl.LightningModule):
     STATE_KEY, DOMAIN = "aihf_llm", "language-model"
+    INIT_FROM_SAME = ("llm.data.name", "algo.reward_source")
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
@@ -139,9 +140,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
         def read(key, convert):
             try:
                 rows, label = llm_data.load_rows(_resolve(d[key]), d.split)
+                return convert(rows, d.format, label, tok, d.empty_responses == "drop")
             except ConfigError as exc:
                 raise ConfigError(f"llm.data.{key}: {exc}") from None
-            return convert(rows, d.format, label, tok, d.empty_responses == "drop")
 
         asked = {o.split("=", 1)[0].lstrip("+") for o in job_overrides() or []}
 

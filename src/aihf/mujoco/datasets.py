@@ -13,6 +13,8 @@ a random policy's returns, the teacher, seeds and library versions.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,9 @@ def shipped_path(env_id: str) -> Path:
 
 def metadata_path(path: Path) -> Path:
     return path.with_suffix(".json")
+
+
+log = logging.getLogger("aihf")
 
 
 @dataclass
@@ -113,9 +118,24 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
     if not meta_file.is_file():
         raise ConfigError(f"data file {path} has no metadata file {meta_file}")
     try:
-        metadata = json.loads(meta_file.read_text())
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"metadata {meta_file} is not UTF-8 text (byte offset {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"metadata {meta_file} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"metadata {meta_file}: expected a JSON object, found {type(metadata).__name__}")
+    for key in ("expert_return", "random_return"):
+        value = metadata.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ConfigError(f"metadata {meta_file}: {key} should be a finite number, found {value!r}")
+    for key in ("obs", "act", "reward"):
+        if arrays[key].dtype == np.float64:  # numpy's default, and what most external sources store
+            log.info("data file %s: %s is float64; using it as float32", path, key)
+            arrays[key] = arrays[key].astype(np.float32)
+        elif arrays[key].dtype != np.float32:
+            raise ConfigError(f"data file {path}: {key} has dtype {arrays[key].dtype}, expected float32")
     steps = arrays["obs"].shape[0]
     if arrays["act"].shape[0] != steps or arrays["reward"].shape[0] != steps:
         raise ConfigError(f"data file {path}: obs, act and reward have different numbers of steps")
@@ -135,6 +155,14 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
         n_traj = len(arrays["traj_len"])
         if pair_index.shape[1] != 6 or pair_index[:, [0, 3]].max() >= n_traj:
             raise ConfigError(f"data file {path}: pair_index refers to trajectories that do not exist")
+        if pair_index.min() < 0 or pair_index[:, [2, 5]].min() < 1:
+            row = int(np.argwhere((pair_index < 0) | (np.arange(6) % 3 == 2) & (pair_index < 1))[0][0])
+            raise ConfigError(f"data file {path}: pair_index row {row} has a negative index or an empty segment "
+                              f"({pair_index[row].tolist()})")
+        labels = arrays["pair_label"]
+        if ((labels < 0) | (labels > 1)).any():
+            row = int(np.flatnonzero((labels < 0) | (labels > 1))[0])
+            raise ConfigError(f"data file {path}: pair_label row {row} is {labels[row]:g}, expected a value in [0, 1]")
         for t, s, n in ((0, 1, 2), (3, 4, 5)):
             if (pair_index[:, s] + pair_index[:, n] > arrays["traj_len"][pair_index[:, t]]).any():
                 raise ConfigError(f"data file {path}: a preference segment runs past the end of its trajectory")

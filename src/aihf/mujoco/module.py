@@ -89,6 +89,7 @@ def validate_loop(cfg: DictConfig) -> None:
 
 class MuJoCoAIHF(Continuable, pl.LightningModule):
     STATE_KEY, DOMAIN = "aihf", "MuJoCo"
+    INIT_FROM_SAME = ("env.id", "algo.reward_source", "algo.policy_update")
     EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_resume.py)
 
     def __init__(self, cfg: DictConfig):
