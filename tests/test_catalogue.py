@@ -132,6 +132,8 @@ CASES = [
          "env.vectorization_mode='threads': expected one of sync, async"),
     Case("prompt_truncation_unknown", [*LLM, "llm.data.prompt_truncation=right"],
          "llm.data.prompt_truncation='right': expected one of error, left"),
+    Case("nonfinite_unknown", [*MUJOCO, "loop.nonfinite=ignore"],
+         "loop.nonfinite='ignore': expected one of stop, skip"),
     Case("task_unknown", [*MUJOCO, "task=evaluate"], "task='evaluate': expected one of train, collect"),
     Case("misspelt_key", [*MUJOCO, "algo.demo_wieght=1"],
          "algo.demo_wieght=1: no such key algo.demo_wieght; did you mean algo.demo_weight? "

@@ -58,7 +58,101 @@ def test_finished_metrics_are_strict_json(hopper_data, tmp_path):
 
 def test_language_model_run_stops_on_a_non_finite_loss(sort_data, tmp_path):
     from conftest import llm_cfg
-    with pytest.raises(TrainingDiverged, match=r"^losses/sft_nll = nan at step 1$|= (nan|inf) at step \d+$"):
+    pattern = r"^(loss/\w+|train/policy_grad_norm) = (nan|inf) at step \d+ \(last finite value [-\d]"
+    with pytest.raises(TrainingDiverged, match=pattern):
         train(llm_cfg("sft", sort_data, tmp_path, ["llm.policy.lr=1e30"]))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["domain"] == "llm"
+
+
+class _NanGradient(torch.autograd.Function):
+    """The identity whose gradient is NaN: a finite loss with a broken backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+def _poison(monkeypatch, owner, name, bad_calls: set[int], corrupt=lambda out: out * math.nan):
+    """Make the given calls (1-based) of owner.name return a corrupted value (NaN by default), as a bad batch would."""
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return corrupt(out) if calls["n"] in bad_calls else out
+    monkeypatch.setattr(owner, name, poisoned)
+    return calls
+
+
+def test_skip_mode_drops_exactly_the_bad_updates(hopper_data, tmp_path, monkeypatch):
+    from aihf.mujoco.module import MuJoCoAIHF
+    snapshots = []  # the critic's weights at each reward lookup, i.e. before each critic update
+    real = MuJoCoAIHF.batch_rewards
+
+    def watched(self, batch):
+        snapshots.append([p.detach().clone() for p in self.policy.critic.parameters()])
+        return real(self, batch)
+    monkeypatch.setattr(MuJoCoAIHF, "batch_rewards", watched)
+    _poison(monkeypatch, MuJoCoAIHF, "batch_rewards", {5, 6, 7})  # NaN rewards: three critic losses NaN
+    train(fast_cfg("sac", hopper_data, tmp_path, ["loop.nonfinite=skip", "loop.torch_threads=1"]))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["skipped_updates"] == 3
+    same = [all(torch.equal(a, b) for a, b in zip(s, t)) for s, t in zip(snapshots, snapshots[1:])]
+    assert same[4:7] == [True, True, True]  # the updates after lookups 5, 6 and 7 left the critic untouched
+    assert not any(same[:4]) and not any(same[7:20])  # every other update changed it
+    csv = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "charts/skipped_updates" in csv.splitlines()[0]
+
+
+def test_stop_mode_names_the_poisoned_term(hopper_data, tmp_path, monkeypatch):
+    from aihf.mujoco.module import MuJoCoAIHF
+    _poison(monkeypatch, MuJoCoAIHF, "batch_rewards", {5})
+    # updates start at learning_starts=200, one per env step: the 5th reward lookup is at env step 204
+    with pytest.raises(TrainingDiverged, match=r"^losses/qf_loss = nan at step 204 \(last finite value \d"):
+        train(fast_cfg("sac", hopper_data, tmp_path, ["loop.torch_threads=1", "loop.steps_per_iteration=1"]))
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_language_model_skip_mode_counts_and_finishes(sort_data, tmp_path, monkeypatch):
+    from conftest import llm_cfg
+    from aihf import objectives
+    _poison(monkeypatch, objectives, "nll_loss", {2})
+    train(llm_cfg("sft", sort_data, tmp_path, ["llm.train.nonfinite=skip"]))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["skipped_updates"] == 1
+
+
+def test_language_model_stop_names_the_last_finite_value(sort_data, tmp_path, monkeypatch):
+    from conftest import llm_cfg
+    from aihf import objectives
+    _poison(monkeypatch, objectives, "nll_loss", {2})
+    with pytest.raises(TrainingDiverged, match=r"^loss/sft = nan at step 2 \(last finite value \d"):
+        train(llm_cfg("sft", sort_data, tmp_path))
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_language_model_nan_gradient_of_a_finite_loss(sort_data, tmp_path, monkeypatch, mode):
+    from conftest import llm_cfg
+    from aihf import objectives
+    _poison(monkeypatch, objectives, "nll_loss", {2}, corrupt=_NanGradient.apply)
+    cfg = llm_cfg("sft", sort_data, tmp_path, [f"llm.train.nonfinite={mode}"])
+    if mode == "stop":
+        with pytest.raises(TrainingDiverged, match=r"^train/policy_grad_norm = nan at step 2 \(last finite value \d"):
+            train(cfg)
+    else:
+        train(cfg)
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert metrics["skipped_updates"] == 1 and metrics["status"] == "finished"
+
+
+def test_skip_mode_catches_a_nan_gradient_of_a_finite_loss(hopper_data, tmp_path, monkeypatch):
+    from aihf.mujoco.sac import SACPolicy
+    _poison(monkeypatch, SACPolicy, "critic_loss", {3}, corrupt=lambda out: (_NanGradient.apply(out[0]), out[1]))
+    train(fast_cfg("sac", hopper_data, tmp_path, ["loop.nonfinite=skip", "loop.torch_threads=1"]))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["skipped_updates"] == 1

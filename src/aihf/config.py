@@ -190,6 +190,10 @@ class LoopConfig:
     # Needs moviepy (pip install 'aihf[video]') and an OpenGL backend (MUJOCO_GL, else glfw/egl/osmesa probed).
     video: bool = False
     torch_threads: int = key(2, at_least(1))  # use 1 per job when running two jobs side by side
+    # A NaN or inf loss, gradient, parameter or evaluation: stop the run (exit code 3, the last checkpoint kept), or
+    # skip: drop each update whose loss or gradients are not finite and count it (charts/skipped_updates); a
+    # non-finite parameter or evaluation still stops. skip costs one device sync per update.
+    nonfinite: str = key("stop", one_of("stop", "skip"))
     # A complete checkpoint (networks, optimisers, replay buffer, episodes in progress, generators) every this
     # many env steps (bc: gradient steps) and at the end, in <run_dir>/checkpoints; the newest keep_checkpoints kept.
     checkpoint_every: int = key(10_000, at_least(1))
@@ -282,6 +286,9 @@ class LLMTrainConfig:
     eval_prompts: int = key(200, at_least(1))
     eval_at_start: bool = False  # also evaluate before the first step (the untrained baseline, logged at step 0)
     torch_threads: int = key(2, at_least(1))
+    # A NaN or inf loss or training metric: stop the run (exit code 3), or skip: drop each update whose loss or
+    # gradients are not finite and count it (train/skipped_updates); a non-finite evaluation still stops.
+    nonfinite: str = key("stop", one_of("stop", "skip"))
 
 
 @dataclass

@@ -15,6 +15,7 @@ Presets only switch these parts on and off (conf/algo/); nothing here asks which
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -31,8 +32,11 @@ from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
 from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
 from aihf.llm.sequences import generate, pad_right, response_logps
+from aihf.nonfinite import FiniteWatch, grad_norm
 from aihf.resume import Continuable, StepIndices
 from aihf.run_dir import json_safe
+
+log = logging.getLogger(__name__)
 
 REWARD_SOURCES = ("learned", "implicit")
 POLICY_UPDATES = ("rloo", "direct", "bc", "none")
@@ -119,6 +123,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.steps_done = 0
         self.sft_updates = self.reward_updates = self.policy_updates = 0
+        self.skipped_updates, self._skipped_now = 0, False  # llm.train.nonfinite=skip
+        self._grad_norms: dict[str, torch.Tensor] = {}
+        self._watch = FiniteWatch()
         self.reference_frozen = False
         self.history: list[dict] = []
         self.samples: list[dict] = []
@@ -341,6 +348,17 @@ class LLMAIHF(Continuable, pl.LightningModule):
         opt = opt[opt_index] if isinstance(opt, (list, tuple)) else opt
         opt.zero_grad()
         self.manual_backward(loss)
+        norm = grad_norm(opt)  # before clipping: the size of the update the data asked for
+        self._grad_norms[f"train/{('policy', 'reward')[opt_index]}_grad_norm"] = norm
+        if self.cfg.llm.train.nonfinite == "skip" and not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            opt.zero_grad()
+            if self.skipped_updates == 0:
+                log.warning("a non-finite loss or gradient at step %d: the update is skipped "
+                            "(llm.train.nonfinite=skip); skipped updates are counted in train/skipped_updates",
+                            self.steps_done)
+            self.skipped_updates += 1
+            self._skipped_now = True
+            return
         if clip:
             self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         opt.step()
@@ -419,6 +437,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 group["lr"] = self.cfg.llm.policy.lr
 
     def training_step(self, batch, batch_idx):
+        self._skipped_now, self._grad_norms = False, {}
         warm, pre, _ = self.plan()
         a, i = self.cfg.algo, self.steps_done
         if i < warm:
@@ -443,6 +462,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 if refresh > 0 and self.policy_updates % refresh == 0:
                     self.reference.load_state_dict(self.policy.state_dict())
         self.steps_done += 1
+        metrics.update(self._grad_norms)
+        if self._skipped_now:  # the skipped update's non-finite loss is not a result: drop it, count the skip
+            metrics = {k: v for k, v in metrics.items() if v is not None and bool(torch.isfinite(torch.as_tensor(v)))}
+        if self.cfg.llm.train.nonfinite == "skip":
+            metrics["train/skipped_updates"] = float(self.skipped_updates)
         self.check_finite(metrics)
         self._log({k: v for k, v in metrics.items() if v is not None}, self.steps_done)
         every, total = self.cfg.llm.train.eval_every, sum(self.plan())
@@ -526,6 +550,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     def evaluate_and_log(self) -> dict:
         out = self.evaluate()
+        self.check_finite(out)
         out["time/wall_s"] = time.perf_counter() - self._t0
         self._log(out, self.steps_done)
         self._log_samples()
@@ -553,17 +578,19 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 fh.write(json.dumps(r) + "\n")
 
     def check_finite(self, metrics: dict) -> None:
-        """Stop at the first NaN or infinite loss or training metric, naming it and the step; metrics.json records
-        the failure (strict JSON) and the history so far."""
+        """Stop at the first NaN or infinite loss, training or evaluation metric, naming it, the step and its last
+        finite value; metrics.json records the failure (strict JSON) and the history so far."""
         values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in metrics.items() if v is not None}
-        bad = next(((k, v) for k, v in values.items() if not math.isfinite(v)), None)
+        bad = self._watch.first_bad(values)
         if bad is None:
+            self._watch.last.update(values)
             return
-        message = f"{bad[0]} = {bad[1]} at step {self.steps_done}"
+        message = self._watch.message(*bad, self.steps_done)
         if self._is_global_zero():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             result = {"domain": "llm", "algo": self.cfg.algo.name, "seed": self.cfg.seed, "status": "diverged",
-                      "error": message, "steps": self.steps_done, "history": self.history}
+                      "error": message, "steps": self.steps_done, "skipped_updates": self.skipped_updates,
+                      "history": self.history}
             (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
         raise TrainingDiverged(message)
 
@@ -580,7 +607,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
             "domain": "llm", "task": d.name, "algo": a.name, "seed": self.cfg.seed, "weighting": a.weighting,
             "beta": a.beta, "num_demos": len(self.data["demos"]), "num_prefs": len(self.data["prefs"]),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
-            "policy_updates": self.policy_updates, **final, "samples": self.samples, "history": self.history,
+            "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates, **final,
+            "samples": self.samples, "history": self.history,
             "status": "finished"}
         if self._is_global_zero():
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -614,7 +642,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
         checkpoint["aihf_llm"] = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                                   "steps_done": self.steps_done, "sft_updates": self.sft_updates,
                                   "reward_updates": self.reward_updates, "policy_updates": self.policy_updates,
-                                  "reference_frozen": self.reference_frozen, "history": self.history}
+                                  "reference_frozen": self.reference_frozen, "history": self.history,
+                                  "skipped_updates": self.skipped_updates}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf_llm"]
@@ -623,3 +652,4 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.steps_done, self.sft_updates = s["steps_done"], s["sft_updates"]
         self.reward_updates, self.policy_updates = s["reward_updates"], s["policy_updates"]
         self.reference_frozen, self.history = s["reference_frozen"], s["history"]
+        self.skipped_updates = s.get("skipped_updates", 0)  # absent from checkpoints written before nonfinite

@@ -17,6 +17,7 @@ steps for behaviour cloning). Evaluation and checkpoints are scheduled by the ca
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
 from aihf.mujoco.evaluation import PolicyEvaluator
 from aihf.mujoco.rollout import VectorRollout
 from aihf.mujoco.video import check_video_support, log_video, record_episode
+from aihf.nonfinite import FiniteWatch, update_is_finite
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
 
@@ -45,6 +47,7 @@ REWARD_SOURCES = ("learned", "env")
 POLICY_UPDATES = ("sac", "bc")
 SCHEDULES = ("alternating", "sequential")
 MULTI_PROCESS = ("ddp", "fsdp", "deepspeed")
+log = logging.getLogger(__name__)
 
 
 def validate_algo(cfg: DictConfig) -> None:
@@ -137,7 +140,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self.history: list[dict] = []
         self.final_metrics: dict | None = None
         self.wall_s = 0.0  # training wall time, carried across resumes
-        self._last_finite: dict[str, float] = {}
+        self._watch = FiniteWatch()
+        self.skipped_updates = 0  # loop.nonfinite=skip: updates dropped for a non-finite loss or gradient
         self.run_dir = Path(cfg.run_dir)
         self._critic_loss, self._actor_loss = self.policy.critic_loss, self.policy.actor_loss
 
@@ -259,6 +263,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             logs["charts/episodic_return"] = self.last_episode_return
             logs["charts/episodes"] = float(self.episodes)
         logs["time/wall_s"] = self.wall_s
+        if self.cfg.loop.nonfinite == "skip":
+            logs["charts/skipped_updates"] = float(self.skipped_updates)
         self.check_finite(logs)
         self.log_dict({"step": float(self.progress), **logs}, on_step=True, on_epoch=False, batch_size=1)
         self.log_dict({"env_steps": float(self.env_steps), "return": self.last_episode_return},
@@ -267,7 +273,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
     def check_finite(self, logs: dict) -> None:
         """Stop the run at the first NaN or infinity in this iteration's losses or in any parameter, naming the
         term, the step and the term's last finite value (the last checkpoint is the last good state)."""
-        bad = next(((k, v) for k, v in logs.items() if not math.isfinite(v)), None)
+        bad = self._watch.first_bad(logs)
         if bad is None:
             params = dict(self.named_parameters())
             finite = torch.stack([torch.isfinite(p).all() for p in params.values()])
@@ -275,11 +281,24 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                 name = list(params)[int((~finite).nonzero()[0])]
                 bad = (f"parameter {name}", float("nan"))
         if bad is not None:
-            last = self._last_finite.get(bad[0])
-            self.diverged(f"{bad[0]} = {bad[1]} at step {self.progress} (last finite value "
-                          f"{'none' if last is None else f'{last:.6g}'}); the last checkpoint in "
+            self.diverged(f"{self._watch.message(*bad, self.progress)}; the last checkpoint in "
                           f"{self.run_dir / 'checkpoints'} (if any) is the last good state")
-        self._last_finite.update(logs)
+        self._watch.last.update(logs)
+
+    def _update(self, opt, loss: torch.Tensor) -> bool:
+        """Backward and step. Under loop.nonfinite=skip an update whose loss or gradients are not finite is dropped
+        and counted instead (False: the caller logs nothing for it)."""
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.cfg.loop.nonfinite == "skip" and not update_is_finite(loss, opt):
+            opt.zero_grad(set_to_none=True)
+            if self.skipped_updates == 0:
+                log.warning("a non-finite loss or gradient at step %d: the update is skipped (loop.nonfinite=skip); "
+                            "skipped updates are counted in charts/skipped_updates", self.progress)
+            self.skipped_updates += 1
+            return False
+        opt.step()
+        return True
 
     def diverged(self, message: str) -> None:
         """Record the failure in metrics.json (valid JSON, with the history so far) and stop the run."""
@@ -343,26 +362,20 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
         qf_loss, q = self._critic_loss(batch["obs"], batch["act"], self.batch_rewards(batch), batch["next_obs"],
                                        batch["terminated"], self._noise(p.batch_size))
-        critic_opt.zero_grad(set_to_none=True)
-        self.manual_backward(qf_loss)
-        critic_opt.step()
-
+        logs = {}
+        if self._update(critic_opt, qf_loss):
+            logs.update({"losses/qf_loss": qf_loss.detach(), "losses/q_mean": q.mean()})
         actor_loss, log_pi = self._actor_loss(batch["obs"], self._noise(p.batch_size))
-        actor_opt.zero_grad(set_to_none=True)
-        self.manual_backward(actor_loss + p.alpha_loss(log_pi) if p.learn_alpha else actor_loss)
-        actor_opt.step()
+        if self._update(actor_opt, actor_loss + p.alpha_loss(log_pi) if p.learn_alpha else actor_loss):
+            logs.update({"losses/actor_loss": actor_loss.detach(), "losses/entropy": -log_pi.mean()})
         p.update_targets()
         self.policy_updates += 1
-        return {"losses/qf_loss": qf_loss.detach(), "losses/actor_loss": actor_loss.detach(),
-                "losses/alpha": p.alpha, "losses/q_mean": q.mean(), "losses/entropy": -log_pi.mean()}
+        return {**logs, "losses/alpha": p.alpha}
 
     def bc_step(self) -> dict:
         actor_opt = self.optimizers()[0]
         loss = self.policy.bc_loss(*self.data.demo_batch(self.policy.batch_size, self.torch_gen))
-        actor_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        actor_opt.step()
-        return {"losses/bc_nll": loss.detach()}
+        return {"losses/bc_nll": loss.detach()} if self._update(actor_opt, loss) else {}
 
     @property
     def beta(self) -> float:
@@ -404,12 +417,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def reward_step(self) -> dict:
         loss, logs = self.reward_loss(*self.reward_batches())
-        opt = self.optimizers()[2]
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
+        applied = self._update(self.optimizers()[2], loss)
         self.reward_updates += 1
-        return logs
+        return logs if applied else {}
 
     # -- evaluation (scheduled by aihf.callbacks.EvaluateEvery) -------------------------------------------
     def normalised(self, ret: float) -> float | None:
@@ -445,7 +455,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                                             self.device)
         out = {"eval/return_mean": mean, "eval/return_std": std}
         if not math.isfinite(mean):
-            self.diverged(f"eval/return_mean = {mean} at step {self.progress}")
+            self.diverged(self._watch.message("eval/return_mean", mean, self.progress))
+        self._watch.last["eval/return_mean"] = mean
         score = self.normalised(mean)
         if score is not None:
             out["eval/normalised_score"] = score
@@ -483,7 +494,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return {"env_id": self.cfg.env.id, "algo": self.cfg.algo.name, "seed": self.cfg.seed,
                 "env_steps": self.env_steps, "num_envs": self.rollout.num_envs,
                 "policy_updates": self.policy_updates, "reward_updates": self.reward_updates,
-                "episodes": self.episodes, "num_demos": self.data.num_demos if self.data else 0,
+                "skipped_updates": self.skipped_updates, "episodes": self.episodes,
+                "num_demos": self.data.num_demos if self.data else 0,
                 "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
                 "final_eval_episodes": self.cfg.loop.final_eval_episodes,
                 "expert_return": self.expert_return, "random_return": self.random_return,
@@ -511,7 +523,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                               "episodes": self.episodes, "reward_updates": self.reward_updates,
                               "policy_updates": self.policy_updates, "update_credit": self._update_credit,
                               "warmstart_done": self.warmstart_done, "last_episode_return": self.last_episode_return,
-                              "history": self.history, "final_metrics": self.final_metrics, "wall_s": self.wall_s,
+                              "skipped_updates": self.skipped_updates, "history": self.history,
+                              "final_metrics": self.final_metrics, "wall_s": self.wall_s,
                               "progress": self.progress}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -525,3 +538,4 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self._update_credit, self.history = s["update_credit"], s["history"]
         self.warmstart_done, self.last_episode_return = s["warmstart_done"], s["last_episode_return"]
         self.final_metrics, self.wall_s = s["final_metrics"], s["wall_s"]
+        self.skipped_updates = s.get("skipped_updates", 0)  # absent from checkpoints written before loop.nonfinite
