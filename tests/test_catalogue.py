@@ -52,6 +52,15 @@ def metadata(edit):
     return write
 
 
+def corrupt_model(path: Path, world) -> None:
+    """A model folder whose config is fine and whose weights file is cut short (an interrupted download)."""
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64}))
+    (path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+
+
 def set_item(a, index, value):
     a[index] = value
     return a
@@ -111,7 +120,7 @@ CASES = [
          "policy.updates_per_step=0.0: expected a finite number > 0"),
     Case("llm_batch_size_zero", [*LLM, "llm.train.batch_size=0"], "llm.train.batch_size=0: expected an integer >= 1"),
     Case("llm_policy_steps_negative", [*LLM, "llm.train.policy_steps=-5"],
-         "llm.train.policy_steps=-5: expected an integer >= 1"),
+         "llm.train.policy_steps=-5: expected an integer >= 0"),
     Case("label_smoothing_two", [*LLM, "algo=dpo", "algo.label_smoothing=2"],
          "algo.label_smoothing=2.0: expected a finite number in [0, 0.5)"),
     Case("temperature_zero", [*LLM, "llm.train.temperature=0"],
@@ -239,6 +248,12 @@ CASES = [
     # -- models and tokenizers --------------------------------------------------------------------------------
     Case("model_dir_empty", [*LLM, "llm.policy.name_or_path={files}/model"],
          "llm.policy.name_or_path='{files}/model' is an empty directory (expected a saved model or tokenizer)", files={"model": directory}),
+    Case("model_safetensors_corrupt", [*LLM, "llm.policy.name_or_path={files}/model"],
+         "llm.policy.name_or_path='{files}/model' cannot be loaded: Error while deserializing header: invalid "
+         "header length", files={"model": corrupt_model}),
+    Case("heads_not_dividing_hidden", [*LLM, "llm.policy.hidden_size=30", "llm.policy.num_heads=4"],
+         "llm.policy.hidden_size=30 is not divisible by llm.policy.num_heads=4: each attention head gets "
+         "hidden_size / num_heads"),
     Case("tokenizer_without_name", [*LLM, "llm.tokenizer.kind=pretrained"],
          "llm.tokenizer.name_or_path is not set: give a model or tokenizer folder (or a hub name when online)"),
     Case("tokenizer_dir_empty", [*LLM, "llm.tokenizer.kind=pretrained", "llm.tokenizer.name_or_path={files}/tok"],
@@ -276,6 +291,12 @@ CASES = [
     Case("resume_truncated", [*MUJOCO, "algo=sac", "loop.resume={files}/cut.ckpt"],
          "loop.resume={files}/cut.ckpt cannot be read as a checkpoint (truncated, corrupt or not a torch checkpoint): PytorchStreamReader failed reading zip archive: failed finding central directory",
          files={"cut.ckpt": truncated("ckpt", 1000)}),
+    Case("resume_in_its_dir_changed_setting", ["algo=sac", "debug=fast", "data.path={data}", "loop.resume={earlier}",
+                                               "hydra.run.dir={earlier}", "policy.hidden=[16,16]"],
+         "loop.resume: the checkpoint was made with policy.hidden=[32, 32], this run has policy.hidden=[16, 16]; resume with the same settings (or start a new run from it with loop.init_from)"),
+    Case("anchors_equal", [*MUJOCO, "env.expert_return=5", "env.random_return=5"],
+         "env.expert_return / env.random_return: expert and random returns are both 5.0; the normalised score "
+         "(R - R_random) / (R_expert - R_random) needs two different anchors"),
     # -- output directories -----------------------------------------------------------------------------------
     Case("run_dir_of_earlier_run", [*MUJOCO, "hydra.run.dir={earlier}"],
          "{earlier} holds another run's outputs (metrics.json, csv/metrics.csv, checkpoints): choose a new hydra.run.dir, or continue that run with loop.resume={earlier}"),
@@ -289,10 +310,11 @@ CASES = [
 
 
 # -- running the catalogue -----------------------------------------------------------------------------------------
-def snapshot(root: Path) -> dict:
-    """Every file outside the cases' input folders, with its bytes and modification time."""
-    return {p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*")
-            if p.is_file() and "files" not in p.relative_to(root).parts}
+def snapshot(*roots: Path) -> dict:
+    """Every file under the roots (earlier runs, the cases' inputs, the shared datasets) with its bytes and
+    modification time, and every folder."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else "folder"
+            for root in roots for p in root.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -327,11 +349,12 @@ def test_bad_input_is_one_line_and_writes_nothing(case: Case, world):
     run_dir = root / "runs" / case.id
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={run_dir}")
-    before = snapshot(root)
+    watched = (root, world["data_path"].parent, Path(world["sort"]))
+    before = snapshot(*watched)
     code, out, err = run_cli(args, root)
     assert (code, err.strip().splitlines()) == (case.code, [f"error: {fill(case.message or '', values)}"]), out[-1500:]
     assert not run_dir.exists()
-    assert snapshot(root) == before  # the earlier runs beside it, byte for byte; nothing new outside the inputs
+    assert snapshot(*watched) == before  # earlier runs, inputs and data byte for byte; nothing new anywhere
 
 
 # -- docs/errors.md ------------------------------------------------------------------------------------------------

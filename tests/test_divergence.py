@@ -135,6 +135,25 @@ def test_language_model_stop_names_the_last_finite_value(sort_data, tmp_path, mo
         train(llm_cfg("sft", sort_data, tmp_path))
 
 
+def test_language_model_divergence_keeps_the_last_good_checkpoint(sort_data, tmp_path, monkeypatch):
+    from conftest import llm_cfg
+    from aihf import objectives
+    _poison(monkeypatch, objectives, "nll_loss", {3})
+    short = ["algo.bc_warmstart_steps=2"]  # a budget of 2 + 3 steps
+    ckpts = [*short, "trainer.enable_checkpointing=true", "llm.train.checkpoint_every=1", "llm.train.keep_checkpoints=2"]
+    with pytest.raises(TrainingDiverged, match=r"^loss/sft = nan at step 3 .*the last checkpoint in .*checkpoints"):
+        train(llm_cfg("sft", sort_data, tmp_path / "run", ckpts))
+    d = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in d.glob("step_*.ckpt")) == ["step_0000000001.ckpt", "step_0000000002.ckpt"]
+    last = torch.load(d / "last.ckpt", weights_only=False)
+    assert last["aihf_llm"]["steps_done"] == 2
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    monkeypatch.undo()  # the checkpoint is usable: a run continues from it to the end of its budget
+    train(llm_cfg("sft", sort_data, tmp_path / "next", [*short, f"loop.init_from={d / 'last.ckpt'}"]))
+    metrics = json.loads((tmp_path / "next" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["steps"] == 5
+
+
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_language_model_nan_gradient_of_a_finite_loss(sort_data, tmp_path, monkeypatch, mode):
     from conftest import llm_cfg

@@ -163,6 +163,7 @@ def runs(hopper_data, tmp_path_factory):
         out["C_killed"] = {"rc": c.wait(), "metrics_json": (d["C"] / "metrics.json").exists(),
                            "progress": _progress(d["C"] / "checkpoints" / "last.ckpt"),
                            "checkpoints": _ckpts(d["C"])}
+        out["B_record"] = (d["B"] / ".hydra" / "overrides.yaml").read_bytes()
         b2 = start("B_resumed", "loop.resume=auto")
         # M: a copy of the killed C, resumed with a different network: refused
         d["M"] = root / "M"
@@ -279,6 +280,13 @@ def test_resumed_run_equals_uninterrupted_run(runs):
     steps = _steps(rows_b)
     assert steps == sorted(set(steps)), f"step column not strictly increasing: {steps}"
     _assert_same_csv(rows_a, rows_b)
+
+
+def test_resume_keeps_the_original_hydra_record(runs):
+    b = runs["dirs"]["B"]
+    assert (b / ".hydra" / "overrides.yaml").read_bytes() == runs["B_record"]  # the command that started B
+    assert "loop.resume=auto" not in runs["B_record"].decode()
+    assert "loop.resume=auto" in (b / ".hydra" / "resume-1" / "overrides.yaml").read_text()  # the one continuing it
 
 
 def test_crash_between_checkpoint_and_its_log_row_loses_no_row(runs):

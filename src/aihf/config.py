@@ -271,8 +271,9 @@ class LLMDataConfig:
 @dataclass
 class LLMTrainConfig:
     """Loop budget and sampling for the language-model domain."""
-    # policy (or, for rm, reward) steps after the SFT warm start and reward pre-fit
-    policy_steps: int = key(300, at_least(1))
+    # policy (or, for rm, reward) steps after the SFT warm start and reward pre-fit; 0 = stop after the warm start
+    # (algo=sft llm.train.policy_steps=0 is π_ref itself, the reference row of docs/llm.md)
+    policy_steps: int = key(300, at_least(0))
     batch_size: int = key(32, at_least(1))  # demonstrations / preference pairs per policy step
     rl_prompts: int = key(16, at_least(1))  # prompts per RL step
     rl_samples: int = key(4, at_least(1))  # samples per prompt (RLOO's leave-one-out baseline needs ≥ 2)
@@ -286,6 +287,11 @@ class LLMTrainConfig:
     eval_prompts: int = key(200, at_least(1))
     eval_at_start: bool = False  # also evaluate before the first step (the untrained baseline, logged at step 0)
     torch_threads: int = key(2, at_least(1))
+    # A complete checkpoint (models, optimisers, data order, RNG) every this many steps and at the end, in
+    # <run_dir>/checkpoints (last.ckpt the newest); the newest keep_checkpoints periodic ones kept. A run that
+    # diverges or is killed keeps the checkpoint before it.
+    checkpoint_every: int = key(100, at_least(1))
+    keep_checkpoints: int = key(2, at_least(1))
     # A NaN or inf loss or training metric: stop the run (exit code 3), or skip: drop each update whose loss or
     # gradients are not finite and count it (train/skipped_updates); a non-finite evaluation still stops.
     nonfinite: str = key("stop", one_of("stop", "skip"))

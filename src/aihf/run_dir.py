@@ -17,12 +17,14 @@ from pathlib import Path
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import open_dict, read_write
 
 from aihf.errors import ConfigError
 
 # What a run leaves behind. (`.hydra/` and the job log alone are what a run that failed at start-up leaves: such a
 # directory may be reused, so a corrected command can run where the failed one was pointed.)
-RUN_OUTPUTS = ("metrics.json", "csv/metrics.csv", "checkpoints", "tensorboard", "wandb", "ladder", "videos")
+RUN_OUTPUTS = ("metrics.json", "csv/metrics.csv", "checkpoints", "tensorboard", "wandb", "ladder", "videos",
+               "samples.jsonl")
 
 
 def json_safe(value):
@@ -68,10 +70,44 @@ def note_new_dir(run_dir: Path) -> None:
     _created[run_dir] = top
 
 
+# A resume into its run's own directory: where Hydra's snapshot of this launch goes, and each job log's size and
+# modification time before the launch (a refused resume leaves the run's files as they were).
+_resumes: dict[Path, tuple[Path, dict[Path, tuple[int, int]]]] = {}
+
+
+def keep_earlier_record(config, run_dir: Path) -> None:
+    """A resume writes Hydra's config snapshot of this launch to .hydra/resume-<n>/, beside the original's in
+    .hydra/, never over it: the run's record keeps the command that started it and every one that continued it."""
+    run_dir = run_dir.absolute()
+    n = 1
+    while (run_dir / ".hydra" / f"resume-{n}").exists():
+        n += 1
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = f".hydra/resume-{n}"
+    logs = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.glob("*.log")}
+    _resumes[run_dir] = (run_dir / ".hydra" / f"resume-{n}", logs)
+
+
+def _undo_refused_resume(run_dir: Path) -> None:
+    record, logs = _resumes.pop(run_dir, (None, {}))
+    if record is not None and record.is_dir():
+        shutil.rmtree(record)
+    for path, (size, mtime_ns) in logs.items():  # Hydra's job log is appended to: cut it back to what it was
+        if path.is_file() and path.stat().st_size > size:
+            os.truncate(path, size)
+            os.utime(path, ns=(mtime_ns, mtime_ns))
+    for path in set(run_dir.glob("*.log")) - set(logs):  # a job log this launch began
+        path.unlink()
+
+
 def discard_failed_start(run_dir: Path) -> None:
     """A run refused at start-up leaves nothing behind: remove the directory Hydra made for it, if this run created
-    it and it holds nothing but Hydra's config snapshot and an empty or start-up job log."""
+    it and it holds nothing but Hydra's config snapshot and an empty or start-up job log; a refused resume leaves
+    its run's directory as it was."""
     run_dir = run_dir.absolute()
+    if run_dir in _resumes:
+        _undo_refused_resume(run_dir)
+        return
     top = _created.pop(run_dir, None)
     if top is None or not run_dir.is_dir():
         return
@@ -116,6 +152,8 @@ class ProtectRunDir(Callback):
             check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
         except ConfigError as exc:
             _refuse(exc)
+        if resuming_here:
+            keep_earlier_record(config, run_dir)
 
     def on_job_start(self, config, **kwargs) -> None:
         job_dir = Path(config.hydra.runtime.output_dir).absolute()

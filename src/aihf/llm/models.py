@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from aihf.errors import ConfigError
@@ -23,7 +24,7 @@ def _load(loader, name_or_path: str, key: str, **kwargs):
     _check_source(name_or_path, key)
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError, KeyError, EnvironmentError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{key}={name_or_path!r} cannot be loaded: {first}") from None
 
@@ -82,6 +83,12 @@ def build_tokenizer(cfg, texts: Iterable[str]):
 def _tiny_config(cfg, tok, arch: str):
     from transformers import GPT2Config, LlamaConfig
     ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    if cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(f"llm.policy.hidden_size={cfg.hidden_size} is not divisible by "
+                          f"llm.policy.num_heads={cfg.num_heads}: each attention head gets hidden_size / num_heads")
+    if arch == "llama" and (cfg.hidden_size // cfg.num_heads) % 2:
+        raise ConfigError(f"llm.policy.hidden_size / llm.policy.num_heads = {cfg.hidden_size // cfg.num_heads}: "
+                          f"Llama's rotary embeddings need an even size per head")
     if arch == "llama":
         return LlamaConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
                            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aihf import objectives
+from aihf.callbacks import CheckpointEvery
 from aihf.checks import job_overrides
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
@@ -585,7 +586,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
         if bad is None:
             self._watch.last.update(values)
             return
-        message = self._watch.message(*bad, self.steps_done)
+        message = (f"{self._watch.message(*bad, self.steps_done)}; the last checkpoint in "
+                   f"{self.run_dir / 'checkpoints'} (if any) is the last good state")
         if self._is_global_zero():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             result = {"domain": "llm", "algo": self.cfg.algo.name, "seed": self.cfg.seed, "status": "diverged",
@@ -628,11 +630,19 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return "; ".join(parts) + f"; metrics in {self.run_dir / 'metrics.json'}"
 
     # -- state -------------------------------------------------------------------------------------------
+    @property
+    def progress(self) -> int:
+        return self.steps_done
+
+    @property
+    def budget(self) -> int:
+        return sum(self.plan())
+
     def configure_callbacks(self):
         if not self.cfg.trainer.enable_checkpointing:
             return []
-        from pytorch_lightning.callbacks import ModelCheckpoint
-        return [ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0)]
+        t = self.cfg.llm.train
+        return [CheckpointEvery(self.run_dir / "checkpoints", t.checkpoint_every, t.keep_checkpoints)]
 
     def on_fit_start(self) -> None:
         opts = self.optimizers(use_pl_optimizer=False)

@@ -163,6 +163,11 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         meta = self.data.dataset.metadata if self.data is not None else {}
         expert = self.cfg.env.expert_return if self.cfg.env.expert_return is not None else meta.get("expert_return")
         rand = self.cfg.env.random_return if self.cfg.env.random_return is not None else meta.get("random_return")
+        if expert is not None and expert == rand:
+            source = "env.expert_return / env.random_return" if self.cfg.env.expert_return is not None or \
+                self.cfg.env.random_return is not None else f"the metadata of {self.data.dataset.path}"
+            raise ConfigError(f"{source}: expert and random returns are both {expert}; the normalised score "
+                              f"(R - R_random) / (R_expert - R_random) needs two different anchors")
         return expert, rand
 
     def configure_optimizers(self):
