@@ -291,6 +291,9 @@ class LLMTrainConfig:
     eval_prompts: int = key(200, at_least(1))
     eval_at_start: bool = False  # also evaluate before the first step (the untrained baseline, logged at step 0)
     torch_threads: int = key(2, at_least(1))
+    # response log-probs are computed this many token positions at a time (the memory of one chunk's fp32
+    # softmax, chunk × vocabulary × 4 bytes, instead of every position's)
+    logp_chunk: int = key(512, at_least(1))
     # A complete checkpoint (models, optimisers, data order, RNG) every this many steps and at the end, in
     # <run_dir>/checkpoints (last.ckpt the newest); the newest keep_checkpoints periodic ones kept. A run that
     # diverges or is killed keeps the checkpoint before it.

@@ -317,7 +317,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return self.anchor if self.anchor is not None else self.reference
 
     def logps(self, model, prompts, responses):
-        return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device)
+        return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
+                              self.cfg.llm.train.logp_chunk)
 
     def pair_logps(self, model, prompts, first, second):
         """log π of two responses per prompt in one forward pass (as TRL concatenates chosen and rejected)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def pad_right(prompts: list[list[int]], responses: list[list[int]], pad_id: int, device=None):
@@ -32,14 +31,59 @@ def pad_left(prompts: list[list[int]], pad_id: int, device=None):
     return ids.to(device), attn.to(device)
 
 
-def response_logps(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, device=None):
+class _TargetLogProbs(torch.autograd.Function):
+    """log softmax(logits[p])[target[p]] at the selected flat positions p, in chunks of positions.
+
+    Neither direction holds a vocabulary-sized float32 tensor beyond one chunk's: the forward keeps only the
+    log-normaliser of each position, the backward recomputes each chunk's softmax and writes the chunk's gradient
+    (in the logits' own dtype) into the one gradient tensor autograd needs anyway. A full-vocabulary fp32
+    log_softmax of every position (about 1.6 GB for SmolLM2-135M at 64 × 128 tokens) is never made.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, positions, targets, chunk):
+        flat = logits.view(-1, logits.shape[-1])
+        out = torch.empty(len(positions), dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(out)
+        for s in range(0, len(positions), chunk):
+            rows = flat[positions[s:s + chunk]].float()
+            lse[s:s + chunk] = torch.logsumexp(rows, dim=-1)
+            out[s:s + chunk] = rows.gather(1, targets[s:s + chunk, None]).squeeze(1) - lse[s:s + chunk]
+        ctx.save_for_backward(logits, positions, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, positions, targets, lse = ctx.saved_tensors
+        flat = logits.view(-1, logits.shape[-1])
+        grad = torch.zeros_like(flat)
+        for s in range(0, len(positions), ctx.chunk):
+            pos, g = positions[s:s + ctx.chunk], grad_out[s:s + ctx.chunk, None]
+            chunk_grad = torch.exp(flat[pos].float() - lse[s:s + ctx.chunk, None]).mul_(-g)  # −g·softmax
+            chunk_grad.scatter_add_(1, targets[s:s + ctx.chunk, None], g)  # + g at the target
+            grad[pos] = chunk_grad.to(grad.dtype)
+        return grad.view_as(logits), None, None, None
+
+
+def target_logps(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """log π(ids[:, t+1] | ids[:, ≤t]) where mask[:, t+1], else 0: shape (batch, length − 1)."""
+    b, length = ids.shape
+    sel = mask[:, 1:].reshape(-1).nonzero().squeeze(1)  # flat (row, t) positions over length − 1 columns
+    rows, cols = sel // (length - 1), sel % (length - 1)
+    positions = rows * length + cols  # the same positions in the logits' (batch · length) rows
+    targets = ids[rows, cols + 1]
+    values = _TargetLogProbs.apply(logits.contiguous(), positions, targets, chunk)
+    out = torch.zeros(b * (length - 1), dtype=values.dtype, device=values.device)
+    return out.index_put((sel,), values).view(b, length - 1)
+
+
+def response_logps(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, device=None,
+                   chunk: int = 512):
     """log π(y|x) = Σ_t log π(y_t | x, y_<t) over response tokens, and the number of response tokens, per row."""
     ids, attn, resp = pad_right(prompts, responses, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-    targets = ids[:, 1:]
-    token_logps = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-    mask = resp[:, 1:]
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    return target_logps(logits, ids, resp, chunk).sum(-1), resp[:, 1:].sum(-1)
 
 
 @torch.no_grad()
