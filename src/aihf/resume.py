@@ -88,8 +88,9 @@ class Continuable:
         self._pending_optimizer_states = []
 
 
-# Keys that may differ between an interrupted run and its resumption: budgets and schedules of evaluation,
-# checkpoints and logging, threads, progress display. Everything else must match, or the result is not the run.
+# Keys that may differ between an interrupted run and its resumption (a module's RESUMABLE; these are MuJoCo's):
+# budgets and schedules of evaluation, checkpoints and logging, threads, progress display, and what the domain does
+# not read. Everything else must match, or the result is not the run.
 RESUMABLE_CHANGES = ("loop.total_env_steps", "loop.bc_steps", "loop.eval_every", "loop.eval_episodes",
                      "loop.final_eval_episodes", "loop.checkpoint_every", "loop.keep_checkpoints", "loop.resume",
                      "loop.init_from", "loop.torch_threads", "run_dir", "logger.", "trainer.enable_progress_bar",
@@ -147,11 +148,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_same_run(saved_cfg: dict, cfg: dict, what: str) -> None:
+def check_same_run(saved_cfg: dict, cfg: dict, what: str, resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
     """Refuse to resume a checkpoint under settings that would make a different run, naming the first key."""
     saved, now = _flatten(saved_cfg), _flatten(cfg)
     for key in sorted(set(saved) | set(now)):
-        if key.startswith(RESUMABLE_CHANGES):
+        if key.startswith(resumable):
             continue
         if saved.get(key, "<absent>") != now.get(key, "<absent>"):
             raise ConfigError(f"{what}: the checkpoint was made with {key}={saved.get(key, '<absent>')!r}, this run "

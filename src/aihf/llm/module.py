@@ -36,7 +36,7 @@ from aihf.llm.order import EpochOrder
 from aihf.llm.sequences import generate, pad_right, response_logps
 from aihf.nonfinite import FiniteWatch, grad_norm
 from aihf.paths import resolve
-from aihf.resume import Continuable, StepIndices
+from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,13 @@ def drop_seen_prompts(parts: dict) -> dict:
 class LLMAIHF(Continuable, pl.LightningModule):
     STATE_KEY, DOMAIN = "aihf_llm", "language-model"
     INIT_FROM_SAME = ("llm.data.name", "algo.reward_source")
+    EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_llm_resume.py)
+    # What a resumed run may change: the budget, the evaluation and checkpoint schedules, threads, logging and
+    # display, and what this domain does not read.
+    RESUMABLE = ("llm.train.policy_steps", "llm.train.epochs", "llm.train.eval_every", "llm.train.checkpoint_every",
+                 "llm.train.keep_checkpoints", "llm.train.torch_threads", "loop.", "data.", "env.", "policy.",
+                 "teacher.", "collect.", "debug", "run_dir", "logger.", "trainer.enable_progress_bar",
+                 "trainer.log_every_n_steps")
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
@@ -171,7 +178,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.reference_frozen = False
         self.history: list[dict] = []
         self.samples: list[dict] = []
-        self.final_metrics: dict = {}
+        self.final_metrics: dict | None = None
         self.run_dir = Path(cfg.run_dir)
         self._t0 = time.perf_counter()
 
@@ -264,21 +271,35 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     def plan(self) -> tuple[int, int, int]:
         """Steps of the three stages: SFT warm start, reward pre-fit, main stage."""
-        a = self.cfg.algo
-        warm = a.bc_warmstart_steps if self.trains_policy else 0
-        pre = a.reward_pretrain_steps if self.explicit and self.trains_policy else 0
-        epochs = self.cfg.llm.train.epochs
-        if epochs is None:
-            return warm, pre, self.cfg.llm.train.policy_steps
-        part, per_step = self.main_source()
-        rows = len(self.data["demos"]) + len(self.data["prefs"]) if part == "rl_pool" else len(self.data[part])
-        return warm, pre, math.ceil(epochs * rows / per_step)
+        return self.plan_of(self.cfg, self.main_rows())
+
+    @staticmethod
+    def plan_of(cfg: DictConfig, main_rows: int | None) -> tuple[int, int, int]:
+        a, t = cfg.algo, cfg.llm.train
+        trains_policy, explicit = a.policy_update != "none", a.reward_source == "learned"
+        warm = a.bc_warmstart_steps if trains_policy else 0
+        pre = a.reward_pretrain_steps if explicit and trains_policy else 0
+        if t.epochs is None:
+            return warm, pre, t.policy_steps
+        return warm, pre, math.ceil(t.epochs * main_rows / LLMAIHF.main_source_of(cfg)[1])
+
+    @staticmethod
+    def budget_of(cfg: DictConfig, state: dict | None = None) -> int:
+        """The step budget under `cfg` (with epochs, of the data size a checkpoint's state recorded)."""
+        return sum(LLMAIHF.plan_of(cfg, (state or {}).get("main_rows")))
+
+    def main_rows(self) -> int:
+        part = self.main_source()[0]
+        return len(self.data["demos"]) + len(self.data["prefs"]) if part == "rl_pool" else len(self.data[part])
+
+    @property
+    def budget(self) -> int:
+        return sum(self.plan())
 
     def train_dataloader(self):
-        # Its own generator: a DataLoader otherwise draws a seed from the global RNG, which sampling uses, and a
-        # resumed run would then sample differently from an uninterrupted one.
-        return torch.utils.data.DataLoader(StepIndices(max(0, sum(self.plan()) - self.steps_done)), batch_size=None,
-                                           generator=torch.Generator().manual_seed(0))
+        # Steps until `progress` reaches the budget, however far a resumed run already is (no DataLoader shuffling:
+        # its seed would come from the global RNG, which sampling uses).
+        return torch.utils.data.DataLoader(BudgetStream(self), batch_size=None, generator=torch.Generator())
 
     def on_train_start(self) -> None:
         torch.set_num_threads(self.cfg.llm.train.torch_threads)
@@ -300,13 +321,16 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return self.orders[part].take(n)
 
     def main_source(self) -> tuple[str, int]:
+        return self.main_source_of(self.cfg)
+
+    @staticmethod
+    def main_source_of(cfg: DictConfig) -> tuple[str, int]:
         """The part the main stage reads (its epochs are `train/epoch`) and how many of its rows one step takes."""
-        a, t = self.cfg.algo, self.cfg.llm.train
+        a, t = cfg.algo, cfg.llm.train
         if a.policy_update == "rloo":
             return "rl_pool", t.rl_prompts
         if a.policy_update == "none":
-            return ("prefs", self.cfg.llm.reward.batch_size) if a.pref_weight != 0 else (
-                "demos", self.cfg.llm.reward.batch_size)
+            return ("prefs", cfg.llm.reward.batch_size) if a.pref_weight != 0 else ("demos", cfg.llm.reward.batch_size)
         if a.policy_update == "direct" and a.pref_weight != 0:
             return "prefs", t.batch_size
         return "demos", t.batch_size
@@ -515,6 +539,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 group["lr"] = self.cfg.llm.policy.lr
 
     def training_step(self, batch, batch_idx):
+        if self.steps_done >= self.budget:
+            return  # Lightning fetched one item past the budget
         self._skipped_now, self._grad_norms = False, {}
         warm, pre, _ = self.plan()
         a, i = self.cfg.algo, self.steps_done
@@ -550,8 +576,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
             metrics["train/skipped_updates"] = float(self.skipped_updates)
         self.check_finite(metrics)
         self._log({k: v for k, v in metrics.items() if v is not None}, self.steps_done)
-        every, total = self.cfg.llm.train.eval_every, sum(self.plan())
-        if every > 0 and self.steps_done % every == 0 and self.steps_done < total:
+        every, total = self.cfg.llm.train.eval_every, self.budget
+        if self.steps_done == total:
+            self.finish()  # here, not in on_train_end: the final checkpoint (written next) holds the results
+        elif every > 0 and self.steps_done % every == 0:
             self.evaluate_and_log()
         self.log_dict({"step": float(self.steps_done)}, prog_bar=True, on_step=True, batch_size=1)
 
@@ -629,7 +657,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return out
 
     def evaluate_and_log(self) -> dict:
-        out = self.evaluate()
+        # Evaluation samples from its own stream, a function of (seed, step): the evaluation schedule never changes
+        # what training samples, and an evaluation is the same whenever (and in whichever run) it is repeated.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + self.steps_done)
+            out = self.evaluate()
         self.check_finite(out)
         out["time/wall_s"] = time.perf_counter() - self._t0
         self._log(out, self.steps_done)
@@ -682,6 +715,15 @@ class LLMAIHF(Continuable, pl.LightningModule):
             logger.log_metrics(clean, step=step)
 
     def on_train_end(self) -> None:
+        if self.final_metrics is None:  # a budget already spent before this fit (nothing to train)
+            self.finish()
+        if self._is_global_zero():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.final_metrics), indent=2,
+                                                                  allow_nan=False))
+
+    def finish(self) -> None:
+        """The final evaluation and the run's results."""
         final = self.evaluate_and_log()
         a, d = self.cfg.algo, self.cfg.llm.data
         self.final_metrics = {
@@ -692,10 +734,6 @@ class LLMAIHF(Continuable, pl.LightningModule):
             "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, **final,
             "samples": self.samples, "history": self.history,
             "status": "finished"}
-        if self._is_global_zero():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.final_metrics), indent=2,
-                                                                  allow_nan=False))
 
     def _is_global_zero(self) -> bool:
         return self._trainer is None or self.trainer.is_global_zero
@@ -714,10 +752,6 @@ class LLMAIHF(Continuable, pl.LightningModule):
     def progress(self) -> int:
         return self.steps_done
 
-    @property
-    def budget(self) -> int:
-        return sum(self.plan())
-
     def configure_callbacks(self):
         if not self.cfg.trainer.enable_checkpointing:
             return []
@@ -725,6 +759,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return [CheckpointEvery(self.run_dir / "checkpoints", t.checkpoint_every, t.keep_checkpoints)]
 
     def on_fit_start(self) -> None:
+        samples = self.run_dir / "samples.jsonl"
+        if self.cfg.loop.resume is not None and self.steps_done > 0 and samples.is_file() and self._is_global_zero():
+            # as the CSV log: the killed run's rows after its checkpoint are written again by the resumed run
+            rows = [r for r in samples.read_text().splitlines() if json.loads(r)["step"] <= self.steps_done]
+            samples.write_text("".join(r + "\n" for r in rows))
         opts = self.optimizers(use_pl_optimizer=False)
         self.restore_pending_optimizers(opts if isinstance(opts, (list, tuple)) else [opts])
 
@@ -734,7 +773,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
                                   "steps_done": self.steps_done, "sft_updates": self.sft_updates,
                                   "reward_updates": self.reward_updates, "policy_updates": self.policy_updates,
                                   "reference_frozen": self.reference_frozen, "history": self.history,
-                                  "skipped_updates": self.skipped_updates}
+                                  "skipped_updates": self.skipped_updates, "progress": self.steps_done,
+                                  "main_rows": self.main_rows(), "final_metrics": self.final_metrics,
+                                  "samples": self.samples}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf_llm"]
@@ -747,3 +788,4 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.reward_updates, self.policy_updates = s["reward_updates"], s["policy_updates"]
         self.reference_frozen, self.history = s["reference_frozen"], s["history"]
         self.skipped_updates = s.get("skipped_updates", 0)  # absent from checkpoints written before nonfinite
+        self.final_metrics, self.samples = s.get("final_metrics"), s.get("samples", [])

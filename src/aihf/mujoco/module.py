@@ -197,7 +197,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return self.budget_of(self.cfg)
 
     @staticmethod
-    def budget_of(cfg: DictConfig) -> int:
+    def budget_of(cfg: DictConfig, state: dict | None = None) -> int:
         return cfg.loop.bc_steps if cfg.algo.policy_update == "bc" else cfg.loop.total_env_steps
 
     def train_dataloader(self):
