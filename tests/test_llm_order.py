@@ -94,3 +94,30 @@ def test_ipo_uses_per_token_log_ratios(loss_type, sort_data, tmp_path):
     other = (pc - rc) - (pr - rr) if loss_type == "ipo" else (pc - rc) / nc - (pr - rr) / nr
     assert abs(loss.item() - objectives.dpo_loss(other, torch.zeros_like(other), torch.zeros_like(other),
                                                  torch.zeros_like(other), beta, "ipo").item()) > 1e-4
+
+
+def test_two_ddp_processes_equal_one_with_the_doubled_batch(sort_data, tmp_path):
+    """DPO on 2 gloo processes × 4 pairs ends with the weights of 1 process × 8 pairs: the ranks read disjoint
+    halves of the one data order and DDP averages their gradients (a per-pair mean loss, so the average is exact)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    paths = [f"llm.data.{k}={sort_data / (k + '.jsonl')}" for k in ("demos", "prefs", "heldout_demos",
+                                                                      "heldout_prefs", "eval_prompts")]
+    common = ["domain=llm", "algo=dpo", "algo.bc_warmstart_steps=0", "llm.train.policy_steps=4",
+              "llm.train.eval_every=0", "llm.train.torch_threads=1", "llm.policy.hidden_size=32",
+              "llm.policy.lr=1e-2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", *paths]
+    runs = {"ddp": ["trainer=ddp", "trainer.devices=2", "llm.train.batch_size=4"],
+            "one": ["llm.train.batch_size=8"]}
+    for name, extra in runs.items():
+        proc = subprocess.run([sys.executable, str(root / "run.py"), *common, *extra, f"hydra.run.dir={tmp_path / name}"],
+                              capture_output=True, text=True, cwd=root, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    ddp, one = (torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+                for n in ("ddp", "one"))
+    policy = [k for k in one if k.startswith("policy.")]
+    assert all(torch.allclose(ddp[k], one[k], atol=1e-5) for k in policy)
+    assert any(not torch.equal(one[k], ddp["reference." + k[len("policy."):]]) for k in policy)  # it trained

@@ -229,6 +229,14 @@ class LLMPolicyConfig:
     warmstart_lr: Optional[float] = key(None, above(0))  # during the SFT warm start; null = lr
     weight_decay: float = key(0.0, at_least(0))
     grad_clip: float = key(1.0, at_least(0))  # 0 = no clipping
+    # recompute activations in the backward pass (less memory, about a third more compute); TRL's default is on
+    gradient_checkpointing: bool = False
+    # LoRA through peft: rank (0 = full fine-tuning). π_ref is then the base model with the adapter switched off,
+    # not a second copy of the weights; the SFT warm start's adapter is merged into the base when π_ref is fixed.
+    lora_r: int = key(0, at_least(0))
+    lora_alpha: float = key(16.0, above(0))
+    lora_dropout: float = key(0.0, within(0, 1, high_open=True))
+    lora_target_modules: Any = "all-linear"  # peft's target_modules: "all-linear" or a list of module names
 
 
 @dataclass

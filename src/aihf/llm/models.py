@@ -114,14 +114,80 @@ def build_policy(cfg, tok) -> nn.Module:
         model.config.pad_token_id = tok.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # a cache is built for generation only; checkpointed training needs none
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+        targets = cfg.lora_target_modules
+        targets = targets if isinstance(targets, str) else list(targets)
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
     return model
 
 
+def is_lora(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
 def frozen_copy(model: nn.Module) -> nn.Module:
+    """π_ref: a frozen copy of the policy, or for a LoRA policy its base model with the adapter switched off."""
+    if is_lora(model):
+        return AdapterDisabled(model)
     ref = copy.deepcopy(model)
     ref.requires_grad_(False)
     ref.eval()
     return ref
+
+
+class AdapterDisabled:
+    """A LoRA policy's base model as a model of its own (the reference): the policy's weights with its adapter
+    switched off and in eval mode, so there is no second copy of the weights. Not an nn.Module on purpose: it
+    owns no parameters, so it adds nothing to the checkpoint."""
+
+    def __init__(self, policy: nn.Module):
+        self.policy = policy
+        self.training = False
+
+    def _run(self, fn, **kwargs):
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.policy.disable_adapter(), torch.no_grad():
+                return fn(**kwargs)
+        finally:
+            self.policy.train(was_training)
+
+    def __call__(self, **kwargs):
+        return self._run(self.policy, **kwargs)
+
+    def generate(self, **kwargs):
+        return self._run(self.policy.generate, **kwargs)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
+def merge_adapter_into_base(model: nn.Module) -> None:
+    """Fold the LoRA adapter into the base weights and restart it from zero (B = 0): the policy is unchanged, and
+    its adapter-disabled base is now this policy (π_ref ← π without copying). The parameters stay the same
+    objects, so the optimiser keeps them."""
+    from peft.tuners.lora import LoraLayer
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for name in module.active_adapters:
+                module.merge(adapter_names=[name])
+                module.merged_adapters = []  # the merge is permanent: the adapter applies again, from zero
+                module.reset_lora_parameters(name, init_lora_weights=True)
+
+
+def plain_state_dict(module: nn.Module) -> dict:
+    """A module's weights under their names without LoRA (base_layer. dropped, adapter weights left out)."""
+    return {k.replace(".base_layer", ""): v for k, v in module.state_dict().items() if "lora_" not in k}
 
 
 class ScalarReward(nn.Module):
@@ -152,23 +218,27 @@ class ScalarReward(nn.Module):
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length = cfg.max_length
 
+    @staticmethod
+    def _transformer(model: nn.Module):
+        base = model.get_base_model() if is_lora(model) else model
+        return getattr(base, base.base_model_prefix, None)
+
     def backbone_mismatch(self, policy: nn.Module) -> str | None:
         """Why the reward's transformer cannot start from the policy's (None when it can)."""
-        src = getattr(policy, policy.base_model_prefix, None)
-        dst = getattr(self.model, self.model.base_model_prefix, None)
+        src, dst = self._transformer(policy), self._transformer(self.model)
         if src is None or dst is None or type(src) is not type(dst):
             return (f"the reward's transformer ({type(dst).__name__}) is not the policy's "
                     f"({type(src).__name__})")
-        theirs = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in plain_state_dict(src).items()}
         for name, tensor in dst.state_dict().items():
             if theirs.get(name) != tuple(tensor.shape):
                 return f"{name} has shape {tuple(tensor.shape)} in the reward, {theirs.get(name)} in the policy"
         return None
 
     def init_backbone_from(self, policy: nn.Module) -> None:
-        """Start the reward from the policy's transformer (the RM-from-SFT recipe); shapes are checked at start-up."""
-        dst = getattr(self.model, self.model.base_model_prefix)
-        dst.load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
+        """Start the reward from the policy's transformer (the RM-from-SFT recipe; a LoRA policy's merged weights);
+        shapes are checked at start-up."""
+        self._transformer(self.model).load_state_dict(plain_state_dict(self._transformer(policy)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()

@@ -31,7 +31,8 @@ from aihf.checks import job_overrides
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
-from aihf.llm.models import ScalarReward, build_policy, build_tokenizer, frozen_copy
+from aihf.llm.models import (ScalarReward, build_policy, build_tokenizer, frozen_copy, is_lora,
+                             merge_adapter_into_base)
 from aihf.llm.order import EpochOrder
 from aihf.llm.sequences import generate, pad_right, response_logps
 from aihf.nonfinite import FiniteWatch, grad_norm
@@ -149,6 +150,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.reference = frozen_copy(self.policy)
         # Self-play moves its opponent (`reference`) along with π; the DPO term, the KL and the implicit reward are
         # measured against the fixed π_ref (`anchor`, the SFT policy), as DESIGN §2 defines them.
+        if a.reference_refresh_every > 0 and is_lora(self.policy):
+            raise ConfigError(f"algo.reference_refresh_every={a.reference_refresh_every} with llm.policy.lora_r="
+                              f"{cfg.llm.policy.lora_r}: a LoRA policy's reference is its base model, and self-play's "
+                              f"moving opponent needs a copy of its own; set llm.policy.lora_r=0")
         self.anchor = frozen_copy(self.policy) if a.reference_refresh_every > 0 else None
         self.reward = ScalarReward(cfg.llm.reward, self.policy, self.tokenizer) if self.explicit else None
         if self.reward is not None and cfg.llm.reward.init_from_policy and self.reward.same_tokenizer:
@@ -263,7 +268,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
     def configure_optimizers(self):
         p = self.cfg.llm.policy
         lr = p.warmstart_lr if p.warmstart_lr is not None and not self.reference_frozen else p.lr
-        opts = [torch.optim.AdamW(self.policy.parameters(), lr=lr, weight_decay=p.weight_decay)]
+        trainable = [q for q in self.policy.parameters() if q.requires_grad]  # a LoRA policy: its adapter only
+        opts = [torch.optim.AdamW(trainable, lr=lr, weight_decay=p.weight_decay)]
         if self.reward is not None:
             r = self.cfg.llm.reward
             opts.append(torch.optim.AdamW(self.reward.parameters(), lr=r.lr, weight_decay=r.weight_decay))
@@ -527,7 +533,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     def freeze_reference(self) -> None:
         """End of the SFT stage: π_ref ← π (and the explicit reward may start from π's transformer)."""
-        self.reference.load_state_dict(self.policy.state_dict())
+        lora = is_lora(self.policy)
+        if lora:  # the adapter-disabled base becomes π: fold the SFT adapter in, restart it from zero
+            merge_adapter_into_base(self.policy)
+        else:
+            self.reference.load_state_dict(self.policy.state_dict())
         if self.anchor is not None:
             self.anchor.load_state_dict(self.policy.state_dict())
         if self.reward is not None and self.cfg.llm.reward.init_from_policy and self.reward.same_tokenizer:
@@ -535,8 +545,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.reference_frozen = True
         if self._trainer is not None:  # the main stage's learning rate from here on
             opt = self.optimizers(use_pl_optimizer=False)
-            for group in (opt[0] if isinstance(opt, (list, tuple)) else opt).param_groups:
+            opt = opt[0] if isinstance(opt, (list, tuple)) else opt
+            for group in opt.param_groups:
                 group["lr"] = self.cfg.llm.policy.lr
+            if lora:
+                opt.state.clear()  # the moments of an adapter that has just been folded in and restarted
 
     def training_step(self, batch, batch_idx):
         if self.steps_done >= self.budget:
