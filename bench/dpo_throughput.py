@@ -1,11 +1,24 @@
 """DPO training throughput and peak memory: aihf's `dpo` preset against TRL's DPOTrainer, side by side.
 
-Same tiny Llama (built from one config and saved once, so both start from identical weights), same tokenizer,
-same preference pairs (the built-in sort task), batch size, β, learning rate, optimiser (AdamW), gradient clipping
-and precision (fp32). Each side runs in its own process so that peak memory is its own; the timed part is the
-training loop only (both tokenise their data before it). Prints pairs/s, tokens/s and peak memory, and the ratios.
+Truly the same settings on both sides, checked rather than assumed:
+- the same model weights (a tiny Llama built once and saved, or a prepared folder such as
+  models/smollm2-135m-instruct) and the same tokenizer;
+- the same tokens: both sides tokenise every pair, and the script compares the two sides' prompt, chosen and
+  rejected ids pair by pair (and prints each side's own token count); a mismatch stops it;
+- the same data order: the pairs are shuffled once with a fixed seed and both sides read them in that order
+  (TRL `train_sampling_strategy="sequential"`, aihf's epoch order set to the identity);
+- the same activation checkpointing (TRL turns it on by default): `--checkpointing off`, `on` or `both`;
+- batch size, β, learning rate (constant), AdamW without weight decay, gradient clipping 1.0, precision
+  (`--precision fp32|bf16`: TRL's `bf16=True`, aihf's `trainer.precision=bf16-mixed`), LoRA (`--lora R`: TRL's
+  `peft_config` with the adapter-disabled model as reference, aihf's `llm.policy.lora_r`), a reference forward
+  every step on both sides (TRL `precompute_ref_log_probs=False`).
+Each side runs in its own process so that its peak memory is its own (resident set on the CPU,
+`torch.cuda.max_memory_allocated` on a GPU), reported whole and as "training" memory (peak minus what was resident
+just before the loop: the libraries each side imports differ, aihf's include Hydra, Lightning and MuJoCo); only the
+training loop is timed.
 
-    python bench/dpo_throughput.py --steps 60 --batch-size 16 --hidden 256 --layers 4
+    python bench/dpo_throughput.py --model tiny --hidden 256 --layers 4 --batch-size 16 --steps 60 --threads 1
+    python bench/dpo_throughput.py --model models/smollm2-135m-instruct --batch-size 8 --steps 20 --max-length 64
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -23,64 +37,95 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+BETA = 0.1
 
 
 def peak_memory_mb() -> float:
     import torch
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def rss_mb() -> float:
+    """The resident set now (the libraries, models and data loaded before the timed loop)."""
+    import torch
+    if torch.cuda.is_available() and torch.cuda.memory_allocated() > 0:
+        return torch.cuda.memory_allocated() / 2**20
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def pairs(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in open(ROOT / "data/llm/sort/prefs.jsonl")]
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows[:n]]
+    """Sort-task pairs in a fixed shuffled order. Responses start with a space: TRL tokenises prompt + response as
+    one string, and the sort prompt ends with "=" (without the space "=1" is one unknown word). Each side appends
+    its own eos token."""
+    rows = [json.loads(line) for line in open(ROOT / "data/llm/sort/prefs.jsonl")][:n]
+    random.Random(0).shuffle(rows)
+    return [{"prompt": r["prompt"], "chosen": " " + r["chosen"], "rejected": " " + r["rejected"]} for r in rows]
 
 
-def prepare(model_dir: Path, args) -> None:
-    """One tiny model and tokenizer, saved, so both sides load the same weights."""
+def prepare_tiny(model_dir: Path, args) -> None:
     import torch
     from omegaconf import OmegaConf
     from aihf.llm.models import build_policy, build_tokenizer
-    texts = [p["prompt"] + " " + p[k] for p in pairs(args.pairs) for k in ("chosen", "rejected")]
+    rows = [json.loads(line) for line in open(ROOT / "data/llm/sort/prefs.jsonl")]
+    texts = [r["prompt"] + " " + r[k] for r in rows for k in ("chosen", "rejected")]
     tok = build_tokenizer(OmegaConf.create({"kind": "wordlevel", "vocab_size": 8000}), texts)
     torch.manual_seed(0)
-    model = build_policy(OmegaConf.create({"name_or_path": None, "arch": "llama", "hidden_size": args.hidden,
-                                           "num_layers": args.layers, "num_heads": 4, "max_positions": 64,
-                                           "gguf_file": None}), tok)
+    model = build_policy(OmegaConf.create({
+        "name_or_path": None, "arch": "llama", "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": 4,
+        "max_positions": max(64, args.max_length), "gguf_file": None, "gradient_checkpointing": False,
+        "lora_r": 0}), tok)
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
 
 
-def run_aihf(model_dir: Path, args) -> dict:
+def run_aihf(model_dir: Path, args, checkpointing: bool) -> dict:
     import pytorch_lightning as pl
     import torch
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import compose_cfg
+    from aihf.llm import order
     from aihf.llm.module import LLMAIHF
     torch.set_num_threads(args.threads)
+    order.EpochOrder.permutation = lambda self, epoch: list(range(self.n))  # the shared pre-shuffled order
     data = Path(tempfile.mkdtemp()) / "prefs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs(args.pairs)))
     cfg = compose_cfg(["domain=llm", "algo=dpo", f"llm.data.prefs={data}", "llm.data.demos=null",
                        "llm.data.heldout_demos=null", "llm.data.heldout_prefs=null", "llm.data.eval_prompts=null",
+                       f"llm.data.num_prefs={args.pairs}", f"llm.data.max_length={args.max_length}",
+                       f"llm.data.max_prompt_length={args.max_length // 2}", "llm.data.prompt_truncation=left",
                        "llm.tokenizer.kind=pretrained", f"llm.tokenizer.name_or_path={model_dir}",
-                       f"llm.policy.name_or_path={model_dir}", "algo.bc_warmstart_steps=0",
+                       f"llm.policy.name_or_path={model_dir}", "algo.bc_warmstart_steps=0", f"algo.beta={BETA}",
                        f"llm.train.policy_steps={args.steps}", f"llm.train.batch_size={args.batch_size}",
-                       f"llm.policy.lr={args.lr}", "llm.train.eval_every=0", f"llm.train.torch_threads={args.threads}",
+                       f"llm.policy.lr={args.lr}", "llm.policy.grad_clip=1.0", "llm.policy.weight_decay=0",
+                       f"llm.policy.gradient_checkpointing={str(checkpointing).lower()}",
+                       f"llm.policy.lora_r={args.lora}", f"llm.policy.lora_alpha={2 * max(args.lora, 1)}",
+                       "llm.train.eval_every=0", f"llm.train.torch_threads={args.threads}",
                        "trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false"],
                       Path(tempfile.mkdtemp()))
     module = LLMAIHF(cfg)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False)
-    tokens = sum(2 * len(p["prompt"]) + len(p["chosen"]) + len(p["rejected"]) for p in module.data["prefs"])
-    tokens_per_pair = tokens / len(module.data["prefs"])
+                         enable_checkpointing=False, accelerator=args.device, devices=1,
+                         precision="bf16-mixed" if args.precision == "bf16" else "32-true")
+    before = rss_mb()
     t0 = time.perf_counter()
     trainer.fit(module)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens_per_pair": tokens_per_pair}
+    used = module.data["prefs"][:args.steps * args.batch_size]
+    return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens": _tokens(used), "before_mb": before,
+            "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
 
 
-def run_trl(model_dir: Path, args) -> dict:
+def _tokens(rows: list[dict]) -> int:
+    """Tokens through the policy per pair, summed: prompt + chosen and prompt + rejected."""
+    return sum(2 * len(p["prompt"]) + len(p["chosen"]) + len(p["rejected"]) for p in rows)
+
+
+def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
     import datasets
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,36 +133,57 @@ def run_trl(model_dir: Path, args) -> dict:
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    out = tempfile.mkdtemp()
-    config = DPOConfig(output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
-                       learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-                       max_grad_norm=1.0, beta=0.1, loss_type=["sigmoid"], max_length=32, report_to=[],
-                       logging_steps=10**6, save_strategy="no", use_cpu=not torch.cuda.is_available(),
-                       dataloader_num_workers=0, seed=0, disable_tqdm=True, bf16=False, fp16=False)
-    trainer = DPOTrainer(model=model, ref_model=ref, args=config, train_dataset=datasets.Dataset.from_list(
-        pairs(args.pairs)), processing_class=tok)
+    peft_config, ref = None, None
+    if args.lora:
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=args.lora, lora_alpha=2 * args.lora, lora_dropout=0.0, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+    else:
+        ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size,
+                       max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
+                       weight_decay=0.0, max_grad_norm=1.0, beta=BETA, loss_type=["sigmoid"],
+                       max_length=args.max_length, report_to=[], logging_steps=10**6, save_strategy="no",
+                       use_cpu=args.device == "cpu", dataloader_num_workers=0, seed=0, disable_tqdm=True,
+                       bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=checkpointing,
+                       precompute_ref_log_probs=False, train_sampling_strategy="sequential")
+    trainer = DPOTrainer(model=model, ref_model=ref, args=config, peft_config=peft_config,
+                         train_dataset=datasets.Dataset.from_list(pairs(args.pairs)),
+                         processing_class=tok)
+    data = trainer.train_dataset
+    used = [{"prompt": r["prompt_ids"], "chosen": r["chosen_ids"], "rejected": r["rejected_ids"]}
+            for r in data.select(range(min(len(data), args.steps * args.batch_size)))]
+    before = rss_mb()
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "pairs": args.steps * args.batch_size}
+    return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens": _tokens(used), "before_mb": before,
+            "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
 
 
 def child(which: str, model_dir: Path, args) -> None:
-    result = (run_aihf if which == "aihf" else run_trl)(model_dir, args)
+    checkpointing = args.checkpointing == "on"
+    result = (run_aihf if which == "aihf" else run_trl)(model_dir, args, checkpointing)
     result["peak_mb"] = peak_memory_mb()
     print("RESULT " + json.dumps(result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--model", default="tiny", help="tiny (a Llama of --hidden × --layers) or a model folder")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--lora", type=int, default=0, help="LoRA rank on both sides (0: full fine-tuning)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--checkpointing", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--compare", type=int, default=10**9, help="pairs whose token ids are compared")
     parser.add_argument("--child", choices=["aihf", "trl"])
     parser.add_argument("--model-dir", type=Path)
     args = parser.parse_args()
@@ -127,30 +193,47 @@ def main() -> None:
     import torch
     import transformers
     import trl
-    model_dir = Path(tempfile.mkdtemp()) / "tiny-llama"
-    prepare(model_dir, args)
-    results = {}
-    for which in ("aihf", "trl"):
-        cmd = [sys.executable, __file__, "--child", which, "--model-dir", str(model_dir)] + [
-            a for a in sys.argv[1:]]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-            sys.exit(f"{which} failed:\n{proc.stderr[-3000:]}")
-        results[which] = json.loads(line[-1][7:])
-    tpp = results["aihf"]["tokens_per_pair"]
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
-    print(f"DPO, tiny Llama {args.layers}x{args.hidden}, batch {args.batch_size}, {args.steps} steps, "
-          f"{tpp:.1f} tokens/pair (prompt counted for chosen and rejected), {device}; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, trl {trl.__version__}")
-    print("| | pairs/s | tokens/s | peak memory (MB) | seconds |\n|---|---|---|---|---|")
-    for which, r in results.items():
-        r["pairs_per_s"] = r["pairs"] / r["seconds"]
-        r["tokens_per_s"] = r["pairs_per_s"] * tpp
-        print(f"| {which} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_mb']:.0f} | {r['seconds']:.1f} |")
-    a, t = results["aihf"], results["trl"]
-    print(f"| aihf / TRL | {a['pairs_per_s'] / t['pairs_per_s']:.2f} | {a['tokens_per_s'] / t['tokens_per_s']:.2f} "
-          f"| {a['peak_mb'] / t['peak_mb']:.2f} | |")
+    if args.model == "tiny":
+        model_dir = Path(tempfile.mkdtemp()) / "tiny-llama"
+        prepare_tiny(model_dir, args)
+        what = f"tiny Llama {args.layers}×{args.hidden}"
+    else:
+        model_dir, what = Path(args.model).resolve(), Path(args.model).name
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores), {args.threads} threads"
+    print(f"DPO, {what}, batch {args.batch_size}, {args.steps} steps, max length {args.max_length}, {args.precision}"
+          f"{f', LoRA r={args.lora}' if args.lora else ''}; {device}; torch {torch.__version__}, transformers "
+          f"{transformers.__version__}, trl {trl.__version__}\n")
+    print("| checkpointing | aihf pairs/s | TRL pairs/s | aihf / TRL pairs/s | aihf / TRL tokens/s | peak MB aihf, TRL "
+          "| aihf / TRL peak | training MB aihf, TRL | aihf / TRL training | tokens/pair aihf, TRL |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+    for ckpt in (("off", "on") if args.checkpointing == "both" else (args.checkpointing,)):
+        results = {}
+        for which in ("aihf", "trl"):
+            argv = [a for a in sys.argv[1:]]
+            cmd = [sys.executable, __file__, *argv, "--child", which, "--model-dir", str(model_dir),
+                   "--checkpointing", ckpt]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                sys.exit(f"{which} failed:\n{proc.stderr[-3000:]}")
+            results[which] = json.loads(line[-1][7:])
+        a, t = results["aihf"], results["trl"]
+        differ = [i for i, (x, y) in enumerate(zip(a["ids"], t["ids"])) if x != y]
+        if differ or len(a["ids"]) != len(t["ids"]):
+            i = differ[0] if differ else min(len(a["ids"]), len(t["ids"]))
+            sys.exit(f"the two sides tokenise pair {i} differently:\n aihf {a['ids'][i] if i < len(a['ids']) else None}"
+                     f"\n TRL  {t['ids'][i] if i < len(t['ids']) else None}")
+        for r in (a, t):
+            r["pairs_per_s"], r["tokens_per_s"] = r["pairs"] / r["seconds"], r["tokens"] / r["seconds"]
+        for r in (a, t):
+            r["train_mb"] = max(r["peak_mb"] - r["before_mb"], 1e-9)
+        print(f"| {ckpt} | {a['pairs_per_s']:.1f} | {t['pairs_per_s']:.1f} | **{a['pairs_per_s'] / t['pairs_per_s']:.2f}** "
+              f"| {a['tokens_per_s'] / t['tokens_per_s']:.2f} | {a['peak_mb']:.0f}, {t['peak_mb']:.0f} "
+              f"| {a['peak_mb'] / t['peak_mb']:.2f} | {a['train_mb']:.0f}, {t['train_mb']:.0f} "
+              f"| {a['train_mb'] / t['train_mb']:.2f} | {a['tokens'] / a['pairs']:.1f}, {t['tokens'] / t['pairs']:.1f} |",
+              flush=True)
+    print(f"\nevery pair's prompt, chosen and rejected token ids identical on both sides "
+          f"({min(args.compare, args.steps * args.batch_size)} pairs compared)")
 
 
 if __name__ == "__main__":
