@@ -100,7 +100,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 
 def train(cfg: DictConfig) -> dict:
     from aihf.checks import check_config, job_overrides
-    from aihf.resume import RESUMABLE_CHANGES, check_same_run, load_checkpoint, resolve_resume, run_dir_of
+    from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of
     from aihf.run_dir import check_new_run_dir, json_safe
     check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
@@ -115,7 +115,7 @@ def train(cfg: DictConfig) -> dict:
         if state is None or "hyper_parameters" not in ckpt:
             raise ConfigError(f"loop.resume={ckpt_path} is not a checkpoint of an aihf {module_cls.DOMAIN} run")
         check_same_run(ckpt["hyper_parameters"]["cfg"], OmegaConf.to_container(cfg, resolve=True), "loop.resume",
-                       getattr(module_cls, "RESUMABLE", RESUMABLE_CHANGES))
+                       module_cls.RESUMABLE)
         run_dir = run_dir_of(ckpt_path)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)

@@ -232,6 +232,11 @@ def job_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task)
 
 
+def overridden_keys() -> set[str]:
+    """The keys the command line sets (empty from the Python API): a count typed there is a demand, not a cap."""
+    return {o.split("=", 1)[0].lstrip("+") for o in job_overrides() or []}
+
+
 class CheckConfig(Callback):
     """Hydra callback (conf/config.yaml): range and scope checks before Hydra writes anything (for a sweep, the
     shared settings and every override's scope before any job; each job's own values when it starts)."""

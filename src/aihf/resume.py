@@ -12,20 +12,6 @@ from omegaconf import OmegaConf
 from aihf.errors import ConfigError
 
 
-class StepIndices(torch.utils.data.Dataset):
-    """Lightning needs a dataloader; the domain modules draw their own data (from checkpointed generators), so
-    each item is just the index of one loop iteration."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-
 class BudgetStream(torch.utils.data.IterableDataset):
     """The loop's iterations as Lightning's "dataset": a module that collects its own data (an RL agent stepping
     its envs) yields one item per `training_step` until its `progress` reaches its `budget`. Ending on the
@@ -41,6 +27,15 @@ class BudgetStream(torch.utils.data.IterableDataset):
             i += 1
 
 
+# Keys that may differ between an interrupted run and its resumption (a module's RESUMABLE; these are MuJoCo's):
+# budgets and schedules of evaluation, checkpoints and logging, threads, progress display, and what the domain does
+# not read. Everything else must match, or the result is not the run.
+RESUMABLE_CHANGES = ("loop.total_env_steps", "loop.bc_steps", "loop.eval_every", "loop.eval_episodes",
+                     "loop.final_eval_episodes", "loop.checkpoint_every", "loop.keep_checkpoints", "loop.resume",
+                     "loop.init_from", "loop.torch_threads", "run_dir", "logger.", "trainer.enable_progress_bar",
+                     "trainer.log_every_n_steps", "llm.", "collect.", "teacher.")
+
+
 class Continuable:
     """Mixin for a LightningModule whose `on_save_checkpoint` stores its loop state under `STATE_KEY`."""
 
@@ -48,6 +43,7 @@ class Continuable:
     DOMAIN = ""
     # Settings a continued run must share with the checkpoint (a different task is not a continuation).
     INIT_FROM_SAME: tuple[str, ...] = ()
+    RESUMABLE: tuple[str, ...] = RESUMABLE_CHANGES  # settings loop.resume may change
 
     def init_from(self, path: str) -> None:
         """Load an earlier run's checkpoint; its optimiser states are applied once the optimisers exist. A file of
@@ -86,15 +82,6 @@ class Continuable:
         for opt, state in zip(optimizers, getattr(self, "_pending_optimizer_states", [])):
             opt.load_state_dict(state)
         self._pending_optimizer_states = []
-
-
-# Keys that may differ between an interrupted run and its resumption (a module's RESUMABLE; these are MuJoCo's):
-# budgets and schedules of evaluation, checkpoints and logging, threads, progress display, and what the domain does
-# not read. Everything else must match, or the result is not the run.
-RESUMABLE_CHANGES = ("loop.total_env_steps", "loop.bc_steps", "loop.eval_every", "loop.eval_episodes",
-                     "loop.final_eval_episodes", "loop.checkpoint_every", "loop.keep_checkpoints", "loop.resume",
-                     "loop.init_from", "loop.torch_threads", "run_dir", "logger.", "trainer.enable_progress_bar",
-                     "trainer.log_every_n_steps", "llm.", "collect.", "teacher.")
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aihf import objectives
 from aihf.callbacks import CheckpointEvery
-from aihf.checks import job_overrides
+from aihf.checks import overridden_keys
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
@@ -124,8 +124,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         torch.set_num_threads(cfg.llm.train.torch_threads)
         a, d = cfg.algo, cfg.llm.data
-        if cfg.llm.train.epochs is not None and any(
-                o.split("=", 1)[0].lstrip("+") == "llm.train.policy_steps" for o in job_overrides() or []):
+        if cfg.llm.train.epochs is not None and "llm.train.policy_steps" in overridden_keys():
             raise ConfigError("llm.train.epochs and llm.train.policy_steps both set: the main stage's length is one "
                               "or the other")
         self.explicit = a.reward_source == "learned"
@@ -205,7 +204,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             except ConfigError as exc:
                 raise ConfigError(f"llm.data.{key}: {exc}") from None
 
-        asked = {o.split("=", 1)[0].lstrip("+") for o in job_overrides() or []}
+        asked = overridden_keys()
 
         def take(rows: list, key: str, what: str) -> list:
             """The first llm.data.<key> rows: a preset's count is a cap, a count set on the command line a demand."""
@@ -294,9 +293,12 @@ class LLMAIHF(Continuable, pl.LightningModule):
         """The step budget under `cfg` (with epochs, of the data size a checkpoint's state recorded)."""
         return sum(LLMAIHF.plan_of(cfg, (state or {}).get("main_rows")))
 
-    def main_rows(self) -> int:
-        part = self.main_source()[0]
+    def rows(self, part: str) -> int:
+        """How many rows a data part has ("rl_pool": the prompts of D then P)."""
         return len(self.data["demos"]) + len(self.data["prefs"]) if part == "rl_pool" else len(self.data[part])
+
+    def main_rows(self) -> int:
+        return self.rows(self.main_source()[0])
 
     @property
     def budget(self) -> int:
@@ -319,7 +321,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         """The next n indices of `part` (or of "rl_pool", the prompts of D then P) in its epoch order; under DDP each
         rank its own share of the same order."""
         if part not in self.orders:
-            size = len(self.data["demos"]) + len(self.data["prefs"]) if part == "rl_pool" else len(self.data[part])
+            size = self.rows(part)
             rank, world = (self.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
             self.orders[part] = EpochOrder(size, self.cfg.seed, part, rank, world)
             if part in self._pending_orders:
