@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from aihf.errors import ConfigError
 
 log = logging.getLogger("aihf")
-TASKS = ("train", "collect")
+TASKS = ("train", "collect", "import")
 
 
 class AppendingCSVLogger:
@@ -180,9 +180,12 @@ def run(cfg: DictConfig) -> dict | None:
     check_config(cfg, job_overrides())  # each job of a sweep (its swept values), and runs started from Python
     if cfg.task not in TASKS:
         raise ConfigError(f"task={cfg.task!r}: expected one of {TASKS}")
-    if cfg.task == "collect" and cfg.domain.name != "mujoco":
-        raise ConfigError(f"task=collect builds MuJoCo datasets, but this run has domain={cfg.domain.name}")
+    if cfg.task in ("collect", "import") and cfg.domain.name != "mujoco":
+        raise ConfigError(f"task={cfg.task} builds MuJoCo datasets, but this run has domain={cfg.domain.name}")
     if cfg.task == "collect":
         from aihf.mujoco.collect import collect
         return collect(cfg)
+    if cfg.task == "import":
+        from aihf.mujoco.importing import import_episodes
+        return import_episodes(cfg)
     return train(cfg)

@@ -21,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from aihf.errors import ConfigError
 
-# The scopes a key can belong to: the domain that reads it, `collect` (read by task=collect only), or `any`
-# (a key of a scoped group that every domain reads, such as loop.resume).
-SCOPES = ("mujoco", "llm", "collect", "any")
+# The scopes a key can belong to: the domain that reads it, `collect` (read by the tasks that build a dataset:
+# task=collect and task=import), `import` (task=import only), or `any` (a key of a scoped group that every domain
+# reads, such as loop.resume).
+SCOPES = ("mujoco", "llm", "collect", "import", "any")
+DATASET_TASKS = ("collect", "import")
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,8 @@ GROUP_HINTS = {"debug": " (for a short language-model run, lower llm.train.polic
 SCOPE_NOTES = {
     "mujoco": "a MuJoCo setting",
     "llm": "a language-model setting",
-    "collect": "read by task=collect only (a dataset's pairs are labelled when it is collected)",
+    "collect": "read by task=collect and task=import only (a dataset's pairs are labelled when it is built)",
+    "import": "read by task=import only (where external episodes come from)",
 }
 
 
@@ -205,12 +208,14 @@ def parse_override_keys(overrides: Sequence[str]) -> list[tuple[str, str]]:
 
 def check_scope(overrides: Sequence[str], domain: str, task: str, schema: type) -> None:
     scopes = _key_scopes(schema)
-    active = {None, "any", domain} | ({"collect", "mujoco"} if task == "collect" else set())
+    active = {None, "any", domain} | ({"collect", "mujoco"} if task in DATASET_TASKS else set())
+    if task == "import":
+        active.add("import")
     for k, text in parse_override_keys(overrides):
         scope = _scope_of(k, scopes)
         if scope in active:
             continue
-        where = f"task={task}" if scope == "collect" else f"domain={domain}"
+        where = f"task={task}" if scope in ("collect", "import") else f"domain={domain}"
         hint = GROUP_HINTS.get(k, "") if domain == "llm" else ""
         if domain == "llm" and f"llm.{k}" in scopes:
             hint = f" (the language-model key is llm.{k})"

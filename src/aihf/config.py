@@ -165,6 +165,22 @@ class CollectConfig:
 
 
 @dataclass
+class SourceConfig:
+    """task=import: external episodes to turn into an aihf dataset (docs/data.md). Set exactly one source; each
+    Minari dataset, each model file and each label of the episode file is one policy of the quality ladder."""
+    SCOPE: ClassVar[str] = "import"
+    # Minari dataset ids in the local Minari root (MINARI_DATASETS_PATH, else ~/.minari/datasets), or paths to a
+    # dataset's folder; needs `pip install 'aihf[minari]'`
+    minari: List[str] = field(default_factory=list)
+    episodes: Optional[str] = None    # a plain .npz file of episodes (docs/data.md)
+    sb3: List[str] = field(default_factory=list)  # stable-baselines3 model .zip files, rolled out in env.id
+    sb3_algo: str = key("sac", one_of("sac", "td3", "ddpg", "ppo", "a2c"))  # the class the model files were saved by
+    # the policy whose episodes become the demonstrations (a Minari id, a model file, an episode label);
+    # null = the one with the highest mean return
+    expert: Optional[str] = None
+
+
+@dataclass
 class TrainerConfig:
     """Passed to lightning.Trainer (accelerator, devices, precision, ...)."""
     accelerator: str = "cpu"
@@ -333,7 +349,7 @@ class LoggerConfig:
 
 @dataclass
 class Config:
-    task: str = key("train", one_of("train", "collect"))
+    task: str = key("train", one_of("train", "collect", "import"))
     seed: int = key(0, within(0, 2**32 - 1))
     run_dir: str = "."
     domain: DomainConfig = field(default_factory=DomainConfig)
@@ -344,6 +360,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)

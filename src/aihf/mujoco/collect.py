@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aihf.errors import ConfigError
-from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, TrajectoryDataset, metadata_path
+from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, TrajectoryDataset, metadata_path, validate
 from aihf.mujoco.envs import env_dims, env_versions, make_env
 from aihf.mujoco.sac import TanhGaussianActor
 from aihf.teachers import SimulatedTeacher
@@ -40,19 +40,24 @@ def load_ladder(ladder_dir: Path, env_id: str) -> list[dict]:
     return rungs
 
 
-@torch.no_grad()
-def rollout(env, actor: TanhGaussianActor | None, seed: int, deterministic: bool,
-            generator: torch.Generator) -> dict[str, np.ndarray]:
+def actor_policy(actor: TanhGaussianActor, deterministic: bool, generator: torch.Generator):
+    """An aihf actor as a function observation -> action."""
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+        return (actor.deterministic(o) if deterministic else actor.sample(o, generator)[0])[0].numpy()
+    return act
+
+
+def rollout(env, policy, seed: int) -> dict[str, np.ndarray]:
+    """One episode of `policy` (observation -> action; None = uniform random actions) from a seeded reset."""
     obs, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
     steps = {"obs": [], "act": [], "reward": []}
     done, terminated = False, False
     while not done:
-        if actor is None:
-            act = env.action_space.sample().astype(np.float32)
-        else:
-            o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-            act = (actor.deterministic(o) if deterministic else actor.sample(o, generator)[0])[0].numpy()
+        act = env.action_space.sample() if policy is None else policy(obs)
+        act = np.asarray(act, dtype=np.float32)
         steps["obs"].append(obs)
         steps["act"].append(act)
         obs, rew, terminated, truncated, _ = env.step(act)
@@ -60,6 +65,7 @@ def rollout(env, actor: TanhGaussianActor | None, seed: int, deterministic: bool
         done = terminated or truncated
     out = {k: np.asarray(v, dtype=np.float32) for k, v in steps.items()}
     out["terminated"] = bool(terminated)
+    out["seed"] = seed
     return out
 
 
@@ -80,55 +86,58 @@ def make_pairs(trajs: list[int], lengths: np.ndarray, rewards: list[np.ndarray],
     return np.asarray(index, dtype=np.int64).reshape(-1, 6), np.asarray(labels, dtype=np.float32)
 
 
-def collect(cfg: DictConfig) -> dict:
-    c = cfg.collect
-    if c.ladder_dir is None or c.output is None:
-        raise ConfigError("task=collect needs collect.ladder_dir=<run>/ladder and collect.output=<file>.npz")
-    output = Path(c.output)
+def dataset_output(cfg: DictConfig) -> Path:
+    """collect.output, checked before any work: a new .npz path (nothing is ever overwritten)."""
+    if cfg.collect.output is None:
+        raise ConfigError(f"task={cfg.task} needs collect.output=<file>.npz")
+    output = Path(cfg.collect.output)
     if output.suffix != ".npz":
         raise ConfigError(f"collect.output={output} must end in .npz")
     if output.exists() or metadata_path(output).exists():
         raise ConfigError(f"collect.output={output} already exists: nothing was overwritten; choose another path")
-    env = make_env(cfg.env.id, cfg.env.max_episode_steps)
+    return output
+
+
+def random_rollouts(env, count: int, first_seed: int) -> list[dict]:
+    return [rollout(env, None, first_seed + k) for k in range(count)]
+
+
+def assemble(cfg: DictConfig, env, demos: list[dict], ladder: list[list[dict]], policies: list[dict],
+             expert: int, provenance: dict) -> TrajectoryDataset:
+    """The dataset from episodes: demonstrations, then the ladder's episodes (one list per policy, policy 0 the
+    random one) split into train and held-out, then teacher-labelled pairs of segments within each split.
+
+    Shared by task=collect (aihf's own ladder) and task=import (external episodes), so both build the same thing.
+    `policies[i]` describes policy i (name, env_steps, eval_return, ...); `expert` is the demonstrators' index.
+    """
+    c = cfg.collect
     obs_dim, act_dim = env_dims(env)
-    rungs = load_ladder(Path(c.ladder_dir), cfg.env.id)
-    expert = max(rungs, key=lambda r: r["eval_return"])
-    if len(rungs) > c.max_rungs:
-        keep = np.unique(np.linspace(0, len(rungs) - 1, c.max_rungs).round().astype(int))
-        rungs = [rungs[i] for i in keep if rungs[i] is not expert] + [expert]
     teacher = SimulatedTeacher(**OmegaConf.to_container(cfg.teacher))
     rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-
-    policies = [{"name": "random", "env_steps": 0, "eval_return": None}]
-    policies += [{"name": r["name"], "env_steps": r["env_steps"], "eval_return": r["eval_return"]} for r in rungs]
-    trajs: list[dict] = []
-    seed = 1_000_000 * (cfg.seed + 1)
-    for k in range(c.num_demos):
-        trajs.append({**rollout(env, expert["actor"], seed, c.demo_deterministic, gen),
-                      "policy": 1 + rungs.index(expert), "split": DEMO, "seed": seed})
-        seed += 1
-    sources = [(0, None)] * c.random_rollouts + [(1 + i, r["actor"]) for i, r in enumerate(rungs)
-                                                  for _ in range(c.rollouts_per_rung)]
-    for n, (policy, actor) in enumerate(sources):
-        # Alternate splits within each source so both splits span the whole quality ladder.
-        split = HELDOUT if (n % round(1 / c.heldout_fraction) == 0) else TRAIN
-        trajs.append({**rollout(env, actor, seed, False, gen), "policy": policy, "split": split, "seed": seed})
-        seed += 1
-        print(f"\rcollect: {n + 1}/{len(sources)} ladder rollouts", end="", file=sys.stderr)
-    print(file=sys.stderr)
+    trajs = [{**t, "policy": expert, "split": DEMO} for t in demos]
+    every = round(1 / c.heldout_fraction)
+    n = 0
+    for policy, episodes in enumerate(ladder):
+        for t in episodes:
+            # Alternate splits along the ladder so both splits span every quality level; whole episodes only.
+            trajs.append({**t, "policy": policy, "split": HELDOUT if n % every == 0 else TRAIN})
+            n += 1
 
     lengths = np.array([len(t["reward"]) for t in trajs])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     rewards = [t["reward"] for t in trajs]
     splits = np.array([t["split"] for t in trajs])
     train_ids, held_ids = list(np.flatnonzero(splits == TRAIN)), list(np.flatnonzero(splits == HELDOUT))
+    for name, ids, count in (("train", train_ids, c.num_pairs), ("held-out", held_ids, c.num_heldout_pairs)):
+        if count and len(ids) < 2:
+            raise ConfigError(f"the {name} split has {len(ids)} trajectories, too few for pairs: raise "
+                              f"collect.rollouts_per_rung or collect.random_rollouts (or set its pair count to 0)")
     tr_index, tr_label = make_pairs(train_ids, lengths, rewards, c.num_pairs, c.segment_length, teacher, rng)
     ho_index, ho_label = make_pairs(held_ids, lengths, rewards, c.num_heldout_pairs, c.segment_length, teacher, rng)
     arrays = {
-        "obs": np.concatenate([t["obs"] for t in trajs]), "act": np.concatenate([t["act"] for t in trajs]),
-        "reward": np.concatenate(rewards), "traj_start": starts.astype(np.int64),
+        "obs": np.concatenate([t["obs"] for t in trajs]).astype(np.float32),
+        "act": np.concatenate([t["act"] for t in trajs]).astype(np.float32),
+        "reward": np.concatenate(rewards).astype(np.float32), "traj_start": starts.astype(np.int64),
         "traj_len": lengths.astype(np.int64),
         "traj_return": np.array([r.astype(np.float64).sum() for r in rewards]),
         "traj_policy": np.array([t["policy"] for t in trajs], dtype=np.int64), "traj_split": splits.astype(np.int64),
@@ -139,17 +148,59 @@ def collect(cfg: DictConfig) -> dict:
     random_returns = arrays["traj_return"][arrays["traj_policy"] == 0]
     metadata = {
         "env_id": cfg.env.id, "env_version": cfg.env.id.rsplit("-", 1)[-1], "obs_dim": obs_dim, "act_dim": act_dim,
-        "max_episode_steps": cfg.env.max_episode_steps, "policies": policies, "expert": expert["name"],
+        "max_episode_steps": cfg.env.max_episode_steps, "policies": policies, "expert": policies[expert]["name"],
         "expert_return": float(demo_returns.mean()), "expert_return_std": float(demo_returns.std()),
         "random_return": float(random_returns.mean()) if len(random_returns) else None,
         "teacher": teacher.to_dict(), "segment_length": c.segment_length, "seed": cfg.seed,
-        "trajectory_seeds": [t["seed"] for t in trajs], "trajectory_terminated": [t["terminated"] for t in trajs],
-        "collect": OmegaConf.to_container(c), "versions": env_versions(),
+        "trajectory_seeds": [t.get("seed") for t in trajs], "trajectory_terminated": [t["terminated"] for t in trajs],
+        "collect": OmegaConf.to_container(c), "versions": env_versions(), "task": cfg.task, **provenance,
         "counts": {"demos": int((splits == DEMO).sum()), "train_trajectories": len(train_ids),
                    "heldout_trajectories": len(held_ids), "train_pairs": len(tr_label),
                    "heldout_pairs": len(ho_label)},
     }
-    TrajectoryDataset(arrays, metadata).save(output)
-    print(f"wrote {output}: {metadata['counts']}; expert return {metadata['expert_return']:.1f}, random "
-          f"{metadata['random_return']:.1f}, {time.perf_counter() - t0:.0f} s")
-    return metadata
+    return TrajectoryDataset(arrays, metadata)
+
+
+def save_dataset(dataset: TrajectoryDataset, output: Path, env, t0: float) -> dict:
+    """Validate what was built exactly as training will load it, then write it (never over an existing file)."""
+    low, high = env.action_space.low, env.action_space.high
+    validate(dataset.arrays, dataset.metadata, str(output), action_bounds=(low, high))
+    dataset.save(output)
+    meta = dataset.metadata
+    rand = "none" if meta["random_return"] is None else f"{meta['random_return']:.1f}"
+    print(f"wrote {output}: {meta['counts']}; expert return {meta['expert_return']:.1f}, random {rand}, "
+          f"{time.perf_counter() - t0:.0f} s")
+    return meta
+
+
+def collect(cfg: DictConfig) -> dict:
+    c = cfg.collect
+    if c.ladder_dir is None:
+        raise ConfigError("task=collect needs collect.ladder_dir=<run>/ladder and collect.output=<file>.npz")
+    output = dataset_output(cfg)
+    env = make_env(cfg.env.id, cfg.env.max_episode_steps)
+    rungs = load_ladder(Path(c.ladder_dir), cfg.env.id)
+    expert = max(rungs, key=lambda r: r["eval_return"])
+    if len(rungs) > c.max_rungs:
+        keep = np.unique(np.linspace(0, len(rungs) - 1, c.max_rungs).round().astype(int))
+        rungs = [rungs[i] for i in keep if rungs[i] is not expert] + [expert]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+
+    policies = [{"name": "random", "env_steps": 0, "eval_return": None}]
+    policies += [{"name": r["name"], "env_steps": r["env_steps"], "eval_return": r["eval_return"]} for r in rungs]
+    seed = 1_000_000 * (cfg.seed + 1)
+    demos = [rollout(env, actor_policy(expert["actor"], c.demo_deterministic, gen), seed + k)
+             for k in range(c.num_demos)]
+    seed += c.num_demos
+    ladder = [random_rollouts(env, c.random_rollouts, seed)]
+    seed += c.random_rollouts
+    for i, r in enumerate(rungs):
+        ladder.append([rollout(env, actor_policy(r["actor"], False, gen), seed + k)
+                       for k in range(c.rollouts_per_rung)])
+        seed += c.rollouts_per_rung
+        print(f"\rcollect: {i + 1}/{len(rungs)} rungs rolled out", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    dataset = assemble(cfg, env, demos, ladder, policies, 1 + rungs.index(expert), {"source": {"kind": "aihf ladder",
+                       "ladder_dir": str(c.ladder_dir)}})
+    return save_dataset(dataset, output, env, t0)

@@ -94,8 +94,13 @@ class TrajectoryDataset:
 
 
 def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | None = None,
-                 env_id: str | None = None) -> TrajectoryDataset:
-    """Load and validate a dataset; every problem is one ConfigError line naming the file and the fault."""
+                 env_id: str | None = None, action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+                 anchors_given: bool = False) -> TrajectoryDataset:
+    """Load and validate a dataset; every problem is one ConfigError line naming the file and the fault.
+
+    `anchors_given`: the normalisation anchors come from the config (env.expert_return / env.random_return), so
+    the metadata may lack them.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist (set data.path, or run task=collect to make one)")
@@ -104,17 +109,10 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
             arrays = {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ConfigError(f"data file {path} is corrupt or not an .npz archive: {exc}") from None
+    meta_file = metadata_path(path)
     for key, ndim in ARRAYS.items():
         if key not in arrays:
             raise ConfigError(f"data file {path} lacks the array {key!r}")
-        if arrays[key].ndim != ndim:
-            raise ConfigError(f"data file {path}: {key} has {arrays[key].ndim} dims, expected {ndim}")
-    for key in ("obs", "act", "reward", "traj_return", "pair_label"):
-        bad = ~np.isfinite(arrays[key])
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise ConfigError(f"data file {path}: {key} contains NaN or inf (first at row {row})")
-    meta_file = metadata_path(path)
     if not meta_file.is_file():
         raise ConfigError(f"data file {path} has no metadata file {meta_file}")
     try:
@@ -123,10 +121,44 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
         raise ConfigError(f"metadata {meta_file} is not UTF-8 text (byte offset {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"metadata {meta_file} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
+    validate(arrays, metadata, str(path), obs_dim, act_dim, env_id, action_bounds, anchors_given, str(meta_file))
+    return TrajectoryDataset(arrays, metadata, path)
+
+
+def validate(arrays: dict[str, np.ndarray], metadata, where: str, obs_dim: int | None = None,
+             act_dim: int | None = None, env_id: str | None = None,
+             action_bounds: tuple[np.ndarray, np.ndarray] | None = None, anchors_given: bool = False,
+             meta_where: str | None = None) -> None:
+    """Check a dataset's arrays (cast in place where lossless enough) and metadata; raise one line per fault."""
+    path, meta_file = where, meta_where or f"{where} metadata"
+
+    def fail(msg: str):
+        raise ConfigError(f"data file {path}: {msg}")
+
+    for key, ndim in ARRAYS.items():
+        if arrays[key].ndim != ndim:
+            fail(f"{key} has {arrays[key].ndim} dims, expected {ndim}")
+    for key in ("obs", "act", "reward", "traj_return", "pair_label"):
+        if arrays[key].dtype.kind != "f":
+            fail(f"{key} has dtype {arrays[key].dtype}, expected floating point")
+        bad = ~np.isfinite(arrays[key])
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            fail(f"{key} contains NaN or inf (first at row {row})")
+    for key in ("traj_start", "traj_len", "traj_policy", "traj_split", "pair_index", "pair_split"):
+        if arrays[key].dtype.kind not in "iu":
+            fail(f"{key} has dtype {arrays[key].dtype}, expected an integer type")
+        arrays[key] = arrays[key].astype(np.int64)
     if not isinstance(metadata, dict):
         raise ConfigError(f"metadata {meta_file}: expected a JSON object, found {type(metadata).__name__}")
+    if not isinstance(metadata.get("env_id"), str):
+        raise ConfigError(f"metadata {meta_file}: lacks env_id (the gymnasium id the data was recorded on, "
+                          f"e.g. \"Hopper-v5\")")
     for key in ("expert_return", "random_return"):
         value = metadata.get(key)
+        if value is None and not anchors_given:
+            raise ConfigError(f"metadata {meta_file}: lacks {key}, needed for the normalised score: add it, or "
+                              f"state both anchors as env.expert_return and env.random_return")
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
             raise ConfigError(f"metadata {meta_file}: {key} should be a finite number, found {value!r}")
@@ -135,35 +167,85 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
             log.info("data file %s: %s is float64; using it as float32", path, key)
             arrays[key] = arrays[key].astype(np.float32)
         elif arrays[key].dtype != np.float32:
-            raise ConfigError(f"data file {path}: {key} has dtype {arrays[key].dtype}, expected float32")
+            fail(f"{key} has dtype {arrays[key].dtype}, expected float32")
     steps = arrays["obs"].shape[0]
     if arrays["act"].shape[0] != steps or arrays["reward"].shape[0] != steps:
-        raise ConfigError(f"data file {path}: obs, act and reward have different numbers of steps")
-    end = arrays["traj_start"] + arrays["traj_len"]
-    if len(end) and (end.max() > steps or arrays["traj_start"].min() < 0):
-        raise ConfigError(f"data file {path}: a trajectory runs past the {steps} stored steps")
+        fail("obs, act and reward have different numbers of steps")
+    n_traj = len(arrays["traj_len"])
+    for key in ("traj_start", "traj_return", "traj_policy", "traj_split"):
+        if len(arrays[key]) != n_traj:
+            fail(f"{key} has {len(arrays[key])} rows but traj_len has {n_traj}")
+    n_pairs = len(arrays["pair_index"])
+    for key in ("pair_label", "pair_split"):
+        if len(arrays[key]) != n_pairs:
+            fail(f"{key} has {len(arrays[key])} rows but pair_index has {n_pairs}")
+    if n_traj:
+        first_bad = lambda mask: int(np.flatnonzero(mask)[0])  # noqa: E731
+        if (arrays["traj_len"] < 1).any():
+            t = first_bad(arrays["traj_len"] < 1)
+            fail(f"traj_len row {t} is {arrays['traj_len'][t]}, expected at least 1")
+        end = arrays["traj_start"] + arrays["traj_len"]
+        if (arrays["traj_start"] < 0).any() or end.max() > steps:
+            t = first_bad((arrays["traj_start"] < 0) | (end > steps))
+            fail(f"trajectory {t} (traj_start {arrays['traj_start'][t]}, traj_len {arrays['traj_len'][t]}) "
+                 f"runs outside the {steps} stored steps")
+        if not np.isin(arrays["traj_split"], (DEMO, TRAIN, HELDOUT)).all():
+            t = first_bad(~np.isin(arrays["traj_split"], (DEMO, TRAIN, HELDOUT)))
+            fail(f"traj_split row {t} is {arrays['traj_split'][t]}, expected 0 (demo), 1 (train) or 2 (held-out)")
+        policies = metadata.get("policies")
+        if isinstance(policies, list):
+            bad = (arrays["traj_policy"] < 0) | (arrays["traj_policy"] >= len(policies))
+            if bad.any():
+                t = first_bad(bad)
+                fail(f"traj_policy row {t} is {arrays['traj_policy'][t]}, but the metadata lists "
+                     f"{len(policies)} policies")
+        sums = np.array([arrays["reward"][s:s + n].astype(np.float64).sum()
+                         for s, n in zip(arrays["traj_start"], arrays["traj_len"])])
+        off = np.abs(sums - arrays["traj_return"]) > 1e-3 * np.maximum(1.0, np.abs(sums))
+        if off.any():
+            t = first_bad(off)
+            fail(f"traj_return row {t} is {arrays['traj_return'][t]:g}, but its rewards sum to {sums[t]:g}")
     if obs_dim is not None and arrays["obs"].shape[1] != obs_dim:
-        raise ConfigError(f"data file {path}: observations have dimension {arrays['obs'].shape[1]}, "
-                          f"but env {env_id} has observation dimension {obs_dim}")
+        fail(f"observations have dimension {arrays['obs'].shape[1]}, but env {env_id} has observation dimension "
+             f"{obs_dim}")
     if act_dim is not None and arrays["act"].shape[1] != act_dim:
-        raise ConfigError(f"data file {path}: actions have dimension {arrays['act'].shape[1]}, "
-                          f"but env {env_id} has action dimension {act_dim}")
-    if env_id is not None and metadata.get("env_id") not in (None, env_id):
+        fail(f"actions have dimension {arrays['act'].shape[1]}, but env {env_id} has action dimension {act_dim}")
+    if env_id is not None and metadata["env_id"] != env_id:
         raise ConfigError(f"data file {path} was collected on {metadata['env_id']}, but env.id={env_id}")
+    if action_bounds is not None and steps and arrays["act"].shape[1] == len(action_bounds[0]):
+        low, high = (np.asarray(b, dtype=np.float32) for b in action_bounds)
+        outside = (arrays["act"] < low - 1e-6) | (arrays["act"] > high + 1e-6)
+        if outside.any():
+            row, col = (int(i) for i in np.argwhere(outside)[0])
+            fail(f"act row {row} column {col} is {arrays['act'][row, col]:g}, outside the env's action bounds "
+                 f"[{low[col]:g}, {high[col]:g}]")
     pair_index = arrays["pair_index"]
-    if len(pair_index):
-        n_traj = len(arrays["traj_len"])
-        if pair_index.shape[1] != 6 or pair_index[:, [0, 3]].max() >= n_traj:
-            raise ConfigError(f"data file {path}: pair_index refers to trajectories that do not exist")
+    if n_pairs:
+        if pair_index.shape[1] != 6:
+            fail(f"pair_index has {pair_index.shape[1]} columns, expected 6 (traj_a, start_a, len_a, traj_b, "
+                 f"start_b, len_b)")
         if pair_index.min() < 0 or pair_index[:, [2, 5]].min() < 1:
             row = int(np.argwhere((pair_index < 0) | (np.arange(6) % 3 == 2) & (pair_index < 1))[0][0])
-            raise ConfigError(f"data file {path}: pair_index row {row} has a negative index or an empty segment "
-                              f"({pair_index[row].tolist()})")
+            fail(f"pair_index row {row} has a negative index or an empty segment ({pair_index[row].tolist()})")
+        if pair_index[:, [0, 3]].max() >= n_traj:
+            fail("pair_index refers to trajectories that do not exist")
         labels = arrays["pair_label"]
         if ((labels < 0) | (labels > 1)).any():
             row = int(np.flatnonzero((labels < 0) | (labels > 1))[0])
-            raise ConfigError(f"data file {path}: pair_label row {row} is {labels[row]:g}, expected a value in [0, 1]")
+            fail(f"pair_label row {row} is {labels[row]:g}, expected a value in [0, 1]")
         for t, s, n in ((0, 1, 2), (3, 4, 5)):
             if (pair_index[:, s] + pair_index[:, n] > arrays["traj_len"][pair_index[:, t]]).any():
-                raise ConfigError(f"data file {path}: a preference segment runs past the end of its trajectory")
-    return TrajectoryDataset(arrays, metadata, path)
+                fail("a preference segment runs past the end of its trajectory")
+        if not np.isin(arrays["pair_split"], (TRAIN, HELDOUT)).all():
+            row = int(np.flatnonzero(~np.isin(arrays["pair_split"], (TRAIN, HELDOUT)))[0])
+            fail(f"pair_split row {row} is {arrays['pair_split'][row]}, expected 1 (train) or 2 (held-out)")
+        # Split hygiene: a pair's trajectories belong to the pair's own split, so held-out metrics never see
+        # training trajectories (and training never sees held-out ones).
+        for side in (0, 3):
+            leak = arrays["traj_split"][pair_index[:, side]] != arrays["pair_split"]
+            if leak.any():
+                row = int(np.flatnonzero(leak)[0])
+                names = {DEMO: "demonstration", TRAIN: "train", HELDOUT: "held-out"}
+                fail(f"pair row {row} ({names[int(arrays['pair_split'][row])]}) uses trajectory "
+                     f"{pair_index[row, side]} of the {names[int(arrays['traj_split'][pair_index[row, side]])]} "
+                     f"split; pairs may only use trajectories of their own split")

@@ -155,7 +155,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         needs_prefs = a.needs_prefs and a.pref_weight != 0 and a.policy_update != "bc"
         if cfg.data.path is None and not Path(path).exists() and not (needs_demos or needs_prefs):
             return None  # e.g. training the first expert: no dataset exists yet, and none is needed
-        dataset = load_dataset(path, self.obs_dim, self.act_dim, cfg.env.id)
+        space = self.rollout.envs.single_action_space
+        anchors_given = cfg.env.expert_return is not None and cfg.env.random_return is not None
+        dataset = load_dataset(path, self.obs_dim, self.act_dim, cfg.env.id, (space.low, space.high), anchors_given)
         return DataMix(dataset, cfg.data.num_demos, cfg.data.num_prefs, cfg.data.policy_window,
                        needs_demos, needs_prefs)
 
