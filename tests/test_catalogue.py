@@ -61,6 +61,18 @@ def corrupt_model(path: Path, world) -> None:
     (path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
 
 
+def episode_file(**changes):
+    """A plain episode file (docs/data.md): two truncated 5-step episodes of Hopper-v5."""
+    def write(path: Path, world) -> None:
+        arrays = {"observations": np.zeros((10, 11)), "actions": np.zeros((10, 3), np.float32),
+                  "rewards": np.ones(10), "terminations": np.zeros(10, bool),
+                  "truncations": np.isin(np.arange(10), (4, 9)), "episode_lengths": np.array([5, 5])}
+        for k, fn in changes.items():
+            arrays[k] = fn(arrays[k].copy())
+        np.savez(path, **arrays)
+    return write
+
+
 def set_item(a, index, value):
     a[index] = value
     return a
@@ -222,6 +234,45 @@ CASES = [
          files={"meta.npz": metadata(lambda m: "{")}),
     Case("metadata_not_object", [*MUJOCO, "data.path={files}/meta.npz"],
          "metadata {files}/meta.json: expected a JSON object, found list", files={"meta.npz": metadata(lambda m: "[]")}),
+    Case("action_out_of_bounds", [*MUJOCO, "data.path={files}/act.npz"],
+         "data file {files}/act.npz: act row 5 column 1 is 1.5, outside the env's action bounds [-1, 1]",
+         files={"act.npz": dataset_copy(act=lambda a: set_item(a, (5, 1), 1.5))}),
+    Case("return_not_reward_sum", [*MUJOCO, "data.path={files}/ret.npz"],
+         "data file {files}/ret.npz: traj_return row 2 is 5, but its rewards sum to 0",
+         files={"ret.npz": dataset_copy(reward=np.zeros_like, traj_return=lambda a: set_item(np.zeros_like(a), 2, 5.0))}),
+    Case("heldout_pair_on_train_trajectory", [*MUJOCO, "data.path={files}/leak.npz"],
+         "data file {files}/leak.npz: pair row 60 (held-out) uses trajectory 3 of the train split; pairs may only use "
+         "trajectories of their own split",
+         files={"leak.npz": dataset_copy(pair_index=lambda a: set_item(a, 60, [3, 0, 1, 2, 0, 1]))}),
+    Case("traj_split_unknown", [*MUJOCO, "data.path={files}/split.npz"],
+         "data file {files}/split.npz: traj_split row 4 is 7, expected 0 (demo), 1 (train) or 2 (held-out)",
+         files={"split.npz": dataset_copy(traj_split=lambda a: set_item(a, 4, 7))}),
+    Case("traj_start_float", [*MUJOCO, "data.path={files}/float.npz"],
+         "data file {files}/float.npz: traj_start has dtype float64, expected an integer type",
+         files={"float.npz": dataset_copy(traj_start=lambda a: a.astype(np.float64))}),
+    Case("metadata_empty_object", [*MUJOCO, "data.path={files}/meta.npz"],
+         'metadata {files}/meta.json: lacks env_id (the gymnasium id the data was recorded on, e.g. "Hopper-v5")',
+         files={"meta.npz": metadata(lambda m: "{}")}),
+    Case("metadata_without_anchor", [*MUJOCO, "data.path={files}/meta.npz"],
+         "metadata {files}/meta.json: lacks random_return, needed for the normalised score: add it, or state both "
+         "anchors as env.expert_return and env.random_return",
+         files={"meta.npz": metadata(lambda m: json.dumps({k: v for k, v in m.items() if k != "random_return"}))}),
+    # -- task=import ------------------------------------------------------------------------------------------
+    Case("import_without_source", ["task=import", "collect.output={files}/out.npz"],
+         "task=import needs exactly one of source.minari=[<id or folder>, ...], source.episodes=<file>.npz or "
+         "source.sb3=[<model>.zip, ...]; found none"),
+    Case("import_incomplete_episode", ["task=import", "source.episodes={files}/eps.npz", "collect.output={files}/out.npz"],
+         "episode file {files}/eps.npz: episode 1 (steps 5..9) ends with neither a termination nor a truncation: an "
+         "incomplete episode", files={"eps.npz": episode_file(truncations=lambda a: set_item(a, 9, False))}),
+    Case("import_lengths_disagree", ["task=import", "source.episodes={files}/eps.npz", "collect.output={files}/out.npz"],
+         "episode file {files}/eps.npz: episode_lengths sum to 11, but there are 10 steps",
+         files={"eps.npz": episode_file(episode_lengths=lambda a: set_item(a, 0, 6))}),
+    Case("import_output_exists", ["task=import", "source.episodes={files}/eps.npz", "collect.output={data}"],
+         "collect.output={data} already exists: nothing was overwritten; choose another path",
+         files={"eps.npz": episode_file()}),
+    Case("import_key_under_collect", ["task=collect", "source.episodes=x.npz"],
+         "source.episodes=x.npz: read by task=import only (where external episodes come from), but this run has "
+         "task=collect; it would be ignored"),
     Case("num_demos_too_many", [*MUJOCO, "data.num_demos=50"],
          "data.num_demos=50, but {data} holds 2 demonstrations"),
     Case("num_prefs_too_many", [*MUJOCO, "data.num_prefs=100000"],
