@@ -64,12 +64,18 @@ def nll_loss(logps: torch.Tensor, num_tokens: torch.Tensor | None = None) -> tor
 def weighted_objective(demo_loss: torch.Tensor | None, pref_loss: torch.Tensor | None,
                        demo_weight: float, pref_weight: float, weighting: str = "mean",
                        num_demos: int = 1, num_prefs: int = 1) -> torch.Tensor:
-    """λ_D·demo_loss + λ_P·pref_loss under a weighting mode.
+    """λ_D·demo_loss + λ_P·pref_loss under a weighting mode (docs/objective.md derives both).
+
+    Each loss is a batch mean of one source's negative log-likelihood terms, and `num_demos` / `num_prefs` count
+    those terms in the whole training data: a demonstration *transition* in MuJoCo (the demonstration contrast is
+    a per-transition mean, and a trajectory's log-likelihood is the sum over its steps), a demonstration
+    *response* in the LLM domain (its sequence log-likelihood, or one logistic term), and one *pair* for
+    preferences.
 
     - ``mean``: each source's average loss times its λ (each source counts the same however much data it has).
-    - ``sum``: each source's loss summed over its whole dataset, i.e. its mean times its data count; the total
-      is divided by (N_D + N_P) so that the step size does not grow with the data. This is the weighting
-      DESIGN.md §1 reports as the more reliable one.
+    - ``sum``: the log-likelihood summed over all the data, λ_D·N_D·demo_loss + λ_P·N_P·pref_loss, divided by
+      N_D + N_P (a constant: it changes the step size, not the optimum) so that steps do not grow with the data.
+      This is the weighting DESIGN.md §1 reports as the more reliable one.
     A term whose weight is 0 is skipped entirely (it may then be None).
     """
     if weighting not in WEIGHTINGS:

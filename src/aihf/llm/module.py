@@ -408,7 +408,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
             prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
             if a.demo_term == "nll":
                 pe, ne = self.logps(self.policy, prompts, responses)
-                demo_loss = objectives.nll_loss(pe, ne)
+                # mean: per token (the SFT convention); sum: per response, the unit its count N_D counts
+                demo_loss = objectives.nll_loss(pe, ne if a.weighting == "mean" else None)
             else:  # SPIN: the demonstration beats the opponent's (π_ref's) own sample
                 (pe, ps), (ne, ns) = self.pair_logps(self.policy, prompts, responses, selfplay)
                 with torch.no_grad():

@@ -56,6 +56,11 @@ class DataMix:
         return len(self.demo_trajs)
 
     @property
+    def num_demo_steps(self) -> int:
+        """Demonstration transitions: the unit of the demonstration log-likelihood under weighting=sum."""
+        return len(self.demo_obs)
+
+    @property
     def num_prefs(self) -> int:
         return len(self.train_pairs)
 

@@ -405,8 +405,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             rb = self.reward.segment_return(prefs["obs_b"], prefs["act_b"], prefs["mask_b"])
             pref_loss = objectives.bradley_terry_loss(ra, rb, prefs["label"])
             logs["reward/bt_loss"] = pref_loss.detach()
+        # The demonstration contrast is a per-transition mean: its log-likelihood terms are transitions.
         loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
-                                             num_demos=self.data.num_demos, num_prefs=self.data.num_prefs)
+                                             num_demos=self.data.num_demo_steps, num_prefs=self.data.num_prefs)
         logs["reward/loss"] = loss.detach()
         return loss, logs
 
