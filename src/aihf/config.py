@@ -203,6 +203,10 @@ class LoopConfig:
     eval_episodes: int = key(5, at_least(1))
     final_eval_episodes: int = key(10, at_least(1))
     save_ladder: bool = False         # save the actor at every evaluation (an expert's quality ladder)
+    # EPIC distance (eval/epic) on this many held-out transitions, with this many coverage states and uniform
+    # actions; the true reward of unvisited (s, a) comes from the simulator (aihf.mujoco.reward_metrics); 0 = off
+    epic_transitions: int = key(500, at_least(0))
+    epic_coverage: int = key(8, at_least(1))
     # Record one deterministic episode at the final evaluation to <run_dir>/videos (and W&B / TensorBoard).
     # Needs moviepy (pip install 'aihf[video]') and an OpenGL backend (MUJOCO_GL, else glfw/egl/osmesa probed).
     video: bool = False

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aihf.errors import ConfigError
-from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, TrajectoryDataset
+from aihf.mujoco.datasets import DEMO, TRAIN, TrajectoryDataset
 
 
 class DataMix:
@@ -34,10 +34,6 @@ class DataMix:
         # Padded to the longest segment; padding is masked, so a pair's learned return is the same as when it
         # is gathered alone.
         self.train_pair_batch = dataset.segments(self.train_pairs) if len(self.train_pairs) else None
-        self.heldout_pairs = dataset.pairs(HELDOUT)
-        self.heldout_trajs = dataset.trajectories(HELDOUT)
-        self.heldout_pair_batch = dataset.segments(self.heldout_pairs) if len(self.heldout_pairs) else None
-        self.heldout_trajectories = self._heldout_trajectories()
         self.policy_window = policy_window
         self.device = torch.device("cpu")
 
@@ -46,8 +42,7 @@ class DataMix:
         move = lambda d: None if d is None else {k: v.to(device) for k, v in d.items()}  # noqa: E731
         self.demo_obs, self.demo_act = self.demo_obs.to(device), self.demo_act.to(device)
         self.demo_transitions = move(self.demo_transitions)
-        self.train_pair_batch, self.heldout_pair_batch = move(self.train_pair_batch), move(self.heldout_pair_batch)
-        self.heldout_trajectories = [(o.to(device), a.to(device), g) for o, a, g in self.heldout_trajectories]
+        self.train_pair_batch = move(self.train_pair_batch)
         self.device = device
         return self
 
@@ -90,10 +85,3 @@ class DataMix:
         pick = torch.randint(0, len(self.train_pairs), (min(batch_size, len(self.train_pairs)),),
                              generator=generator, device=self.device)
         return {k: v[pick] for k, v in self.train_pair_batch.items()}
-
-    def _heldout_trajectories(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-        out = []
-        for t in self.heldout_trajs:
-            obs, act = self.dataset.transitions(np.array([t]))
-            out.append((obs, act, float(self.dataset.arrays["traj_return"][t])))
-        return out

@@ -35,6 +35,7 @@ from aihf.errors import ConfigError, TrainingDiverged
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
+from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
 from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
 from aihf.mujoco.evaluation import PolicyEvaluator
 from aihf.mujoco.rollout import VectorRollout
@@ -143,6 +144,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self._watch = FiniteWatch()
         self.skipped_updates = 0  # loop.nonfinite=skip: updates dropped for a non-finite loss or gradient
         self.run_dir = Path(cfg.run_dir)
+        self._heldout: HeldoutRewardMetrics | None = None
         self._critic_loss, self._actor_loss = self.policy.critic_loss, self.policy.actor_loss
 
     # -- setup -------------------------------------------------------------------------------------------
@@ -435,25 +437,28 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             return None
         return (ret - self.random_return) / (self.expert_return - self.random_return)
 
+    @property
+    def heldout_metrics(self) -> HeldoutRewardMetrics | None:
+        """The held-out reward metrics, prepared at the first evaluation (their own random stream and simulator,
+        so training's randomness is untouched)."""
+        if self._heldout is None and self.reward is not None and self.data is not None:
+            loop = self.cfg.loop
+            self._heldout = HeldoutRewardMetrics(self.data.dataset, self.cfg.env.id, self.action_low,
+                                                 self.action_high, self.cfg.policy.gamma, self.cfg.seed,
+                                                 loop.epic_transitions, loop.epic_coverage)
+        return self._heldout
+
     @torch.no_grad()
+    def learned_reward(self, obs: np.ndarray, act: np.ndarray, terminal: np.ndarray) -> np.ndarray:
+        out = [self.reward(torch.as_tensor(obs[i:i + 65536], device=self.device),
+                           torch.as_tensor(act[i:i + 65536], device=self.device)).double().cpu()
+               for i in range(0, len(obs), 65536)]
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
     def reward_metrics(self) -> dict:
-        """Held-out preference accuracy and learned-vs-true return correlation of r_θ."""
-        if self.reward is None or self.data is None:
-            return {}
-        out = {}
-        pairs = self.data.heldout_pair_batch
-        if pairs is not None:
-            ra = self.reward.segment_return(pairs["obs_a"], pairs["act_a"], pairs["mask_a"])
-            rb = self.reward.segment_return(pairs["obs_b"], pairs["act_b"], pairs["mask_b"])
-            decided = pairs["true_a"] != pairs["true_b"]
-            correct = ((ra > rb) == (pairs["true_a"] > pairs["true_b"]))[decided]
-            out["eval/pref_accuracy"] = float(correct.float().mean()) if len(correct) else float("nan")
-        trajs = self.data.heldout_trajectories
-        if len(trajs) >= 2:
-            learned = [float(self.reward(o, a).sum()) for o, a, _ in trajs]
-            true = [g for _, _, g in trajs]
-            out["eval/return_correlation"] = float(np.corrcoef(learned, true)[0, 1])
-        return out
+        """The learned reward against the true one on held-out data (aihf.mujoco.reward_metrics)."""
+        metrics = self.heldout_metrics
+        return {} if metrics is None else {f"eval/{k}": v for k, v in metrics(self.learned_reward).items()}
 
     def evaluate(self, final: bool = False) -> dict:
         """Deterministic episodes of the current policy (their own seeds, untouched by training's randomness),
@@ -507,7 +512,10 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                 "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
                 "final_eval_episodes": self.cfg.loop.final_eval_episodes,
                 "expert_return": self.expert_return, "random_return": self.random_return,
-                "train_wall_s": self.wall_s, "versions": env_versions(), **final, "history": self.history}
+                "train_wall_s": self.wall_s, "versions": env_versions(), **final,
+                # the same held-out metrics for a constant reward and the length proxy: what "no learning" scores
+                "baselines": self.heldout_metrics.baselines() if self.heldout_metrics is not None else {},
+                "history": self.history}
 
     def on_train_end(self) -> None:
         if self.final_metrics is not None:

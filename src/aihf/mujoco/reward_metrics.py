@@ -1,0 +1,163 @@
+"""How well a learned reward matches the true one on held-out data, beside two trivial rewards that know nothing.
+
+Every metric is computed by one code path for three rewards of a transition: the learned r_θ(s, a), a constant
+r ≡ 1, and the length proxy r = 1 unless the step ends the episode by termination (it "rewards staying alive").
+A metric is worth reporting only where the learned reward beats both (docs/metrics.md):
+
+- `epic`: EPIC distance to the true reward (0 = the same up to shaping and scale; a constant scores 0.707), on
+  held-out transitions (s, a, s') with coverage distributions D_S = held-out states, D_A = uniform actions. The
+  true reward at states and actions that were never visited is the simulator's (`SimulatorReward`).
+- `reward_pearson`, `reward_spearman`: per-transition correlation with the stored true reward (a constant: 0).
+- `pref_accuracy`: held-out pairs ordered right by the summed segment rewards (ties count half);
+  `pref_accuracy_equal_length`: the same on pairs of equal-length segments only, where counting steps cannot help.
+- `return_correlation`: learned vs true return of held-out trajectories (the length proxy does well here when
+  length predicts return, which is why it is never shown alone).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from aihf import metrics
+from aihf.mujoco.datasets import HELDOUT, TrajectoryDataset
+
+# r(obs, act, ends_by_termination) for arrays of transitions -> rewards (N,)
+RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def constant_reward(obs, act, terminal):
+    return np.ones(len(obs))
+
+
+def length_proxy_reward(obs, act, terminal):
+    return 1.0 - np.asarray(terminal, dtype=np.float64)
+
+
+class SimulatorReward:
+    """The env's true reward r(s, a) at the state an observation describes.
+
+    The MuJoCo locomotion observations are the joint positions without the first k root coordinates, then the
+    joint velocities (k = 1 for Hopper, Walker2d and HalfCheetah, 2 for Ant and Humanoid; found by comparing an
+    observation with the simulator's state). The rewards are translation invariant, so the missing coordinates are
+    set to 0, the state is written into the simulator and one env step is taken. Velocities clipped in the
+    observation (Hopper and Walker2d clip at ±10) are used as clipped.
+    """
+
+    def __init__(self, env_id: str):
+        self.env = gym.make(env_id).unwrapped
+        obs, _ = self.env.reset(seed=0)
+        self.nq, self.nv = self.env.model.nq, self.env.model.nv
+        data = self.env.data
+        found = [k for k in (1, 2, 0) if len(obs) >= self.nq - k + self.nv
+                 and np.allclose(obs[:self.nq - k], data.qpos[k:])
+                 and np.allclose(obs[self.nq - k:self.nq - k + self.nv], data.qvel)]
+        if not found:
+            raise ValueError(f"{env_id}: its observation does not start with (qpos[k:], qvel); the true reward of "
+                             f"unvisited states is unavailable")
+        self.k = found[0]
+
+    def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        out = np.empty(len(obs))
+        qpos = np.zeros(self.nq)
+        for i, (o, a) in enumerate(zip(np.asarray(obs, dtype=np.float64), np.asarray(act, dtype=np.float64))):
+            qpos[self.k:] = o[:self.nq - self.k]
+            self.env.set_state(qpos, o[self.nq - self.k:self.nq - self.k + self.nv])
+            out[i] = self.env.step(a)[1]
+        return out
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class HeldoutRewardMetrics:
+    """The held-out data and everything about the true reward, prepared once; `__call__` scores a reward."""
+
+    def __init__(self, dataset: TrajectoryDataset, env_id: str, action_low: np.ndarray, action_high: np.ndarray,
+                 gamma: float, seed: int, num_transitions: int = 500, num_coverage: int = 8,
+                 true_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+        a = dataset.arrays
+        rng = np.random.default_rng(seed)
+        self.gamma = gamma
+        trajs = dataset.trajectories(HELDOUT)
+        terminated = dataset.metadata.get("trajectory_terminated")
+        # every held-out step, with whether it ends its episode by termination
+        steps, last = [], []
+        for t in trajs:
+            s, n = int(a["traj_start"][t]), int(a["traj_len"][t])
+            steps.append(np.arange(s, s + n))
+            flag = np.zeros(n, dtype=bool)
+            flag[-1] = bool(terminated[t]) if terminated is not None else False
+            last.append(flag)
+        self.steps = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
+        self.step_terminal = np.concatenate(last) if last else np.zeros(0, dtype=bool)
+        self.obs, self.act, self.reward = a["obs"], a["act"], a["reward"]
+        self.traj_steps = [(np.arange(a["traj_start"][t], a["traj_start"][t] + a["traj_len"][t]), last[i])
+                           for i, t in enumerate(trajs)]
+        self.traj_returns = a["traj_return"][trajs]
+
+        # EPIC: transitions (s, a, s') inside held-out trajectories (the stored steps have s' except the last)
+        inner = np.concatenate([idx[:-1] for idx, _ in self.traj_steps]) if trajs.size else np.zeros(0, np.int64)
+        self.epic_idx = np.sort(rng.choice(inner, size=min(num_transitions, len(inner)), replace=False))
+        self.coverage_states = self.obs[rng.choice(self.steps, size=num_coverage)] if len(self.steps) else None
+        self.coverage_actions = rng.uniform(action_low, action_high,
+                                            size=(num_coverage, len(action_low))).astype(np.float32)
+        self.true_canonical = None
+        if len(self.epic_idx) >= 2:
+            true_reward = true_reward or SimulatorReward(env_id)
+            self.true_canonical = self._canonical(lambda o, act, term: true_reward(o, act))
+            if isinstance(true_reward, SimulatorReward):
+                true_reward.close()
+
+        # held-out pairs: both segments' steps, lengths, and the true segment returns
+        pair_ids = dataset.pairs(HELDOUT)
+        index = a["pair_index"][pair_ids]
+        self.pairs = []
+        for tcol, scol, lcol in ((0, 1, 2), (3, 4, 5)):
+            starts = a["traj_start"][index[:, tcol]] + index[:, scol]
+            ends_episode = [(index[i, scol] + index[i, lcol] == a["traj_len"][index[i, tcol]])
+                            and bool(terminated[index[i, tcol]]) if terminated is not None else False
+                            for i in range(len(index))]
+            self.pairs.append([(np.arange(s, s + n), e) for s, n, e in zip(starts, index[:, lcol], ends_episode)])
+        self.pair_true = [np.array([self.reward[idx].astype(np.float64).sum() for idx, _ in side])
+                          for side in self.pairs]
+        self.equal_length = index[:, 2] == index[:, 5] if len(index) else np.zeros(0, dtype=bool)
+
+    def _canonical(self, fn: RewardFn) -> np.ndarray:
+        idx = self.epic_idx
+        of_transition = lambda o, a, o_next: fn(o, a, np.zeros(len(o), dtype=bool))  # noqa: E731 - r(s, a)
+        return metrics.canonicalise(of_transition, self.obs[idx], self.act[idx], self.obs[idx + 1],
+                                    self.coverage_states, self.coverage_actions, self.gamma)
+
+    def __call__(self, fn: RewardFn) -> dict[str, float]:
+        """The metrics of reward `fn` on the held-out data (NaN where undefined)."""
+        out: dict[str, float] = {}
+        if self.true_canonical is not None:
+            out["epic"] = metrics.pearson_distance(self._canonical(fn), self.true_canonical)
+        if len(self.steps):
+            r = fn(self.obs[self.steps], self.act[self.steps], self.step_terminal)
+            out["reward_pearson"] = metrics.pearson(r, self.reward[self.steps])
+            out["reward_spearman"] = metrics.spearman(r, self.reward[self.steps])
+        if self.pairs[0]:
+            pred = [np.array([fn(self.obs[idx], self.act[idx], self._ends(len(idx), e)).sum() for idx, e in side])
+                    for side in self.pairs]
+            out["pref_accuracy"] = metrics.pair_accuracy(*pred, *self.pair_true)
+            out["pref_accuracy_equal_length"] = metrics.pair_accuracy(*pred, *self.pair_true, self.equal_length)
+        if len(self.traj_steps) >= 2:
+            learned = [fn(self.obs[idx], self.act[idx], term).sum() for idx, term in self.traj_steps]
+            out["return_correlation"] = metrics.pearson(np.array(learned), self.traj_returns)
+        return out
+
+    @staticmethod
+    def _ends(n: int, ends_by_termination: bool) -> np.ndarray:
+        flag = np.zeros(n, dtype=bool)
+        flag[-1] = ends_by_termination
+        return flag
+
+    def baselines(self) -> dict[str, float]:
+        out = {}
+        for name, fn in (("constant", constant_reward), ("length", length_proxy_reward)):
+            out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
+        return out

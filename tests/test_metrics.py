@@ -1,0 +1,75 @@
+"""Reward metrics on hand-made rewards: EPIC ignores shaping and scale and gives a constant no credit; the
+baselines score what knowing nothing scores."""
+
+import math
+
+import numpy as np
+import pytest
+
+from aihf import metrics
+from aihf.mujoco.datasets import load_dataset
+from aihf.mujoco.reward_metrics import HeldoutRewardMetrics, SimulatorReward
+
+
+def transitions(n=400, d=5, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    obs, act, nxt = rng.normal(size=(n, d)), rng.uniform(-1, 1, (n, k)), rng.normal(size=(n, d))
+    cov_obs, cov_act = rng.normal(size=(12, d)), rng.uniform(-1, 1, (12, k))
+    return obs, act, nxt, cov_obs, cov_act
+
+
+def true_reward(o, a, o2):
+    return np.sin(o[:, 0]) + o2[:, 1] * a[:, 0] - 0.1 * (a ** 2).sum(1)
+
+
+def test_epic_is_zero_for_shaped_and_rescaled_rewards():
+    gamma = 0.9
+    phi = lambda o: np.cos(o[:, 2]) + o[:, 3] ** 2  # noqa: E731 - any potential
+    shaped = lambda o, a, o2: 2.5 * true_reward(o, a, o2) + gamma * phi(o2) - phi(o) + 7.0  # noqa: E731
+    args = (*transitions(), gamma)
+    assert metrics.epic_distance(true_reward, shaped, *args) == pytest.approx(0.0, abs=1e-6)
+    # but not for a different reward, and the negated reward is the farthest
+    other = lambda o, a, o2: np.sin(o[:, 0]) - o2[:, 1] * a[:, 0]  # noqa: E731
+    assert metrics.epic_distance(true_reward, other, *args) > 0.3
+    assert metrics.epic_distance(true_reward, lambda o, a, o2: -true_reward(o, a, o2), *args) == pytest.approx(1.0)
+
+
+def test_a_constant_reward_gets_no_credit():
+    args = (*transitions(), 0.99)
+    constant = lambda o, a, o2: np.full(len(o), 3.0)  # noqa: E731
+    assert metrics.epic_distance(true_reward, constant, *args) == pytest.approx(math.sqrt(0.5))
+    assert math.isnan(metrics.pearson(np.ones(10), np.arange(10)))
+    assert math.isnan(metrics.spearman(np.ones(10), np.arange(10)))
+    # ties count half: a constant is a coin flip on pair order, whatever the labels
+    true_a, true_b = np.array([1.0, 2.0, 3.0, 0.0]), np.array([0.0, 5.0, 1.0, 1.0])
+    assert metrics.pair_accuracy(np.zeros(4), np.zeros(4), true_a, true_b) == 0.5
+    assert metrics.pair_accuracy(true_a, true_b, true_a, true_b) == 1.0
+    assert metrics.pair_accuracy(true_b, true_a, true_a, true_b) == 0.0
+
+
+def test_simulator_reward_equals_the_recorded_rewards(hopper_data):
+    ds = load_dataset(hopper_data)
+    a = ds.arrays
+    sim = SimulatorReward("Hopper-v5")
+    r = sim(a["obs"][:300], a["act"][:300])
+    assert np.corrcoef(r, a["reward"][:300])[0, 1] > 0.999
+    assert np.median(np.abs(r - a["reward"][:300])) < 1e-4
+
+
+def test_heldout_metrics_of_the_true_reward_and_the_baselines(hopper_data):
+    """The true reward itself is perfect on every metric; a constant is not, and the length proxy only where
+    length predicts return."""
+    ds = load_dataset(hopper_data)
+    sim = SimulatorReward("Hopper-v5")
+    m = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=200,
+                             true_reward=sim)
+    perfect = m(lambda o, act, term: sim(o, act))
+    assert perfect["epic"] == pytest.approx(0.0, abs=1e-6)
+    assert perfect["reward_pearson"] > 0.999 and perfect["reward_spearman"] > 0.999
+    assert perfect["pref_accuracy"] > 0.98 and perfect["pref_accuracy_equal_length"] > 0.98
+    assert perfect["return_correlation"] > 0.999
+    base = m.baselines()
+    assert base["baseline/constant/epic"] == pytest.approx(math.sqrt(0.5))
+    assert math.isnan(base["baseline/constant/reward_pearson"])
+    assert base["baseline/constant/pref_accuracy_equal_length"] == 0.5
+    assert base["baseline/length/pref_accuracy_equal_length"] == pytest.approx(0.5, abs=0.05)
