@@ -19,7 +19,14 @@ register_configs()
 def main(cfg: DictConfig):
     from aihf.app import run
     try:
-        return run(cfg)
+        result = run(cfg)
+        if cfg.get("optimized_metric") is None:
+            return result
+        if not isinstance(result, dict) or not isinstance(result.get(cfg.optimized_metric), (int, float)):
+            have = sorted(k for k, v in (result or {}).items() if isinstance(v, (int, float)))
+            raise ConfigError(f"optimized_metric={cfg.optimized_metric}: the run has no such numeric result "
+                              f"(it has {', '.join(have)})")
+        return float(result[cfg.optimized_metric])
     except (ConfigError, TrainingDiverged) as exc:
         diverged = isinstance(exc, TrainingDiverged)
         print(f"error: {'training diverged: ' if diverged else ''}{exc}", file=sys.stderr)

@@ -109,16 +109,18 @@ CASES = [
     Case("policy_window_zero", [*MUJOCO, "data.policy_window=0"], "data.policy_window=0: expected an integer >= 1"),
     Case("lr_nan", [*MUJOCO, "policy.actor_lr=nan"], "policy.actor_lr=nan: expected a finite number > 0"),
     Case("lr_inf", [*MUJOCO, "policy.critic_lr=inf"], "policy.critic_lr=inf: expected a finite number > 0"),
-    Case("beta_zero", [*MUJOCO, "algo.beta=0"], "algo.beta=0.0: expected a finite number > 0"),
-    Case("beta_negative", [*MUJOCO, "algo.beta=-1"], "algo.beta=-1.0: expected a finite number > 0"),
+    Case("beta_zero", [*MUJOCO, "algo.beta=0"], "algo.beta=0: expected a finite number > 0 or one of alpha"),
+    Case("beta_negative", [*MUJOCO, "algo.beta=-1"], "algo.beta=-1: expected a finite number > 0 or one of alpha"),
     Case("batch_size_zero", [*MUJOCO, "policy.batch_size=0"], "policy.batch_size=0: expected an integer >= 1"),
     Case("buffer_size_zero", [*MUJOCO, "policy.buffer_size=0"], "policy.buffer_size=0: expected an integer >= 1"),
     Case("final_eval_episodes_zero", [*MUJOCO, "loop.final_eval_episodes=0"],
          "loop.final_eval_episodes=0: expected an integer >= 1"),
     Case("gamma_above_one", [*MUJOCO, "policy.gamma=1.5"], "policy.gamma=1.5: expected a finite number in [0, 1]"),
     Case("tau_zero", [*MUJOCO, "policy.tau=0"], "policy.tau=0.0: expected a finite number in (0, 1]"),
-    Case("demo_replay_fraction_one", [*MUJOCO, "algo.demo_replay_fraction=1"],
-         "algo.demo_replay_fraction=1.0: expected a finite number in [0, 1)"),
+    Case("demo_replay_fraction_one", [*MUJOCO, "recipe.demo_replay_fraction=1"],
+         "recipe.demo_replay_fraction=1.0: expected a finite number in [0, 1)"),
+    Case("beta_word", [*MUJOCO, "algo.beta=temperature"],
+         "algo.beta='temperature': expected a finite number > 0 or one of alpha"),
     Case("num_envs_zero", [*MUJOCO, "env.num_envs=0"], "env.num_envs=0: expected an integer >= 1"),
     Case("hidden_empty", [*MUJOCO, "policy.hidden=[]"],
          "policy.hidden=[]: expected a non-empty list, each item an integer >= 1"),
@@ -158,7 +160,7 @@ CASES = [
          "llm.data.prompt_truncation='right': expected one of error, left"),
     Case("nonfinite_unknown", [*MUJOCO, "loop.nonfinite=ignore"],
          "loop.nonfinite='ignore': expected one of stop, skip"),
-    Case("task_unknown", [*MUJOCO, "task=evaluate"], "task='evaluate': expected one of train, collect"),
+    Case("task_unknown", [*MUJOCO, "task=evaluate"], "task='evaluate': expected one of train, collect, import"),
     Case("misspelt_key", [*MUJOCO, "algo.demo_wieght=1"],
          "algo.demo_wieght=1: no such key algo.demo_wieght; did you mean algo.demo_weight? "
          "(every key is in src/aihf/config.py)"),
@@ -185,11 +187,15 @@ CASES = [
          "llm_model=smollm2: a language-model setting, but this run has domain=mujoco; it would be ignored"),
     Case("llm_algo_key_in_mujoco", [*MUJOCO, "algo.label_smoothing=0.1"], "algo.label_smoothing=0.1: a "
          "language-model setting, but this run has domain=mujoco; it would be ignored"),
-    Case("mujoco_algo_key_in_llm", [*LLM, "algo.demo_replay_fraction=0.25"], "algo.demo_replay_fraction=0.25: a "
+    Case("mujoco_algo_key_in_llm", [*LLM, "algo.needs_demos=false"], "algo.needs_demos=false: a "
          "MuJoCo setting, but this run has domain=llm; it would be ignored"),
-    Case("teacher_key_in_train", [*MUJOCO, "teacher.mistake_prob=0.2"], "teacher.mistake_prob=0.2: read by "
-         "task=collect only (a dataset's pairs are labelled when it is collected), but this run has task=train; "
-         "it would be ignored"),
+    Case("mujoco_recipe_in_llm", [*LLM, "recipe.demo_replay_fraction=0.25"], "recipe.demo_replay_fraction=0.25: a "
+         "MuJoCo setting, but this run has domain=llm; it would be ignored"),
+    Case("llm_warmstart_in_mujoco", [*MUJOCO, "algo.bc_warmstart_steps=0"], "algo.bc_warmstart_steps=0: a "
+         "language-model setting, but this run has domain=mujoco; it would be ignored"),
+    Case("teacher_key_in_train", [*MUJOCO, "teacher.mistake_prob=0.2"], "teacher.mistake_prob=0.2: read when "
+         "a dataset's pairs are labelled (task=collect, task=import) or relabelled in training (data.relabel=true), "
+         "but this run has task=train; it would be ignored"),
     Case("collect_in_llm", [*LLM, "task=collect"],
          "task=collect builds MuJoCo datasets, but this run has domain=llm"),
     # -- presets and their needs ------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def test_loop_makes_every_tensor_on_the_module_device(algo, hopper_data, tmp_pat
     0.25) and the learned reward's steps and held-out metrics; sac the environment reward."""
     cfg = fast_cfg(algo, hopper_data, tmp_path, ["env.num_envs=2", "loop.total_env_steps=300", ONE_THREAD])
     if algo == "aihf":
-        assert cfg.algo.demo_replay_fraction > 0 and cfg.algo.bc_warmstart_steps > 0
+        assert cfg.recipe.demo_replay_fraction > 0 and cfg.recipe.bc_warmstart_steps > 0
     module = MuJoCoAIHF(cfg)
     log = _record_factories(module, monkeypatch)
     fit(module, tmp_path)

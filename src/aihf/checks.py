@@ -24,7 +24,7 @@ from aihf.errors import ConfigError
 # The scopes a key can belong to: the domain that reads it, `collect` (read by the tasks that build a dataset:
 # task=collect and task=import), `import` (task=import only), or `any` (a key of a scoped group that every domain
 # reads, such as loop.resume).
-SCOPES = ("mujoco", "llm", "collect", "import", "any")
+SCOPES = ("mujoco", "llm", "collect", "import", "teacher", "any")
 DATASET_TASKS = ("collect", "import")
 
 
@@ -81,6 +81,18 @@ class Each:
         return f"a non-empty list, each item {self.item.describe(integer)}"
 
 
+@dataclass(frozen=True)
+class Either:
+    """A value that passes any of several checks (e.g. a positive number or the word alpha)."""
+    options: tuple
+
+    def ok(self, v: Any) -> bool:
+        return any(o.ok(v) for o in self.options)
+
+    def describe(self, integer: bool = False) -> str:
+        return " or ".join(o.describe(integer) for o in self.options)
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
@@ -109,7 +121,11 @@ def each(item: Range) -> Each:
     return Each(item)
 
 
-def key(default: Any = dataclasses.MISSING, check: Range | Choice | Each | None = None, *,
+def either(*options) -> Either:
+    return Either(tuple(options))
+
+
+def key(default: Any = dataclasses.MISSING, check: Range | Choice | Each | Either | None = None, *,
         factory: Callable[[], Any] | None = None, scope: str | None = None):
     """A schema field with its allowed values (`check`) and, where it differs from its group's, its scope."""
     metadata = {"check": check, "scope": scope}
@@ -176,6 +192,8 @@ SCOPE_NOTES = {
     "llm": "a language-model setting",
     "collect": "read by task=collect and task=import only (a dataset's pairs are labelled when it is built)",
     "import": "read by task=import only (where external episodes come from)",
+    "teacher": "read when a dataset's pairs are labelled (task=collect, task=import) or relabelled in training "
+               "(data.relabel=true)",
 }
 
 
@@ -206,16 +224,18 @@ def parse_override_keys(overrides: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def check_scope(overrides: Sequence[str], domain: str, task: str, schema: type) -> None:
+def check_scope(overrides: Sequence[str], domain: str, task: str, schema: type, relabel: bool = False) -> None:
     scopes = _key_scopes(schema)
-    active = {None, "any", domain} | ({"collect", "mujoco"} if task in DATASET_TASKS else set())
+    active = {None, "any", domain} | ({"collect", "mujoco", "teacher"} if task in DATASET_TASKS else set())
     if task == "import":
         active.add("import")
+    if relabel and domain == "mujoco":
+        active.add("teacher")
     for k, text in parse_override_keys(overrides):
         scope = _scope_of(k, scopes)
         if scope in active:
             continue
-        where = f"task={task}" if scope in ("collect", "import") else f"domain={domain}"
+        where = f"task={task}" if scope in ("collect", "import", "teacher") else f"domain={domain}"
         hint = GROUP_HINTS.get(k, "") if domain == "llm" else ""
         if domain == "llm" and f"llm.{k}" in scopes:
             hint = f" (the language-model key is llm.{k})"
@@ -225,7 +245,7 @@ def check_scope(overrides: Sequence[str], domain: str, task: str, schema: type) 
 def check_config(cfg: DictConfig, overrides: Sequence[str] | None = None) -> None:
     from aihf.config import Config
     if overrides is not None:
-        check_scope(overrides, cfg.domain.name, cfg.task, Config)
+        check_scope(overrides, cfg.domain.name, cfg.task, Config, bool(OmegaConf.select(cfg, "data.relabel")))
     check_ranges(cfg, Config)
 
 

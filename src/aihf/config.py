@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from aihf.checks import above, at_least, each, finite, key, one_of, within
+from aihf.checks import above, at_least, each, either, finite, key, one_of, within
 
 
 @dataclass
@@ -51,8 +51,9 @@ class AlgoConfig:
     demo_weight: float = key(1.0, at_least(0))  # λ_D
     pref_weight: float = key(1.0, at_least(0))  # λ_P
     weighting: str = key("mean", one_of("mean", "sum"))  # mean | sum (see objectives.weighted_objective)
-    # temperature of the lower level; null = the policy's entropy coefficient
-    beta: Optional[float] = key(None, above(0))
+    # temperature β of the lower level (and the KL coefficient of the LLM presets): a number, or alpha (MuJoCo:
+    # SAC's current entropy coefficient α, so λ_D/β follows the policy's temperature); null = alpha
+    beta: Any = key(None, either(above(0), one_of("alpha")))
     # learned: explicit r_θ | env: true reward (MuJoCo oracle) | implicit: β·log π/π_ref (LLM)
     reward_source: str = key("learned", one_of("learned", "env", "implicit"))
     # MuJoCo: sac | bc.  LLM: rloo (RL on r_θ) | bc (SFT) | direct (implicit-reward loss) | none
@@ -62,10 +63,8 @@ class AlgoConfig:
     reward_pretrain_steps: int = key(0, at_least(0))  # reward steps before any policy step (sequential: the whole fit)
     reward_every: int = key(1000, at_least(0))  # env steps between reward phases (alternating)
     reward_steps: int = key(1, at_least(1))  # reward gradient steps per phase
-    # behaviour-cloning steps on demonstrations before RL (0 = off; the SFT of RLHF)
-    bc_warmstart_steps: int = key(0, at_least(0))
-    # share of each SAC batch drawn from the demonstrations, scored by r_θ
-    demo_replay_fraction: float = key(0.0, within(0, 1, high_open=True), scope="mujoco")
+    # LLM: SFT steps on the demonstrations before π_ref is fixed (MuJoCo: recipe.bc_warmstart_steps)
+    bc_warmstart_steps: int = key(0, at_least(0), scope="llm")
     needs_demos: bool = key(True, scope="mujoco")
     needs_prefs: bool = key(True, scope="mujoco")
     # Language-model presets (refused with domain=mujoco):
@@ -125,6 +124,23 @@ class RewardConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """MuJoCo training tricks beyond the objective, applied identically to every preset that learns a reward
+    (irl, rlhf, aihf; not to the sac oracle or bc), so that presets compared under one recipe differ only in their
+    objective. conf/recipe/: paper (the authors' ML-IRL recipe, DESIGN.md §6), cpu_budget (the default)."""
+    SCOPE: ClassVar[str] = "mujoco"
+    name: str = "cpu_budget"
+    bc_warmstart_steps: int = key(2000, at_least(0))  # behaviour-cloning steps on D before RL (RLHF's SFT)
+    # share of each SAC batch drawn from the demonstrations, scored by the current r_θ like the agent's own steps
+    demo_replay_fraction: float = key(0.25, within(0, 1, high_open=True))
+    # the reward's schedule; null = the preset's algo.reward_every / algo.reward_steps
+    reward_every: Optional[int] = key(None, at_least(1))
+    reward_steps: Optional[int] = key(None, at_least(1))
+    # β of the demonstration term; null = the preset's algo.beta (a number, or alpha: SAC's current α)
+    beta: Any = key(None, either(above(0), one_of("alpha")))
+
+
+@dataclass
 class DataConfig:
     """The data mix: which shipped or collected dataset, and how much of each kind is used."""
     SCOPE: ClassVar[str] = "mujoco"
@@ -132,12 +148,22 @@ class DataConfig:
     num_demos: int = key(1, at_least(0))  # expert trajectories used as demonstrations
     num_prefs: int = key(200, at_least(0))  # preference pairs used for training (0 = none)
     policy_window: int = key(5000, at_least(1))  # most recent env steps used as samples of the current policy
+    # which demonstrations and pairs are drawn (at random, without replacement); null = the run's seed, so each seed
+    # also draws its own data; fix it to hold the data still across seeds
+    subset_seed: Optional[int] = key(None, at_least(0))
+    # demonstrations from another policy of the dataset's ladder: a policy name in its metadata, or middle (the
+    # ladder's median-return rung); null = the dataset's expert demonstrations (demonstration quality studies)
+    demo_policy: Optional[str] = None
+    # relabel the training pairs at load with the teacher.* settings, on their true segment returns (teacher noise
+    # studies without collecting new data); false = the labels stored in the dataset
+    relabel: bool = False
 
 
 @dataclass
 class TeacherConfig:
-    """Simulated preference teacher on the true return (DESIGN.md §4)."""
-    SCOPE: ClassVar[str] = "collect"
+    """Simulated preference teacher on the true return (DESIGN.md §4): labels a dataset's pairs when it is built,
+    or relabels the training pairs at load with data.relabel=true (so teacher noise is sweepable in training)."""
+    SCOPE: ClassVar[str] = "teacher"
     beta: float = key(1.0, above(0, allow_inf=True))  # rationality β_T; inf = always picks the higher return
     mistake_prob: float = key(0.0, within(0, 1))  # probability the label is flipped after the BT draw
     equal_threshold: float = key(0.0, at_least(0))  # |ΔG| below this gives the label 0.5 ("equal")
@@ -354,12 +380,15 @@ class LoggerConfig:
 @dataclass
 class Config:
     task: str = key("train", one_of("train", "collect", "import"))
+    # the result a --multirun sweeper optimises (Optuna: hparams_search/); null = the job returns all its metrics
+    optimized_metric: Optional[str] = None
     seed: int = key(0, within(0, 2**32 - 1))
     run_dir: str = "."
     domain: DomainConfig = field(default_factory=DomainConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -1,26 +1,27 @@
-"""Aggregate runs (their metrics.json) into a markdown table over seeds and PNG learning curves.
+"""Aggregate runs (their metrics.json) into markdown tables over seeds and PNG learning curves.
 
     python -m aihf.report <runs dir> [more dirs] --out docs/results/hopper --title "Hopper-v5"
 
-MuJoCo runs are grouped by (env, algo, number of demonstrations, number of preference pairs, weighting), with mean ± std
-over seeds of the final true return and expert-normalised score, plus the learned reward's held-out accuracy.
-Language-model runs (domain llm) are grouped by (task, algo, demonstrations, preference pairs, weighting), with the
-gold reward of sampled and greedy generations, KL(π‖π_ref), held-out preference accuracy and demonstration
-log-likelihood.
+Runs are grouped by the configuration each recorded in its metrics.json (MuJoCo: env, algo, recipe, λ_D, λ_P,
+weighting, β, demonstrations, preference pairs, vector envs; LLM: task, algo, weighting, β, demonstrations, pairs),
+never by preset names: settings shared by every run are printed once above the table, the others are columns.
+Each cell is the mean over seeds with a 95 % bootstrap interval (aihf.stats); MuJoCo tables add the interquartile
+mean and, beside each reward metric, what a constant reward and the episode-length proxy score on the same data.
+Within each group of runs that differ only in their preset, the probability of improvement P(A > B) of the
+normalised score is listed. The commits that produced the runs are named under the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-ORDER = ["sac", "bc", "irl", "rlhf", "aihf"]
-LLM_ORDER = ["reference", "sft", "spin", "dpo", "ipo", "rpo", "rlhf", "aihf", "aihf_dpo", "aihf_selfplay", "rm"]
-LLM_PREFS = {"sft": False, "spin": False, "reference": False}
+from aihf import stats
 
 
 def load_runs(roots: list[Path]) -> list[dict]:
@@ -33,61 +34,171 @@ def load_runs(roots: list[Path]) -> list[dict]:
     return runs
 
 
-def group_key(m: dict) -> tuple:
-    demos = m["num_demos"] if m["algo"] not in ("sac",) else 0
-    prefs = m["num_prefs"] if m["algo"] in ("aihf", "rlhf") else 0
-    weighting = m.get("weighting", "mean") if m["algo"] == "aihf" else "–"
-    return m["env_id"], m["algo"], demos, prefs, weighting, m.get("num_envs", 1)
+# -- configuration as recorded ------------------------------------------------------------------------------------
+def mujoco_config(m: dict) -> dict:
+    recipe = m.get("recipe") or {}
+    return {"env": m["env_id"], "algo": m["algo"], "recipe": recipe.get("name", "–"),
+            "λ_D": m.get("demo_weight", "–"), "λ_P": m.get("pref_weight", "–"),
+            "weighting": m.get("weighting", "–"), "β": recipe.get("beta", "–"), "demos": m.get("num_demos", 0),
+            "pairs": m.get("num_prefs", 0), "envs": m.get("num_envs", 1)}
 
 
-def fmt(values: list[float], digits: int = 1) -> str:
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if len(v) == 0:
-        return "–"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
+def llm_config(m: dict) -> dict:
+    return {"task": m["task"], "algo": m["algo"], "weighting": m.get("weighting", "–"), "β": m.get("beta", "–"),
+            "λ_D": m.get("demo_weight", "–"), "λ_P": m.get("pref_weight", "–"), "demos": m.get("num_demos", 0),
+            "pairs": m.get("num_prefs", 0)}
 
 
-def table(runs: list[dict]) -> str:
+def group(runs: list[dict], config) -> tuple[dict[tuple, list[dict]], list[str], dict]:
+    """Runs grouped by their recorded configuration; the keys that vary, and the ones shared by all runs."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for m in runs:
-        groups[group_key(m)].append(m)
-    keys = sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else 99, k[3], k[5]))
-    lines = ["| env | algo | demos | pref pairs | weighting | envs | seeds | env steps | true return | normalised score "
-             "| held-out pref acc. | return corr. | train env steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for k in keys:
-        g = groups[k]
-        steps = sorted({m["env_steps"] if m["algo"] != "bc" else m["policy_updates"] for m in g})
-        step_txt = "/".join(str(s) for s in steps) + (" (grad steps)" if k[1] == "bc" else "")
-        sps = [m["env_steps"] / m["train_wall_s"] for m in g if m.get("train_wall_s") and m["algo"] != "bc"]
-        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {k[5]} | {len(g)} | {step_txt} "
-                     f"| {fmt([m['eval/return_mean'] for m in g])} "
-                     f"| {fmt([m.get('eval/normalised_score') for m in g], 3)} "
-                     f"| {fmt([m.get('eval/pref_accuracy') for m in g], 3)} "
-                     f"| {fmt([m.get('eval/return_correlation') for m in g], 3)} | {fmt(sps, 0) if sps else '–'} |")
+        groups[tuple(config(m).items())].append(m)
+    names = list(config(runs[0]))
+    values = {n: {dict(k)[n] for k in groups} for n in names}
+    varying = [n for n in names if len(values[n]) > 1]
+    shared = {n: next(iter(values[n])) for n in names if len(values[n]) == 1}
+    return dict(sorted(groups.items(), key=lambda kv: [str(v) for _, v in kv[0]])), varying, shared
+
+
+def cell(values, digits: int = 3) -> str:
+    """mean [95 % CI] over seeds; '–' when no run has the value."""
+    point, low, high = stats.bootstrap_ci(values)
+    if math.isnan(point):
+        return "–"
+    if math.isnan(low):
+        return f"{point:.{digits}f}"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def iqm_cell(values, digits: int = 3) -> str:
+    point, low, high = stats.iqm_ci(values)
+    if math.isnan(point):
+        return "–"
+    return f"{point:.{digits}f}" if math.isnan(low) else f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def plain(values, digits: int = 3) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return f"{np.mean(v):.{digits}f}" if v else "–"
+
+
+def shared_line(shared: dict, count: int) -> str:
+    return f"{count} runs; shared by all: " + ", ".join(f"{k} = {v}" for k, v in shared.items())
+
+
+def commits_line(runs: list[dict]) -> str:
+    counts = Counter(m.get("git_commit") or "unrecorded" for m in runs)
+    return "Commits: " + ", ".join(f"`{c}` ({n} runs)" for c, n in counts.most_common())
+
+
+def score_of(m: dict) -> float | None:
+    return m.get("eval/normalised_score", m.get("eval/return_mean"))
+
+
+# -- MuJoCo -------------------------------------------------------------------------------------------------------
+def table(runs: list[dict]) -> str:
+    groups, varying, shared = group(runs, mujoco_config)
+    base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
+    head = ["seeds", "env steps", "normalised score", "IQM", "true return", "EPIC ↓ (constant 0.707)",
+            "pair acc., equal lengths (constant / length)", "pair acc. (constant / length)",
+            "return corr. (length)"]
+    lines = [shared_line(shared, len(runs)), "",
+             "| " + " | ".join([*varying, *head]) + " |", "|" + "---|" * (len(varying) + len(head))]
+    for key, g in groups.items():
+        conf = dict(key)
+        steps = "/".join(str(s) for s in sorted({m["env_steps"] or m.get("policy_updates", 0) for m in g}))
+        row = [str(conf[v]) for v in varying] + [
+            str(len(g)), steps, cell([m.get("eval/normalised_score") for m in g]),
+            iqm_cell([m.get("eval/normalised_score") for m in g]), cell([m["eval/return_mean"] for m in g], 1),
+            cell([m.get("eval/epic") for m in g]),
+            f"{cell([m.get('eval/pref_accuracy_equal_length') for m in g])} "
+            f"({base(g, 'constant', 'pref_accuracy_equal_length')} / {base(g, 'length', 'pref_accuracy_equal_length')})",
+            f"{cell([m.get('eval/pref_accuracy') for m in g])} "
+            f"({base(g, 'constant', 'pref_accuracy')} / {base(g, 'length', 'pref_accuracy')})",
+            f"{cell([m.get('eval/return_correlation') for m in g])} ({base(g, 'length', 'return_correlation')})"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", improvement(groups, varying, "algo"), "", commits_line(runs)]
     return "\n".join(lines)
 
 
-def llm_key(m: dict) -> tuple:
-    prefs = m["num_prefs"] if LLM_PREFS.get(m["algo"], True) else 0
-    return m["task"], m["algo"], m["num_demos"], prefs, m.get("weighting", "mean")
+def improvement(groups: dict[tuple, list[dict]], varying: list[str], by: str) -> str:
+    """P(A > B) of the normalised score between groups that differ only in `by` and the settings that come with
+    it (the presets' weights), with 95 % bootstrap intervals."""
+    if by not in varying:
+        return ""
+    tied = {by, "λ_D", "λ_P", "β"}
+    cells: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in groups:
+        cells[tuple((k, v) for k, v in key if k not in tied)].append(key)
+    lines = ["Probability of improvement, P(row > column) of the normalised score over seeds, 95 % interval:", ""]
+    for context, keys in cells.items():
+        if len(keys) < 2:
+            continue
+        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        names = [dict(k)[by] for k in keys]
+        lines += [f"*{label}*", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for a, ka in zip(names, keys):
+            row = []
+            for b, kb in zip(names, keys):
+                if a == b:
+                    row.append("–")
+                    continue
+                p, lo, hi = stats.probability_of_improvement_ci([score_of(m) for m in groups[ka]],
+                                                                [score_of(m) for m in groups[kb]])
+                row.append(f"{p:.2f}" + ("" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"))
+            lines.append(f"| {a} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip() if len(lines) > 2 else ""
 
 
+def label_of(key: tuple, varying: list[str]) -> str:
+    conf = dict(key)
+    return ", ".join(f"{conf[v]}" if v == "algo" else f"{v}={conf[v]}" for v in varying) or "all runs"
+
+
+def plot_curves(runs: list[dict], out: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups, varying, _ = group(runs, mujoco_config)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, g in groups.items():
+        curves = [[(h["step"], h.get("eval/normalised_score", h["eval/return_mean"])) for h in m["history"]]
+                  for m in g]
+        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+        if len(steps) < 2:  # a single point (behaviour cloning's one evaluation): a dotted level
+            ax.axhline(np.mean([score_of(m) or np.nan for m in g]), ls=":", color="grey")
+            continue
+        ys = np.array([[dict(c)[s] for s in steps] for c in curves])
+        ax.plot(steps, ys.mean(0), label=label_of(key, varying))
+        ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("expert-normalised score")
+    ax.set_title(title + " (mean ± std over seeds; dotted: no learning curve)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+# -- language models ----------------------------------------------------------------------------------------------
 def llm_table(runs: list[dict]) -> str:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for m in runs:
-        groups[llm_key(m)].append(m)
-    keys = sorted(groups, key=lambda k: (k[0], k[3] if k[3] else -1,
-                                         LLM_ORDER.index(k[1]) if k[1] in LLM_ORDER else 99))
-    lines = ["| task | algo | demos | pref pairs | weighting | seeds | gold (sampled) | gold (greedy) | KL(π‖π_ref) "
-             "| held-out pref acc. | demo log-lik./token |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for k in keys:
-        g = groups[k]
-        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or '–'} | {k[4]} | {len(g)} "
-                     f"| {fmt([m.get('eval/gold_sampled') for m in g], 3)} "
-                     f"| {fmt([m.get('eval/gold_greedy') for m in g], 3)} "
-                     f"| {fmt([m.get('eval/kl') for m in g], 2)} "
-                     f"| {fmt([m.get('eval/pref_accuracy') for m in g], 3)} "
-                     f"| {fmt([m.get('eval/demo_logp_per_token') for m in g], 3)} |")
+    groups, varying, shared = group(runs, llm_config)
+    head = ["seeds", "gold (sampled)", "gold (greedy)", "KL(π‖π_ref)", "held-out pref acc. (length only)",
+            "demo log-lik./token"]
+    lines = [shared_line(shared, len(runs)), "",
+             "| " + " | ".join([*varying, *head]) + " |", "|" + "---|" * (len(varying) + len(head))]
+    for key, g in groups.items():
+        conf = dict(key)
+        row = [str(conf[v]) for v in varying] + [
+            str(len(g)), cell([m.get("eval/gold_sampled") for m in g]), cell([m.get("eval/gold_greedy") for m in g]),
+            cell([m.get("eval/kl") for m in g], 2),
+            f"{cell([m.get('eval/pref_accuracy') for m in g])} "
+            f"({plain([m.get('baseline/length_pref_accuracy') for m in g])})",
+            cell([m.get("eval/demo_logp_per_token") for m in g])]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", commits_line(runs)]
     return "\n".join(lines)
 
 
@@ -95,59 +206,25 @@ def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for m in runs:
-        groups[llm_key(m)].append(m)
-    sizes = sorted({k[3] for k in groups if k[3]}) or [0]
+    groups, varying, _ = group(runs, llm_config)
+    sizes = sorted({dict(k)["pairs"] for k in groups})
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), sharey=True, squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        for k in sorted(groups, key=lambda k: LLM_ORDER.index(k[1]) if k[1] in LLM_ORDER else 99):
-            if k[3] not in (0, size):
+        for key, g in groups.items():
+            if dict(key)["pairs"] not in (0, size):
                 continue
-            curves = [[(h["step"], h[metric]) for h in m["history"] if metric in h] for m in groups[k]]
+            curves = [[(h["step"], h[metric]) for h in m["history"] if metric in h] for m in g]
             steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
             if not steps:
                 continue
             ys = np.array([[dict(c)[s] for s in steps] for c in curves])
-            ax.plot(steps, ys.mean(0), marker="o", ms=3, label=k[1])
+            ax.plot(steps, ys.mean(0), marker="o", ms=3, label=label_of(key, [v for v in varying if v != "pairs"]))
             ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.15)
         ax.set_title(f"{title}: {size} preference pairs" if size else title)
         ax.set_xlabel("training steps (SFT warm start, reward fit, then the preset's steps)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel(metric.split("/")[-1].replace("_", " "))
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-
-
-def plot_curves(runs: list[dict], out: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for m in runs:
-        if m["algo"] != "bc":
-            groups[group_key(m)].append(m)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k in sorted(groups, key=lambda k: (ORDER.index(k[1]) if k[1] in ORDER else 99, k[3])):
-        curves = [[(h["step"], h.get("eval/normalised_score", h["eval/return_mean"])) for h in m["history"]]
-                  for m in groups[k]]
-        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
-        if not steps:
-            continue
-        ys = np.array([[dict(c)[s] for s in steps] for c in curves])
-        label = f"{k[1]}" + (f" (P={k[3]})" if k[3] else "") + (f" {k[4]}" if k[1] == "aihf" else "") + \
-            (f" {k[5]} envs" if k[5] != 1 else "")
-        ax.plot(steps, ys.mean(0), label=label)
-        ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
-    for m in runs:
-        if m["algo"] == "bc":
-            ax.axhline(m.get("eval/normalised_score", np.nan), ls=":", color="grey")
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("expert-normalised score")
-    ax.set_title(title + " (dotted: bc runs)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

@@ -37,6 +37,7 @@ from aihf.llm.order import EpochOrder
 from aihf.llm.sequences import generate, pad_right, response_logps
 from aihf.nonfinite import FiniteWatch, grad_norm
 from aihf.paths import resolve
+from aihf.provenance import git_commit
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
 
@@ -67,7 +68,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the reward has no data")
     if a.policy_update == "rloo" and t.rl_samples < 2:
         raise ConfigError(f"llm.train.rl_samples={t.rl_samples}: RLOO's leave-one-out baseline needs at least 2")
-    if a.beta is None or a.beta <= 0:
+    if isinstance(a.beta, bool) or not isinstance(a.beta, (int, float)) or a.beta <= 0:
         raise ConfigError(f"algo.beta={a.beta}: the LLM objectives need a KL coefficient β > 0")
 
 
@@ -667,7 +668,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
         m = torch.cat(margins)
         # A tie (e.g. the implicit reward before any preference step, where π = π_ref) counts as half right.
         acc = ((m > 0).float() + 0.5 * (m == 0).float()).mean().item()
-        out = {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item()}
+        # What knowing only the lengths scores: the longer response predicted preferred (ties half).
+        gap = torch.tensor([len(p["chosen"]) - len(p["rejected"]) for p in held], dtype=torch.float32)
+        longer = (gap > 0).float() + 0.5 * (gap == 0).float()
+        out = {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item(),
+               "baseline/length_pref_accuracy": longer.mean().item()}
         if ref_margins:  # a zero-shot baseline: does π_ref itself find the chosen response more likely?
             out["eval/ref_loglik_pref_accuracy"] = (torch.cat(ref_margins) > 0).float().mean().item()
         return out
@@ -744,7 +749,10 @@ class LLMAIHF(Continuable, pl.LightningModule):
         a, d = self.cfg.algo, self.cfg.llm.data
         self.final_metrics = {
             "domain": "llm", "task": d.name, "algo": a.name, "seed": self.cfg.seed, "weighting": a.weighting,
-            "beta": a.beta, "num_demos": len(self.data["demos"]), "num_prefs": len(self.data["prefs"]),
+            # the data the preset learns from (an SFT or SPIN run records no preference pairs)
+            "beta": a.beta, "num_demos": len(self.data["demos"]),
+            "num_prefs": len(self.data["prefs"]) if a.pref_weight != 0 and a.policy_update != "bc" else 0,
+            "demo_weight": a.demo_weight, "pref_weight": a.pref_weight, "git_commit": git_commit(),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
             "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates,
             "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, **final,

@@ -6,7 +6,8 @@ sub-envs at once (one batched action per vector step). Each vector step stores `
 rewards computed *now* by the algorithm's reward (the current r_θ, or the environment's for the oracle). Every
 `algo.reward_every` env steps the reward takes `algo.reward_steps` gradient steps on
 λ_D·(demonstration contrast) + λ_P·(Bradley–Terry), weighted as `algo.weighting` says. The presets only change
-which of these parts are switched on.
+which of these parts are switched on; the recipe (`recipe.*`: BC warm start, demonstration replay, the reward's
+schedule, β) is applied alike to every preset that learns a reward.
 
 Every tensor the loop makes lives on the module's device (replay buffer, data mix, generator, noise); only the
 environments' observations and actions cross to the host. Optimisers come from `self.optimizers()` and step after
@@ -15,6 +16,8 @@ steps for behaviour cloning). Evaluation and checkpoints are scheduled by the ca
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import json
 import logging
@@ -36,6 +39,8 @@ from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
 from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
+from aihf.provenance import git_commit
+from aihf.teachers import SimulatedTeacher
 from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
 from aihf.mujoco.evaluation import PolicyEvaluator
 from aihf.mujoco.rollout import VectorRollout
@@ -61,15 +66,32 @@ def validate_algo(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: expected one of {allowed}")
     if a.reward_source == "learned" and a.policy_update == "sac" and a.demo_weight == 0 and a.pref_weight == 0:
         raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the learned reward has no data")
-    if a.demo_replay_fraction > 0 and (a.reward_source != "learned" or a.policy_update != "sac"):
-        raise ConfigError("algo.demo_replay_fraction > 0 needs a learned reward: demonstrations carry no env reward")
-    if not 0 <= a.demo_replay_fraction < 1:
-        raise ConfigError(f"algo.demo_replay_fraction={a.demo_replay_fraction}: expected a value in [0, 1)")
     if a.reward_source == "learned" and a.schedule == "alternating" and a.reward_every < 1:
         raise ConfigError(f"algo.reward_every={a.reward_every}: the alternating schedule needs at least 1 env step "
                           f"between reward phases")
     if a.schedule == "sequential" and a.reward_pretrain_steps <= 0:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The recipe as this run applies it: its tricks for a preset that learns a reward with SAC, none otherwise
+    (the sac oracle's replayed demonstrations would have no env reward; bc takes no RL steps)."""
+    name: str
+    bc_warmstart_steps: int
+    demo_replay_fraction: float
+    reward_every: int
+    reward_steps: int
+    beta: float | str  # a number or "alpha"
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> "Recipe":
+        a, r = cfg.algo, cfg.recipe
+        learns = a.reward_source == "learned" and a.policy_update == "sac"
+        beta = r.beta if r.beta is not None and learns else a.beta
+        return cls(r.name, r.bc_warmstart_steps if learns else 0, r.demo_replay_fraction if learns else 0.0,
+                   r.reward_every or a.reward_every, r.reward_steps or a.reward_steps,
+                   "alpha" if beta is None else beta)
 
 
 def validate_loop(cfg: DictConfig) -> None:
@@ -102,6 +124,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self.cfg = cfg
         validate_algo(cfg)
         validate_loop(cfg)
+        self.recipe = Recipe.of(cfg)
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         a, loop, env = cfg.algo, cfg.loop, cfg.env
         train_kwargs = OmegaConf.to_container(env.train_kwargs)
@@ -135,7 +158,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self.episodes = 0
         self.reward_updates = 0
         self.policy_updates = 0
-        self.warmstart_done = a.bc_warmstart_steps == 0
+        self.warmstart_done = self.recipe.bc_warmstart_steps == 0
         self._update_credit = 0.0
         self.last_episode_return = float("nan")
         self.history: list[dict] = []
@@ -152,16 +175,18 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         cfg = self.cfg
         path = cfg.data.path or shipped_path(cfg.env.id)
         a = cfg.algo
-        needs_demos = (a.needs_demos and a.demo_weight != 0 or a.policy_update == "bc" or a.bc_warmstart_steps > 0
-                       or a.demo_replay_fraction > 0)
+        needs_demos = (a.needs_demos and a.demo_weight != 0 or a.policy_update == "bc"
+                       or self.recipe.bc_warmstart_steps > 0 or self.recipe.demo_replay_fraction > 0)
         needs_prefs = a.needs_prefs and a.pref_weight != 0 and a.policy_update != "bc"
         if cfg.data.path is None and not Path(path).exists() and not (needs_demos or needs_prefs):
             return None  # e.g. training the first expert: no dataset exists yet, and none is needed
         space = self.rollout.envs.single_action_space
         anchors_given = cfg.env.expert_return is not None and cfg.env.random_return is not None
         dataset = load_dataset(path, self.obs_dim, self.act_dim, cfg.env.id, (space.low, space.high), anchors_given)
+        subset_seed = cfg.seed if cfg.data.subset_seed is None else cfg.data.subset_seed
+        teacher = SimulatedTeacher(**OmegaConf.to_container(cfg.teacher)) if cfg.data.relabel else None
         return DataMix(dataset, cfg.data.num_demos, cfg.data.num_prefs, cfg.data.policy_window,
-                       needs_demos, needs_prefs)
+                       needs_demos, needs_prefs, subset_seed, cfg.data.demo_policy, teacher)
 
     def _normalisation_anchors(self) -> tuple[float | None, float | None]:
         meta = self.data.dataset.metadata if self.data is not None else {}
@@ -253,7 +278,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         metrics: dict[str, torch.Tensor] = {}
         episodes: list[float] = []
         if not self.warmstart_done:
-            for _ in range(self.cfg.algo.bc_warmstart_steps):
+            for _ in range(self.recipe.bc_warmstart_steps):
                 metrics.update(self.bc_step())
             self.warmstart_done = True
         target = min(start + self.cfg.loop.steps_per_iteration, self.budget)
@@ -317,7 +342,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def select_actions(self, obs: np.ndarray) -> np.ndarray:
         n = len(obs)
-        if self.env_steps < self.policy.learning_starts and self.cfg.algo.bc_warmstart_steps == 0:
+        if self.env_steps < self.policy.learning_starts and self.recipe.bc_warmstart_steps == 0:
             return self.np_rng.uniform(self.action_low, self.action_high, (n, self.act_dim)).astype(np.float32)
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         return self.policy.act(obs_t, generator=self.torch_gen).cpu().numpy()
@@ -341,8 +366,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                 for _ in range(a.reward_pretrain_steps):
                     metrics.update(self.reward_step())
             elif a.schedule == "alternating":
-                phases = self.env_steps // a.reward_every - before // a.reward_every
-                for _ in range(phases * a.reward_steps):
+                every = self.recipe.reward_every
+                phases = self.env_steps // every - before // every
+                for _ in range(phases * self.recipe.reward_steps):
                     metrics.update(self.reward_step())
         self._update_credit += p.updates_per_step * self.rollout.num_envs
         while self._update_credit >= 1:
@@ -362,7 +388,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
     def policy_step(self) -> dict:
         """One SAC update: critics, then actor and temperature, then the target critics."""
         p = self.policy
-        n_demo = int(round(self.cfg.algo.demo_replay_fraction * p.batch_size))
+        n_demo = int(round(self.recipe.demo_replay_fraction * p.batch_size))
         batch = self.buffer.sample(p.batch_size - n_demo, self.torch_gen)
         if n_demo:  # demonstrations in SAC's batch, scored by the same reward as the agent's own steps
             demo = self.data.demo_replay_batch(n_demo, self.torch_gen)
@@ -388,8 +414,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     @property
     def beta(self) -> float:
-        b = self.cfg.algo.beta
-        return float(self.policy.alpha) if b is None else float(b)
+        b = self.recipe.beta
+        return float(self.policy.alpha) if b == "alpha" else float(b)
 
     def reward_loss(self, demo: tuple | None, policy_samples: tuple | None, prefs: dict | None
                     ) -> tuple[torch.Tensor, dict]:
@@ -510,6 +536,10 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                 "skipped_updates": self.skipped_updates, "episodes": self.episodes,
                 "num_demos": self.data.num_demos if self.data else 0,
                 "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
+                "demo_weight": self.cfg.algo.demo_weight, "pref_weight": self.cfg.algo.pref_weight,
+                "data_subset": self.data.subset() if self.data else None, "git_commit": git_commit(),
+                "teacher": OmegaConf.to_container(self.cfg.teacher) if self.cfg.data.relabel else "the dataset's",
+                "recipe": asdict(self.recipe), "alpha_learned": bool(self.cfg.policy.learn_alpha),
                 "final_eval_episodes": self.cfg.loop.final_eval_episodes,
                 "expert_return": self.expert_return, "random_return": self.random_return,
                 "train_wall_s": self.wall_s, "versions": env_versions(), **final,

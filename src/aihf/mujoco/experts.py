@@ -1,0 +1,110 @@
+"""The expert table and learning curves: what each shipped dataset's expert is and how it was trained.
+
+    python -m aihf.mujoco.experts <expert run dir> [...] --data data/mujoco --out docs/results/experts
+
+For each expert run (an `experiment=expert` run directory: its csv/metrics.csv evaluation curve and ladder) and the
+dataset collected from it (`<data>/<env id>.npz` + `.json`): env steps trained, training wall time, the expert
+rung, its return over the dataset's deterministic demonstrations (mean ± std: collect them with
+collect.num_demos=10 for 10 episodes), the random policy's return, and the ladder's rungs. Writes <out>.md and the
+curves to <out>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> str:
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def eval_curve(run: Path) -> tuple[list[int], list[float], float]:
+    """(env steps, deterministic evaluation return, training wall seconds) from a run's CSV log."""
+    steps, returns, wall = [], [], 0.0
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("time/wall_s"):
+                wall = max(wall, float(row["time/wall_s"]))
+            if row.get("eval/return_mean"):
+                steps.append(int(float(row["step"])))
+                returns.append(float(row["eval/return_mean"]))
+    return steps, returns, wall
+
+
+def env_of(run: Path) -> str:
+    hparams = (run / "csv" / "hparams.yaml").read_text()
+    for line in hparams.splitlines():
+        if line.strip().startswith("id:") and "-v" in line:
+            return line.split(":", 1)[1].strip()
+    raise SystemExit(f"{run}: no env id in csv/hparams.yaml")
+
+
+def table(runs: list[Path], data: Path) -> tuple[str, dict]:
+    lines = ["| env | env steps trained | training wall time | expert rung (env steps) | expert return, "
+             "deterministic (mean ± std, episodes) | random return | rungs (env steps: eval return) |",
+             "|---|---|---|---|---|---|---|"]
+    curves = {}
+    for run in runs:
+        env = env_of(run)
+        steps, returns, wall = eval_curve(run)
+        curves[env] = (steps, returns)
+        meta_file = data / f"{env}.json"
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text())
+            expert = next(p for p in meta["policies"] if p["name"] == meta["expert"])
+            rungs = ", ".join(f"{p['env_steps'] // 1000}k: {p['eval_return']:.0f}" for p in meta["policies"][1:])
+            ret = (f"{meta['expert_return']:.1f} ± {meta['expert_return_std']:.1f} "
+                   f"({meta['counts']['demos']})")
+            lines.append(f"| {env} | {max(steps) if steps else 0:,} | {wall / 3600:.2f} h | {expert['env_steps']:,} "
+                         f"| {ret} | {meta['random_return']:.1f} | {rungs} |")
+        else:
+            lines.append(f"| {env} | {max(steps) if steps else 0:,} | {wall / 3600:.2f} h | – | (no dataset) | – | – |")
+    return "\n".join(lines), curves
+
+
+def plot(curves: dict, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+    for ax, (env, (steps, returns)) in zip(axes[0], curves.items()):
+        ax.plot(np.array(steps) / 1000, returns)
+        ax.set_title(f"{env}: SAC expert")
+        ax.set_xlabel("env steps (thousands)")
+        ax.set_ylabel("deterministic return (5 episodes)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--data", type=Path, default=Path("data/mujoco"))
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    md, curves = table(args.runs, args.data)
+    md += f"\n\nMachine: {machine()}; one thread per run, two runs side by side.\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(md)
+    plot(curves, args.out.with_suffix(".png"))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

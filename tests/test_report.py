@@ -1,0 +1,78 @@
+"""The report groups runs by the configuration they recorded, never by preset names, and gives intervals."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aihf import report, stats
+
+PRESETS = ("sac", "bc", "irl", "rlhf", "aihf", "sft", "dpo", "ipo", "rpo", "spin", "aihf_dpo", "aihf_selfplay", "rm")
+
+
+def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_weight: float = 1.0,
+              recipe: str = "cpu_budget") -> None:
+    d = root / name
+    d.mkdir(parents=True)
+    m = {"env_id": "Hopper-v5", "algo": algo, "seed": seed, "env_steps": 1000, "num_envs": 1, "num_demos": 1,
+         "num_prefs": 20, "weighting": "mean", "demo_weight": 1.0, "pref_weight": pref_weight,
+         "recipe": {"name": recipe, "beta": 1.0}, "eval/return_mean": 100 * score, "eval/normalised_score": score,
+         "eval/epic": 0.4, "eval/pref_accuracy": 0.8, "eval/pref_accuracy_equal_length": 0.7,
+         "eval/return_correlation": 0.9, "git_commit": "abc123",
+         "baselines": {"baseline/constant/pref_accuracy": 0.72, "baseline/length/pref_accuracy": 0.7,
+                       "baseline/constant/pref_accuracy_equal_length": 0.5,
+                       "baseline/length/pref_accuracy_equal_length": 0.5, "baseline/length/return_correlation": 0.99},
+         "history": [{"step": 500, "eval/return_mean": 1.0, "eval/normalised_score": 0.1},
+                     {"step": 1000, "eval/return_mean": 2.0, "eval/normalised_score": score}]}
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def test_groups_by_recorded_configuration_with_intervals(tmp_path):
+    for s in range(4):
+        write_run(tmp_path, f"x{s}", "method_x", s, 0.5 + 0.01 * s)
+        write_run(tmp_path, f"y{s}", "method_y", s, 0.2 + 0.01 * s)
+        write_run(tmp_path, f"z{s}", "method_x", s, 0.9, pref_weight=5.0)  # same name, other weights: its own row
+    md = report.table(report.load_runs([tmp_path]))
+    main = md.split("Probability of improvement")[0]
+    rows = [line for line in main.splitlines() if line.startswith("| method_")]
+    assert len(rows) == 3 and all("| 4 |" in r for r in rows)
+    assert "shared by all: env = Hopper-v5" in md and "recipe = cpu_budget" in md
+    x_row = next(r for r in rows if r.startswith("| method_x | 1.0 |"))
+    assert re.search(r"0\.515 \[0\.50\d, 0\.52\d\]", x_row)  # mean [95 % CI]
+    assert "(0.720 / 0.700)" in x_row  # the constant's and the length proxy's pair accuracy beside the learned one
+    assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
+    report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_report_code_names_no_preset():
+    source = Path(report.__file__).read_text()
+    named = [p for p in PRESETS if re.search(rf"[\"']{p}[\"']", source)]
+    assert not named, f"report.py names presets {named}: group by recorded configuration instead"
+
+
+def test_statistics():
+    assert stats.probability_of_improvement([2, 3], [1, 1]) == 1.0
+    assert stats.probability_of_improvement([1, 2], [1, 2]) == 0.5
+    assert stats.iqm([0, 1, 2, 3, 100, 5, 6, 7]) == pytest.approx(np.mean([2, 3, 5, 6]))
+    mean, low, high = stats.bootstrap_ci(np.random.default_rng(0).normal(1.0, 0.1, 20))
+    assert low < mean < high and high - low < 0.15 and low < 1.0 < high
+    assert np.isnan(stats.bootstrap_ci([0.3])[1])  # one seed: no interval
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_trials_and_returns_the_metric(tmp_path):
+    """hparams_search=aihf_hopper with Optuna: two short trials, each returning its normalised score."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "run.py"), "--multirun", "hparams_search=aihf_hopper",
+                           "debug=fast", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                           "loop.total_env_steps=600", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    assert "best_value" in best and "reward.lr" in best
+    assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 2
