@@ -44,3 +44,15 @@ def test_relabelled_pairs_follow_the_configured_teacher(hopper_data, tmp_path):
     torch.testing.assert_close(batch["label"][decided], (batch["true_a"] < batch["true_b"]).float()[decided])
     assert not torch.equal(stored["label"], batch["label"])
     assert np.array_equal(data.train_pairs, mix(hopper_data, tmp_path).train_pairs)  # same pairs, new labels
+
+
+def test_subsets_are_shared_across_presets_and_nested_across_sizes(hopper_data, tmp_path):
+    """With one seed, aihf and rlhf learn from the same pairs (whatever their demonstrations), and 10 pairs are
+    the first 10 of the 30 drawn for a larger run, so a scarcity curve changes one thing at a time."""
+    aihf = MuJoCoAIHF(fast_cfg("aihf", hopper_data, tmp_path, ["seed=3"])).data
+    rlhf = MuJoCoAIHF(fast_cfg("rlhf", hopper_data, tmp_path, ["seed=3", "recipe=paper"])).data
+    assert rlhf.num_demos == 0 and aihf.num_demos == 1
+    assert np.array_equal(aihf.train_pairs, rlhf.train_pairs)
+    small = set(mix(hopper_data, tmp_path, "seed=3", "data.num_prefs=10").train_pairs)
+    large = set(mix(hopper_data, tmp_path, "seed=3", "data.num_prefs=30").train_pairs)
+    assert small < large

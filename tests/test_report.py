@@ -13,14 +13,14 @@ PRESETS = ("sac", "bc", "irl", "rlhf", "aihf", "sft", "dpo", "ipo", "rpo", "spin
 
 
 def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_weight: float = 1.0,
-              recipe: str = "cpu_budget") -> None:
+              recipe: str = "cpu_budget", teacher="the dataset's", status: str = "finished") -> None:
     d = root / name
     d.mkdir(parents=True)
     m = {"env_id": "Hopper-v5", "algo": algo, "seed": seed, "env_steps": 1000, "num_envs": 1, "num_demos": 1,
          "num_prefs": 20, "weighting": "mean", "demo_weight": 1.0, "pref_weight": pref_weight,
          "recipe": {"name": recipe, "beta": 1.0}, "eval/return_mean": 100 * score, "eval/normalised_score": score,
          "eval/epic": 0.4, "eval/pref_accuracy": 0.8, "eval/pref_accuracy_equal_length": 0.7,
-         "eval/return_correlation": 0.9, "git_commit": "abc123",
+         "eval/return_correlation": 0.9, "git_commit": "abc123", "teacher": teacher, "status": status,
          "baselines": {"baseline/constant/pref_accuracy": 0.72, "baseline/length/pref_accuracy": 0.7,
                        "baseline/constant/pref_accuracy_equal_length": 0.5,
                        "baseline/length/pref_accuracy_equal_length": 0.5, "baseline/length/return_correlation": 0.99},
@@ -37,14 +37,28 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     md = report.table(report.load_runs([tmp_path]))
     main = md.split("Probability of improvement")[0]
     rows = [line for line in main.splitlines() if line.startswith("| method_")]
-    assert len(rows) == 3 and all("| 4 |" in r for r in rows)
+    assert len(rows) == 3 and all("| 4 (4) |" in r for r in rows)
     assert "shared by all: env = Hopper-v5" in md and "recipe = cpu_budget" in md
     x_row = next(r for r in rows if r.startswith("| method_x | 1.0 |"))
-    assert re.search(r"0\.515 \[0\.50\d, 0\.52\d\]", x_row)  # mean [95 % CI]
+    assert "0.515 [0.494, 0.536] (0.500–0.530)" in x_row  # mean [95 % t-interval] (min–max)
     assert "(0.720 / 0.700)" in x_row  # the constant's and the length proxy's pair accuracy beside the learned one
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
     report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):
+    """Runs that differ in a recorded setting that is not the method (here the teacher) are separate rows, and a
+    diverged seed is counted but not averaged."""
+    for s in range(3):
+        write_run(tmp_path, f"clean{s}", "method_x", s, 0.5, teacher={"mistake_prob": 0.0})
+        write_run(tmp_path, f"noisy{s}", "method_x", s, 0.3, teacher={"mistake_prob": 0.3})
+    write_run(tmp_path, "bad", "method_x", 9, float("nan"), teacher={"mistake_prob": 0.3}, status="diverged")
+    md = report.table(report.load_runs([tmp_path]))
+    rows = [r for r in md.split("Cells:")[0].splitlines() if r.startswith("| ")][1:]
+    assert len(rows) == 2
+    noisy = next(r for r in rows if "mistake_prob=0.3" in r)
+    assert "| 4 (3) |" in noisy and "0.300 [0.300, 0.300]" in noisy
 
 
 def test_report_code_names_no_preset():

@@ -17,6 +17,18 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def t_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % Student-t interval of the mean over seeds (NaN bounds with one seed)."""
+    v = _finite(values)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) == 1:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
 def iqm(values) -> float:
     """The mean of the middle half (25 % trimmed at each end): robust to one wild seed, unlike the mean."""
     v = _finite(values)

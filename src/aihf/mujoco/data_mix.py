@@ -31,11 +31,14 @@ class DataMix:
         if needs_prefs and len(train_pairs) < num_prefs:
             raise ConfigError(f"data.num_prefs={num_prefs}, but {name} holds {len(train_pairs)} training pairs")
         # Which demonstrations and which pairs: a random subset drawn with subset_seed (by default the run's seed),
-        # so seeds vary the data as well as the learner, and a fixed data.subset_seed holds the data still.
-        rng = np.random.default_rng(subset_seed)
+        # so seeds vary the data as well as the learner, and a fixed data.subset_seed holds the data still. Each
+        # source has its own stream and takes a prefix of one permutation: with the same seed, every preset gets
+        # the same pairs whatever its demonstrations, and N pairs are the first N of any larger N (nested).
         self.subset_seed = subset_seed
-        demo_trajs = np.sort(rng.choice(demo_trajs, size=num_demos if needs_demos else 0, replace=False))
-        train_pairs = np.sort(rng.choice(train_pairs, size=num_prefs if needs_prefs else 0, replace=False))
+        demo_order = np.random.default_rng([subset_seed, 0]).permutation(demo_trajs)
+        pair_order = np.random.default_rng([subset_seed, 1]).permutation(train_pairs)
+        demo_trajs = np.sort(demo_order[:num_demos if needs_demos else 0])
+        train_pairs = np.sort(pair_order[:num_prefs if needs_prefs else 0])
         self.demo_trajs = demo_trajs
         self.demo_obs, self.demo_act = dataset.transitions(self.demo_trajs)
         self.demo_transitions = self._demo_transitions()

@@ -530,7 +530,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                    ladder / f"step_{step:08d}.pt")
 
     def _result(self, final: dict) -> dict:
-        return {"env_id": self.cfg.env.id, "algo": self.cfg.algo.name, "seed": self.cfg.seed,
+        return {"env_id": self.cfg.env.id, "algo": self.cfg.algo.name, "seed": self.cfg.seed, "budget": self.budget,
                 "env_steps": self.env_steps, "num_envs": self.rollout.num_envs,
                 "policy_updates": self.policy_updates, "reward_updates": self.reward_updates,
                 "skipped_updates": self.skipped_updates, "episodes": self.episodes,

@@ -104,10 +104,13 @@ class HeldoutRewardMetrics:
         self.coverage_states = self.obs[rng.choice(self.steps, size=num_coverage)] if len(self.steps) else None
         self.coverage_actions = rng.uniform(action_low, action_high,
                                             size=(num_coverage, len(action_low))).astype(np.float32)
-        self.true_canonical = None
+        self.true_canonical, self.simulator_fidelity = None, float("nan")
         if len(self.epic_idx) >= 2:
             true_reward = true_reward or SimulatorReward(env_id)
             self.true_canonical = self._canonical(lambda o, act, term: true_reward(o, act))
+            # the simulator's reward against the recorded one on the same transitions: is it the data's reward?
+            self.simulator_fidelity = metrics.pearson(true_reward(self.obs[self.epic_idx], self.act[self.epic_idx]),
+                                                      self.reward[self.epic_idx])
             if isinstance(true_reward, SimulatorReward):
                 true_reward.close()
 
@@ -157,7 +160,7 @@ class HeldoutRewardMetrics:
         return flag
 
     def baselines(self) -> dict[str, float]:
-        out = {}
+        out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
         for name, fn in (("constant", constant_reward), ("length", length_proxy_reward)):
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
         return out
