@@ -54,3 +54,19 @@ def test_the_docs_show_commands():
 def test_documented_command_passes_the_checks(where, args):
     precheck_overrides(args, CONF)
     check_config(compose_cfg(args), args)
+
+
+def figure_commands() -> list[tuple[str, list[str]]]:
+    from aihf.figures import FIGURES
+    found = []
+    for name, fig in FIGURES.items():
+        for i, sweep in enumerate(fig.sweeps):
+            found.append((f"figures:{name}:{i}", [_first_of_sweep(w) for w in sweep]))
+    return found
+
+
+@pytest.mark.parametrize("where,args", figure_commands(), ids=[w for w, _ in figure_commands()])
+def test_every_figure_sweep_passes_the_checks(where, args):
+    """`python -m aihf.figures run <name>` regenerates each results figure: each of its sweeps composes."""
+    precheck_overrides(args, CONF)
+    check_config(compose_cfg(args), args)

@@ -41,6 +41,7 @@ def mujoco_config(m: dict) -> dict:
     if isinstance(teacher, dict):
         teacher = ", ".join(f"{k}={v}" for k, v in sorted(teacher.items()))
     return {"env": m["env_id"], "algo": m["algo"], "recipe": recipe.get("name", "–"),
+            "BC warm start": recipe.get("bc_warmstart_steps", "–"), "demo replay": recipe.get("demo_replay_fraction", "–"),
             "λ_D": m.get("demo_weight", "–"), "λ_P": m.get("pref_weight", "–"),
             "weighting": m.get("weighting", "–"), "β": recipe.get("beta", "–"),
             "α learned": m.get("alpha_learned", "–"), "demos": m.get("num_demos", 0),
