@@ -67,7 +67,8 @@ def table(runs: list[Path], data: Path) -> tuple[str, dict]:
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
             expert = next(p for p in meta["policies"] if p["name"] == meta["expert"])
-            rungs = ", ".join(f"{p['env_steps'] // 1000}k: {p['eval_return']:.0f}" for p in meta["policies"][1:])
+            ladder = sorted(meta["policies"][1:], key=lambda p: p["env_steps"])
+            rungs = ", ".join(f"{p['env_steps'] // 1000}k: {p['eval_return']:.0f}" for p in ladder)
             ret = (f"{meta['expert_return']:.1f} ± {meta['expert_return_std']:.1f} "
                    f"({meta['counts']['demos']})")
             lines.append(f"| {env} | {max(steps) if steps else 0:,} | {wall / 3600:.2f} h | {expert['env_steps']:,} "
@@ -99,7 +100,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     md, curves = table(args.runs, args.data)
-    md += f"\n\nMachine: {machine()}; one thread per run, two runs side by side.\n"
+    md += (f"\n\nRungs show the return of the training-time evaluation (5 deterministic episodes) that chose them; "
+           f"the expert's return is measured afresh over the dataset's deterministic demonstrations. Machine: "
+           f"{machine()}; one thread per run, two runs side by side.\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(md)
     plot(curves, args.out.with_suffix(".png"))
