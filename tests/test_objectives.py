@@ -78,9 +78,11 @@ def test_sum_weighting_is_the_summed_log_likelihood(hopper_data, tmp_path):
     for i in range(len(prefs["label"])):
         ret = {s: sum(r(o, a) for o, a, m in zip(prefs[f"obs_{s}"][i], prefs[f"act_{s}"][i], prefs[f"mask_{s}"][i])
                       if m > 0) for s in "ab"}
-        p_a = 1 / (1 + math.exp(-(ret["a"] - ret["b"])))
+        d = ret["a"] - ret["b"]
+        # log σ(d) and log σ(−d) = log(1 − σ(d)), written so that neither cancels when |d| is large
+        log_sigmoid = lambda x: -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))  # noqa: E731
         y = float(prefs["label"][i])
-        pref_ll += y * math.log(p_a) + (1 - y) * math.log(1 - p_a)
+        pref_ll += y * log_sigmoid(d) + (1 - y) * log_sigmoid(-d)
     terms = len(demo[0]) + len(prefs["label"])
     assert len(demo[0]) == sum(int(data.dataset.arrays["traj_len"][t]) for t in data.demo_trajs) > 2
     assert float(loss) == pytest.approx(-(lam_d * demo_ll + lam_p * pref_ll) / terms, rel=1e-9)

@@ -17,12 +17,11 @@ steps for behaviour cloning). Evaluation and checkpoints are scheduled by the ca
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import json
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hydra
@@ -38,16 +37,16 @@ from aihf.errors import ConfigError, TrainingDiverged
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
 from aihf.mujoco.datasets import load_dataset, shipped_path
-from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
-from aihf.provenance import git_commit
-from aihf.teachers import SimulatedTeacher
 from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
 from aihf.mujoco.evaluation import PolicyEvaluator
+from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
 from aihf.mujoco.rollout import VectorRollout
 from aihf.mujoco.video import check_video_support, log_video, record_episode
 from aihf.nonfinite import FiniteWatch, update_is_finite
+from aihf.provenance import git_commit
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
+from aihf.teachers import SimulatedTeacher
 
 REWARD_SOURCES = ("learned", "env")
 POLICY_UPDATES = ("sac", "bc")
@@ -64,13 +63,18 @@ def validate_algo(cfg: DictConfig) -> None:
                                 ("algo.weighting", a.weighting, objectives.WEIGHTINGS)):
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {allowed}")
-    if a.reward_source == "learned" and a.policy_update == "sac" and a.demo_weight == 0 and a.pref_weight == 0:
+    if learns_reward(a) and a.demo_weight == 0 and a.pref_weight == 0:
         raise ConfigError("algo.demo_weight and algo.pref_weight are both 0: the learned reward has no data")
     if a.reward_source == "learned" and a.schedule == "alternating" and a.reward_every < 1:
         raise ConfigError(f"algo.reward_every={a.reward_every}: the alternating schedule needs at least 1 env step "
                           f"between reward phases")
     if a.schedule == "sequential" and a.reward_pretrain_steps <= 0:
         raise ConfigError("algo.schedule=sequential fits the reward before RL: set algo.reward_pretrain_steps > 0")
+
+
+def learns_reward(algo: DictConfig) -> bool:
+    """The preset fits r_θ and runs SAC on it (irl, rlhf, aihf; not the sac oracle or bc)."""
+    return algo.reward_source == "learned" and algo.policy_update == "sac"
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class Recipe:
     @classmethod
     def of(cls, cfg: DictConfig) -> "Recipe":
         a, r = cfg.algo, cfg.recipe
-        learns = a.reward_source == "learned" and a.policy_update == "sac"
+        learns = learns_reward(a)
         beta = r.beta if r.beta is not None and learns else a.beta
         return cls(r.name, r.bc_warmstart_steps if learns else 0, r.demo_replay_fraction if learns else 0.0,
                    r.reward_every or a.reward_every, r.reward_steps or a.reward_steps,
@@ -135,15 +139,15 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         if loop.video:
             check_video_support()  # before any training: a missing GL backend or moviepy is one line now
 
+        space = self.rollout.envs.single_action_space
+        self.action_low, self.action_high = space.low.copy(), space.high.copy()
         self.data = self._load_data()
         self.expert_return, self.random_return = self._normalisation_anchors()
 
-        space = self.rollout.envs.single_action_space
-        self.action_low, self.action_high = space.low.copy(), space.high.copy()
         self.policy = hydra.utils.instantiate(cfg.policy, obs_dim=self.obs_dim, act_dim=self.act_dim,
                                               action_low=self.action_low.tolist(),
                                               action_high=self.action_high.tolist(), _convert_="all")
-        self.learns_reward = a.reward_source == "learned" and a.policy_update == "sac"
+        self.learns_reward = learns_reward(a)
         self.reward = (hydra.utils.instantiate(cfg.reward, obs_dim=self.obs_dim, act_dim=self.act_dim,
                                                _convert_="all") if self.learns_reward else None)
         capacity = max(1, min(cfg.policy.buffer_size, loop.total_env_steps))
@@ -180,9 +184,9 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         needs_prefs = a.needs_prefs and a.pref_weight != 0 and a.policy_update != "bc"
         if cfg.data.path is None and not Path(path).exists() and not (needs_demos or needs_prefs):
             return None  # e.g. training the first expert: no dataset exists yet, and none is needed
-        space = self.rollout.envs.single_action_space
         anchors_given = cfg.env.expert_return is not None and cfg.env.random_return is not None
-        dataset = load_dataset(path, self.obs_dim, self.act_dim, cfg.env.id, (space.low, space.high), anchors_given)
+        dataset = load_dataset(path, self.obs_dim, self.act_dim, cfg.env.id, (self.action_low, self.action_high),
+                               anchors_given)
         subset_seed = cfg.seed if cfg.data.subset_seed is None else cfg.data.subset_seed
         teacher = SimulatedTeacher(**OmegaConf.to_container(cfg.teacher)) if cfg.data.relabel else None
         return DataMix(dataset, cfg.data.num_demos, cfg.data.num_prefs, cfg.data.policy_window,

@@ -83,23 +83,22 @@ class HeldoutRewardMetrics:
         self.gamma = gamma
         trajs = dataset.trajectories(HELDOUT)
         terminated = dataset.metadata.get("trajectory_terminated")
-        # every held-out step, with whether it ends its episode by termination
-        steps, last = [], []
-        for t in trajs:
-            s, n = int(a["traj_start"][t]), int(a["traj_len"][t])
-            steps.append(np.arange(s, s + n))
-            flag = np.zeros(n, dtype=bool)
-            flag[-1] = bool(terminated[t]) if terminated is not None else False
-            last.append(flag)
-        self.steps = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
-        self.step_terminal = np.concatenate(last) if last else np.zeros(0, dtype=bool)
+        # every held-out step (trajectory after trajectory), with whether it ends its episode by termination
+        spans = [(int(a["traj_start"][t]), int(a["traj_len"][t])) for t in trajs]
+        self.steps = np.concatenate([np.arange(s, s + n) for s, n in spans]) if spans else np.zeros(0, np.int64)
+        self.step_terminal = np.zeros(len(self.steps), dtype=bool)
+        ends = np.cumsum([n for _, n in spans]) - 1
+        if terminated is not None and len(ends):
+            self.step_terminal[ends] = [bool(terminated[t]) for t in trajs]
         self.obs, self.act, self.reward = a["obs"], a["act"], a["reward"]
-        self.traj_steps = [(np.arange(a["traj_start"][t], a["traj_start"][t] + a["traj_len"][t]), last[i])
-                           for i, t in enumerate(trajs)]
+        # where each dataset step sits in self.steps: segments and trajectories are contiguous runs there
+        position = np.full(len(self.obs), -1, dtype=np.int64)
+        position[self.steps] = np.arange(len(self.steps))
+        self.traj_spans = np.array([(position[s], n) for s, n in spans], dtype=np.int64).reshape(-1, 2)
         self.traj_returns = a["traj_return"][trajs]
 
         # EPIC: transitions (s, a, s') inside held-out trajectories (the stored steps have s' except the last)
-        inner = np.concatenate([idx[:-1] for idx, _ in self.traj_steps]) if trajs.size else np.zeros(0, np.int64)
+        inner = np.concatenate([np.arange(s, s + n - 1) for s, n in spans]) if spans else np.zeros(0, np.int64)
         self.epic_idx = np.sort(rng.choice(inner, size=min(num_transitions, len(inner)), replace=False))
         self.coverage_states = self.obs[rng.choice(self.steps, size=num_coverage)] if len(self.steps) else None
         self.coverage_actions = rng.uniform(action_low, action_high,
@@ -114,19 +113,20 @@ class HeldoutRewardMetrics:
             if isinstance(true_reward, SimulatorReward):
                 true_reward.close()
 
-        # held-out pairs: both segments' steps, lengths, and the true segment returns
-        pair_ids = dataset.pairs(HELDOUT)
-        index = a["pair_index"][pair_ids]
-        self.pairs = []
-        for tcol, scol, lcol in ((0, 1, 2), (3, 4, 5)):
-            starts = a["traj_start"][index[:, tcol]] + index[:, scol]
-            ends_episode = [(index[i, scol] + index[i, lcol] == a["traj_len"][index[i, tcol]])
-                            and bool(terminated[index[i, tcol]]) if terminated is not None else False
-                            for i in range(len(index))]
-            self.pairs.append([(np.arange(s, s + n), e) for s, n, e in zip(starts, index[:, lcol], ends_episode)])
-        self.pair_true = [np.array([self.reward[idx].astype(np.float64).sum() for idx, _ in side])
-                          for side in self.pairs]
-        self.equal_length = index[:, 2] == index[:, 5] if len(index) else np.zeros(0, dtype=bool)
+        # held-out pairs: each side's (position, length) in self.steps, and the true segment returns (split hygiene,
+        # checked at load, keeps every held-out pair on held-out trajectories)
+        index = a["pair_index"][dataset.pairs(HELDOUT)]
+        self.pair_spans = [np.stack([position[a["traj_start"][index[:, t]] + index[:, s]], index[:, n]], 1)
+                           for t, s, n in ((0, 1, 2), (3, 4, 5))]
+        held_reward = self.reward[self.steps].astype(np.float64)
+        self.pair_true = [np.array([held_reward[p:p + n].sum() for p, n in side]) for side in self.pair_spans]
+        self.equal_length = index[:, 2] == index[:, 5]
+
+    @staticmethod
+    def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """Sums of values[p:p + n] for each (p, n)."""
+        total = np.concatenate([[0.0], np.cumsum(values)])
+        return total[spans[:, 0] + spans[:, 1]] - total[spans[:, 0]]
 
     def _canonical(self, fn: RewardFn) -> np.ndarray:
         idx = self.epic_idx
@@ -140,24 +140,17 @@ class HeldoutRewardMetrics:
         if self.true_canonical is not None:
             out["epic"] = metrics.pearson_distance(self._canonical(fn), self.true_canonical)
         if len(self.steps):
-            r = fn(self.obs[self.steps], self.act[self.steps], self.step_terminal)
+            # the reward of every held-out step once; segments and trajectories are sums of it
+            r = np.asarray(fn(self.obs[self.steps], self.act[self.steps], self.step_terminal), dtype=np.float64)
             out["reward_pearson"] = metrics.pearson(r, self.reward[self.steps])
             out["reward_spearman"] = metrics.spearman(r, self.reward[self.steps])
-        if self.pairs[0]:
-            pred = [np.array([fn(self.obs[idx], self.act[idx], self._ends(len(idx), e)).sum() for idx, e in side])
-                    for side in self.pairs]
-            out["pref_accuracy"] = metrics.pair_accuracy(*pred, *self.pair_true)
-            out["pref_accuracy_equal_length"] = metrics.pair_accuracy(*pred, *self.pair_true, self.equal_length)
-        if len(self.traj_steps) >= 2:
-            learned = [fn(self.obs[idx], self.act[idx], term).sum() for idx, term in self.traj_steps]
-            out["return_correlation"] = metrics.pearson(np.array(learned), self.traj_returns)
+            if len(self.equal_length):
+                pred = [self.span_sums(r, side) for side in self.pair_spans]
+                out["pref_accuracy"] = metrics.pair_accuracy(*pred, *self.pair_true)
+                out["pref_accuracy_equal_length"] = metrics.pair_accuracy(*pred, *self.pair_true, self.equal_length)
+            if len(self.traj_spans) >= 2:
+                out["return_correlation"] = metrics.pearson(self.span_sums(r, self.traj_spans), self.traj_returns)
         return out
-
-    @staticmethod
-    def _ends(n: int, ends_by_termination: bool) -> np.ndarray:
-        flag = np.zeros(n, dtype=bool)
-        flag[-1] = ends_by_termination
-        return flag
 
     def baselines(self) -> dict[str, float]:
         out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
