@@ -90,3 +90,35 @@ def test_optuna_search_runs_trials_and_returns_the_metric(tmp_path):
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert "best_value" in best and "reward.lr" in best
     assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 2
+
+
+def test_figure_runs_seed_major_and_continues_only_unfinished_sweeps(tmp_path):
+    """A figure stopped part-way holds whole seeds of every method, and running it again skips the sweeps whose
+    runs have all finished and continues the others in place (loop.resume=auto)."""
+    from aihf.figures import sweep_commands
+    subdirs = [c[-1].removeprefix(f"hydra.sweep.dir={tmp_path}/") for c in
+               sweep_commands("comparison_hopper", tmp_path, [])]
+    assert subdirs == [f"{i}-s{s}" for s in range(5) for i in range(2)]
+    first = sweep_commands("comparison_hopper", tmp_path, [])[0]
+    assert "seed=0" in first and "algo=aihf,rlhf" in first and "loop.resume=auto" not in first
+    for job in range(4):  # sweep 0 of seed 0: aihf, rlhf x default, scarce, all finished
+        (tmp_path / "0-s0" / str(job)).mkdir(parents=True)
+        (tmp_path / "0-s0" / str(job) / "metrics.json").write_text("{}")
+    (tmp_path / "1-s0" / "0").mkdir(parents=True)  # sweep 1 of seed 0: one of its three runs finished
+    (tmp_path / "1-s0" / "0" / "metrics.json").write_text("{}")
+    again = sweep_commands("comparison_hopper", tmp_path, [], resume=True)
+    assert [c[-1].rsplit("/", 1)[1] for c in again][:2] == ["1-s0", "0-s1"]
+    assert all("loop.resume=auto" in c for c in again)
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_kept_aside(tmp_path):
+    from aihf.figures import set_aside_uncontinuable
+    for name, files in {"0-aihf-s0": ["metrics.json", "csv/metrics.csv"], "1-rlhf-s0": ["checkpoints/last.ckpt"],
+                        "2-aihf-s0": ["csv/metrics.csv"], "3-rlhf-s0": [".hydra/config.yaml"]}.items():
+        for f in files:
+            (tmp_path / name / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / f).write_text("x")
+    assert [p.name for p in set_aside_uncontinuable(tmp_path)] == ["2-aihf-s0.interrupted-1"]
+    assert (tmp_path / "2-aihf-s0.interrupted-1" / "csv" / "metrics.csv").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0-aihf-s0", "1-rlhf-s0", "2-aihf-s0.interrupted-1",
+                                                           "3-rlhf-s0"]

@@ -4,14 +4,22 @@
     python -m aihf.figures run hopper_table          # its sweeps (into multirun/figures/<name>/<time>/), then its report
     python -m aihf.figures run study_prefs --dry-run # print the commands only
     python -m aihf.figures run study_prefs -- launcher=joblib   # extra overrides for every sweep (e.g. parallel jobs)
+    python -m aihf.figures run comparison_hopper --root runs/cmp   # into runs/cmp/; run again to continue it
 
 A figure is a list of `run.py --multirun` sweeps and the `aihf.report` call that turns their runs into
 `<out>.md` and `<out>.png`; the report names the git commit of every run, so a table always says what made it.
+
+A sweep over seeds runs one seed at a time, every method of that seed before the next seed, so a figure stopped
+part-way holds complete seeds of every method rather than all seeds of some methods. With `--root`, running the same
+command again continues the figure: sweeps whose runs all finished are skipped, the others continue their
+interrupted runs from their last checkpoints (`loop.resume=auto`) and start the ones not yet begun. `--report-only`
+writes the table and plot from the runs finished so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import time
@@ -70,10 +78,60 @@ FIGURES = {
 }
 
 
-def sweep_commands(name: str, root: Path, extra: list[str]) -> list[list[str]]:
+def _seeds(sweep: tuple[str, ...]) -> list[str] | None:
+    found = [o for o in sweep if o.startswith("seed=")]
+    return found[0].removeprefix("seed=").split(",") if found else None
+
+
+def planned_sweeps(name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(subdirectory, overrides) of each sweep, seed-major: seed 0 of every sweep, then seed 1, ..."""
     fig = FIGURES[name]
-    return [[sys.executable, str(PROJECT / "run.py"), "--multirun", *sweep, *extra,
-             f"hydra.sweep.dir={root / str(i)}"] for i, sweep in enumerate(fig.sweeps)]
+    seeds = {s for sweep in fig.sweeps for s in (_seeds(sweep) or [])}
+    out = [(str(i), sweep) for i, sweep in enumerate(fig.sweeps) if _seeds(sweep) is None]
+    for seed in sorted(seeds, key=int):
+        for i, sweep in enumerate(fig.sweeps):
+            if seed in (_seeds(sweep) or []):
+                out.append((f"{i}-s{seed}", tuple(f"seed={seed}" if o.startswith("seed=") else o for o in sweep)))
+    return out
+
+
+def jobs_in(sweep: tuple[str, ...]) -> int | None:
+    """The number of runs a sweep's comma lists make; None when an experiment config adds its own sweep."""
+    if any(o.startswith("experiment=study_") for o in sweep):
+        return None
+    return math.prod(len(o.split("=", 1)[1].split(",")) for o in sweep if "=" in o)
+
+
+def finished(sweep_dir: Path) -> int:
+    return sum(1 for _ in sweep_dir.glob("*/metrics.json")) if sweep_dir.is_dir() else 0
+
+
+def set_aside_uncontinuable(sweep_dir: Path) -> list[Path]:
+    """A run killed before its first checkpoint cannot be continued, and its directory may not be written over: it
+    is kept beside, as <job>.interrupted-<n>, so the run starts afresh in its own directory."""
+    from aihf.run_dir import earlier_outputs
+    moved = []
+    for job in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
+        if (job.is_dir() and ".interrupted-" not in job.name and earlier_outputs(job) and not (job / "metrics.json").exists()
+                and not (job / "checkpoints" / "last.ckpt").exists()):
+            n = 1
+            while job.with_name(f"{job.name}.interrupted-{n}").exists():
+                n += 1
+            moved.append(job.rename(job.with_name(f"{job.name}.interrupted-{n}")))
+    return moved
+
+
+def sweep_commands(name: str, root: Path, extra: list[str], resume: bool = False) -> list[list[str]]:
+    """The sweeps still to run; with `resume`, a sweep whose runs have all finished is left out and the others
+    continue their runs (`loop.resume=auto`) in the same directories."""
+    commands = []
+    for sub, sweep in planned_sweeps(name):
+        n = jobs_in(sweep)
+        if resume and n is not None and finished(root / sub) >= n:
+            continue
+        commands.append([sys.executable, str(PROJECT / "run.py"), "--multirun", *sweep, *extra,
+                         *(["loop.resume=auto"] if resume else []), f"hydra.sweep.dir={root / sub}"])
+    return commands
 
 
 def report_command(name: str, root: Path) -> list[str]:
@@ -89,14 +147,23 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("name", choices=sorted(FIGURES))
     r.add_argument("--dry-run", action="store_true")
+    r.add_argument("--root", type=Path, help="where the runs go (default multirun/figures/<name>/<time>); "
+                                             "an existing root is continued")
+    r.add_argument("--report-only", action="store_true", help="the table and plot of the runs finished so far")
     r.add_argument("extra", nargs="*", help="overrides added to every sweep (after --)")
     args = p.parse_args()
     if args.cmd == "list":
         for name, fig in FIGURES.items():
             print(f"{name:20s} {fig.runs:4d} runs -> {fig.out}.md/.png  {fig.note}")
         return
-    root = PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S")
-    commands = [*sweep_commands(args.name, root, args.extra), report_command(args.name, root)]
+    root = args.root.absolute() if args.root else (
+        PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    resume = root.is_dir()
+    sweeps = [] if args.report_only else sweep_commands(args.name, root, args.extra, resume)
+    commands = [*sweeps, report_command(args.name, root)]
+    for sweep_dir in {root / c[-1].split("/")[-1] for c in sweeps} if resume and not args.dry_run else ():
+        for moved in set_aside_uncontinuable(sweep_dir):
+            print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
     for cmd in commands:
         print(" ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
         if not args.dry_run:
