@@ -151,7 +151,11 @@ def main() -> None:
                                              "an existing root is continued")
     r.add_argument("--report-only", action="store_true", help="the table and plot of the runs finished so far")
     r.add_argument("extra", nargs="*", help="overrides added to every sweep (after --)")
-    args = p.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # overrides after `--` go to every sweep
+    args = p.parse_args(argv[:cut])
+    if args.cmd == "run":
+        args.extra = [*args.extra, *argv[cut + 1:]]
     if args.cmd == "list":
         for name, fig in FIGURES.items():
             print(f"{name:20s} {fig.runs:4d} runs -> {fig.out}.md/.png  {fig.note}")
