@@ -10,8 +10,12 @@ Truly the same settings on both sides, checked rather than assumed:
 - the same activation checkpointing (TRL turns it on by default): `--checkpointing off`, `on` or `both`;
 - batch size, β, learning rate (constant), AdamW without weight decay, gradient clipping 1.0, precision
   (`--precision fp32|bf16`: TRL's `bf16=True`, aihf's `trainer.precision=bf16-mixed`), LoRA (`--lora R`: TRL's
-  `peft_config` with the adapter-disabled model as reference, aihf's `llm.policy.lora_r`), a reference forward
-  every step on both sides (TRL `precompute_ref_log_probs=False`).
+  `peft_config` with the adapter-disabled model as reference, aihf's `llm.policy.lora_r`), π_ref's log-probs
+  (`--reference live`: a reference forward every step on both sides, TRL `precompute_ref_log_probs=False`;
+  `precomputed`: once for all pairs inside the timed run, TRL `precompute_ref_log_probs=True`, aihf
+  `llm.train.reference_logps=precomputed`; both in batches of 64).
+aihf's own option without a TRL counterpart, `--share-prompt on|off` (`llm.train.share_prompt`: chosen and rejected
+continue one pass of their prompt), is named in the table; `off` is TRL's computation, one row per response.
 Each side runs in its own process so that its peak memory is its own (resident set on the CPU,
 `torch.cuda.max_memory_allocated` on a GPU), reported whole and as "training" memory (peak minus what was resident
 just before the loop: the libraries each side imports differ, aihf's include Hydra, Lightning and MuJoCo); only the
@@ -105,6 +109,8 @@ def run_aihf(model_dir: Path, args, checkpointing: bool) -> dict:
                        f"llm.policy.gradient_checkpointing={str(checkpointing).lower()}",
                        f"llm.policy.lora_r={args.lora}", f"llm.policy.lora_alpha={2 * max(args.lora, 1)}",
                        "llm.train.eval_every=0", f"llm.train.torch_threads={args.threads}",
+                       f"llm.train.share_prompt={str(args.share_prompt == 'on').lower()}",
+                       f"llm.train.reference_logps={args.reference}", "llm.train.eval_batch_size=64",
                        "trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false"],
                       Path(tempfile.mkdtemp()))
     module = LLMAIHF(cfg)
@@ -146,7 +152,8 @@ def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
                        max_length=args.max_length, report_to=[], logging_steps=10**6, save_strategy="no",
                        use_cpu=args.device == "cpu", dataloader_num_workers=0, seed=0, disable_tqdm=True,
                        bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=checkpointing,
-                       precompute_ref_log_probs=False, train_sampling_strategy="sequential")
+                       precompute_ref_log_probs=args.reference == "precomputed", precompute_ref_batch_size=64,
+                       train_sampling_strategy="sequential")
     trainer = DPOTrainer(model=model, ref_model=ref, args=config, peft_config=peft_config,
                          train_dataset=datasets.Dataset.from_list(pairs(args.pairs)),
                          processing_class=tok)
@@ -183,6 +190,8 @@ def main() -> None:
     parser.add_argument("--lora", type=int, default=0, help="LoRA rank on both sides (0: full fine-tuning)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--checkpointing", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--reference", choices=["live", "precomputed"], default="live")
+    parser.add_argument("--share-prompt", choices=["on", "off"], default="on", help="aihf only (no TRL option)")
     parser.add_argument("--compare", type=int, default=10**9, help="pairs whose token ids are compared")
     parser.add_argument("--child", choices=["aihf", "trl"])
     parser.add_argument("--model-dir", type=Path)
@@ -201,7 +210,8 @@ def main() -> None:
         model_dir, what = Path(args.model).resolve(), Path(args.model).name
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores), {args.threads} threads"
     print(f"DPO, {what}, batch {args.batch_size}, {args.steps} steps, max length {args.max_length}, {args.precision}"
-          f"{f', LoRA r={args.lora}' if args.lora else ''}; {device}; torch {torch.__version__}, transformers "
+          f"{f', LoRA r={args.lora}' if args.lora else ''}, reference log-probs {args.reference}, aihf prompt "
+          f"sharing {args.share_prompt}; {device}; torch {torch.__version__}, transformers "
           f"{transformers.__version__}, trl {trl.__version__}\n")
     print("| checkpointing | aihf pairs/s | TRL pairs/s | aihf / TRL pairs/s | aihf / TRL tokens/s | peak MB aihf, TRL "
           "| aihf / TRL peak | training MB aihf, TRL | aihf / TRL training | tokens/pair aihf, TRL |\n"

@@ -97,3 +97,59 @@ def test_bf16_mixed_precision_trains(sort_data, tmp_path, monkeypatch):
     losses = [h for h in metrics["history"] if "eval/pref_accuracy" in h]
     assert losses and all(0 <= h["eval/pref_accuracy"] <= 1 for h in losses)
     assert torch.bfloat16 in dtypes  # the forward passes ran under Lightning's bf16 autocast
+
+
+def _tiny(arch: str):
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    torch.manual_seed(0)
+    config = (LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, pad_token_id=0)
+              if arch == "llama" else
+              GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=64, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=1))
+    return AutoModelForCausalLM.from_config(config).eval()  # eval: no dropout, so both ways compute the same
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prompt_log_probs_equal_one_row_per_response(arch):
+    """Each prompt run once, its cache continued by k responses: the same log-probs, counts and gradients as one
+    [prompt | response] row per response (prompts of different lengths, so the positions must follow each row's
+    own prompt; an empty response scores 0)."""
+    import random
+    from aihf.llm.sequences import response_logps, shared_prompt_logps
+    model, rng = _tiny(arch), random.Random(0)
+    prompts = [[rng.randrange(2, 50) for _ in range(rng.randrange(1, 9))] for _ in range(5)]
+    answers = [[[rng.randrange(2, 50) for _ in range(rng.randrange(1, 7))] for _ in range(5)] for _ in range(3)]
+    answers[2][3] = []
+    weights = torch.randn(15, generator=torch.Generator().manual_seed(1))
+    rows, counts = response_logps(model, prompts * 3, [r for rs in answers for r in rs], 0)
+    expected = torch.autograd.grad((rows * weights).sum(), list(model.parameters()))
+    shared, shared_counts = shared_prompt_logps(model, prompts, answers, 0, chunk=3)
+    got = torch.autograd.grad((torch.cat(shared) * weights).sum(), list(model.parameters()))
+    assert torch.allclose(torch.cat(shared), rows, atol=1e-5)
+    assert torch.equal(torch.cat(shared_counts), torch.tensor([len(r) for rs in answers for r in rs]))
+    assert shared[2][3] == 0
+    assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(got, expected))
+
+
+@pytest.mark.parametrize("extra", [[], LORA[:2]])
+def test_dpo_and_rloo_steps_are_the_same_with_a_shared_prompt(sort_data, tmp_path, extra):
+    """The DPO loss and gradients (policy and π_ref, a LoRA policy's adapter-disabled base too) and RLOO's
+    per-sample log-probs equal those computed one row per response."""
+    out = {}
+    for share in ("false", "true"):
+        torch.manual_seed(0)
+        module = LLMAIHF(llm_cfg("dpo", sort_data, tmp_path / share, [f"llm.train.share_prompt={share}", *extra]))
+        module.policy.eval()
+        loss, _ = module.implicit_objective(None, module.data["prefs"][:8])
+        loss.backward()
+        rows = module.data["prefs"][:4]
+        prompts = [r["prompt"] for r in rows for _ in range(3)]
+        responses = [r[k] for r in rows for k in ("chosen", "rejected", "chosen")]
+        with torch.no_grad():
+            rl = module.repeated_logps(module.fixed_reference, prompts, responses, 3)[0]
+        out[share] = (loss.detach(), {k: p.grad.clone() for k, p in module.policy.named_parameters()
+                                      if p.grad is not None}, rl)
+    (l0, g0, r0), (l1, g1, r1) = out["false"], out["true"]
+    assert torch.allclose(l0, l1, atol=1e-6) and torch.allclose(r0, r1, atol=1e-5)
+    assert g0.keys() == g1.keys() and all(torch.allclose(g0[k], g1[k], atol=1e-5) for k in g0)

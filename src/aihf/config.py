@@ -348,6 +348,14 @@ class LLMTrainConfig:
     # response log-probs are computed this many token positions at a time (the memory of one chunk's fp32
     # softmax, chunk × vocabulary × 4 bytes, instead of every position's)
     logp_chunk: int = key(512, at_least(1))
+    # Several responses to one prompt (chosen and rejected, RLOO's samples) run the prompt through the model once
+    # and continue from its key/value cache (equal log-probs and gradients; off under gradient checkpointing)
+    share_prompt: bool = True
+    # π_ref's log-probs of the pairs: live (a reference forward at every step) or precomputed once when π_ref is
+    # frozen (then every step runs the policy only), kept in the checkpoint and, with reference_cache_dir, on disk
+    # under a fingerprint of the reference's weights and the pairs' tokens for later runs (e.g. a sweep over seeds)
+    reference_logps: str = key("live", one_of("live", "precomputed"))
+    reference_cache_dir: Optional[str] = None
     # A complete checkpoint (models, optimisers, data order, RNG) every this many steps and at the end, in
     # <run_dir>/checkpoints (last.ckpt the newest); the newest keep_checkpoints periodic ones kept. A run that
     # diverges or is killed keeps the checkpoint before it.

@@ -36,3 +36,11 @@ def resolve(path: str | None) -> str | None:
         if (base / given).exists():
             return str(base / given)
     return path
+
+
+def resolve_dir(path: str | None) -> str | None:
+    """A directory the run writes to (it may not exist yet): absolute, or relative to the launch directory."""
+    if not path:
+        return path
+    given = Path(path).expanduser()
+    return str(given if given.is_absolute() else launch_dir() / given)

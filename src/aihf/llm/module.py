@@ -34,9 +34,10 @@ from aihf.llm.gold import get_gold
 from aihf.llm.models import (ScalarReward, build_policy, build_tokenizer, frozen_copy, is_lora,
                              merge_adapter_into_base)
 from aihf.llm.order import EpochOrder
-from aihf.llm.sequences import generate, pad_right, response_logps
+from aihf.llm.reference_cache import ReferenceLogps
+from aihf.llm.sequences import generate, pad_right, response_logps, shared_prompt_logps
 from aihf.nonfinite import FiniteWatch, grad_norm
-from aihf.paths import resolve
+from aihf.paths import resolve, resolve_dir
 from aihf.provenance import git_commit
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
@@ -181,6 +182,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self._grad_norms: dict[str, torch.Tensor] = {}
         self._watch = FiniteWatch()
         self.reference_frozen = False
+        self.ref_table: ReferenceLogps | None = None  # llm.train.reference_logps=precomputed, once π_ref is frozen
         self.history: list[dict] = []
         self.samples: list[dict] = []
         self.final_metrics: dict | None = None
@@ -353,11 +355,35 @@ class LLMAIHF(Continuable, pl.LightningModule):
         return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
                               self.cfg.llm.train.logp_chunk)
 
+    def shares_prompt(self, model, prompts) -> bool:
+        """Whether k responses per prompt are scored with the prompt run once (llm.train.share_prompt): not for a
+        policy training under gradient checkpointing (which turns the key/value cache off) or an empty prompt."""
+        base = getattr(model, "policy", model)  # a LoRA reference wraps the policy
+        flag = getattr(base, "is_activation_checkpointing", None)  # transformers ≥ 5.2x; is_gradient_... before
+        checkpointed = model.training and (flag if flag is not None else getattr(base, "is_gradient_checkpointing",
+                                                                                  False))
+        return self.cfg.llm.train.share_prompt and not checkpointed and all(prompts) and len(prompts) > 0
+
+    def group_logps(self, model, prompts, responses: list[list[list[int]]]):
+        """log π and token counts of k responses per prompt (responses[j][i]: the j-th response to prompt i)."""
+        if len(responses) > 1 and self.shares_prompt(model, prompts):
+            return shared_prompt_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
+                                       self.cfg.llm.train.logp_chunk)
+        n = len(prompts)  # one forward pass of every (prompt, response) row, as TRL concatenates chosen and rejected
+        logps, counts = self.logps(model, prompts * len(responses), [r for rs in responses for r in rs])
+        return ([logps[j * n:(j + 1) * n] for j in range(len(responses))],
+                [counts[j * n:(j + 1) * n] for j in range(len(responses))])
+
     def pair_logps(self, model, prompts, first, second):
-        """log π of two responses per prompt in one forward pass (as TRL concatenates chosen and rejected)."""
-        logps, counts = self.logps(model, prompts + prompts, first + second)
-        n = len(prompts)
-        return (logps[:n], logps[n:]), (counts[:n], counts[n:])
+        """log π of two responses per prompt in one call."""
+        (a, b), (na, nb) = self.group_logps(model, prompts, [first, second])
+        return (a, b), (na, nb)
+
+    def repeated_logps(self, model, prompts, responses, k: int):
+        """`logps` of rows whose prompts come k at a time (prompt i at rows i·k … i·k + k − 1), in row order."""
+        unique = prompts[::k]
+        lps, ns = self.group_logps(model, unique, [responses[j::k] for j in range(k)])
+        return torch.stack(lps, 1).reshape(-1), torch.stack(ns, 1).reshape(-1)
 
     def sample(self, model, prompts, greedy=False) -> list[list[int]]:
         t = self.cfg.llm.train
@@ -386,16 +412,21 @@ class LLMAIHF(Continuable, pl.LightningModule):
 
     # -- objectives on given batches (the reductions are tested on these) ----------------------------------
     def implicit_objective(self, demos: list[dict] | None, prefs: list[dict] | None,
-                           selfplay: list[list[int]] | None = None) -> tuple[torch.Tensor, dict]:
-        """λ_D·demo term + λ_P·DPO/IPO on P (+ α·NLL of the chosen responses), all on β·log π/π_ref."""
+                           selfplay: list[list[int]] | None = None,
+                           ref_prefs: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """λ_D·demo term + λ_P·DPO/IPO on P (+ α·NLL of the chosen responses), all on β·log π/π_ref; `ref_prefs`:
+        π_ref's log-probs of the pairs when precomputed."""
         a = self.cfg.algo
         metrics, demo_loss, pref_loss = {}, None, None
         if a.pref_weight != 0 and prefs:
             (pc, pr), (nc, nr) = self.pair_logps(self.policy, [p["prompt"] for p in prefs],
                                                  [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
-            with torch.no_grad():
-                (rc, rr), _ = self.pair_logps(self.fixed_reference, [p["prompt"] for p in prefs],
-                                              [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
+            if ref_prefs is not None:
+                rc, rr = ref_prefs
+            else:
+                with torch.no_grad():
+                    (rc, rr), _ = self.pair_logps(self.fixed_reference, [p["prompt"] for p in prefs],
+                                                  [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
             pref_loss = self.preference_loss(pc, pr, rc, rr, nc, nr)
             chosen_r, rejected_r = a.beta * (pc - rc).detach(), a.beta * (pr - rr).detach()
             metrics.update({"rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
@@ -504,9 +535,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
         idx = self.draw("rl_pool", t.rl_prompts)
         prompts = [pool[i]["prompt"] for i in idx for _ in range(t.rl_samples)]
         responses = self.sample(self.policy, prompts)
-        logp, n = self.logps(self.policy, prompts, responses)
+        logp, n = self.repeated_logps(self.policy, prompts, responses, t.rl_samples)
         with torch.no_grad():
-            ref_logp, _ = self.logps(self.fixed_reference, prompts, responses)
+            ref_logp, _ = self.repeated_logps(self.fixed_reference, prompts, responses, t.rl_samples)
             reward_prompts = [self.reward_data_prompt(i) for i in idx for _ in range(t.rl_samples)]
             r = self.score(reward_prompts, self.to_reward_ids(responses))
             kl = logp.detach() - ref_logp
@@ -523,15 +554,38 @@ class LLMAIHF(Continuable, pl.LightningModule):
             return self.reward_data["demos"][pool_index]["prompt"]
         return self.reward_data["prefs"][pool_index - nd]["prompt"]
 
+    def reference_table(self) -> ReferenceLogps | None:
+        """π_ref's log-probs of the training and held-out pairs, computed once π_ref is frozen (None when live)."""
+        t = self.cfg.llm.train
+        if t.reference_logps != "precomputed" or not self.reference_frozen:
+            return None
+        if self.ref_table is None:
+            parts = {p: self.data[p] for p in ("prefs", "heldout_prefs") if self.data[p]}
+            settings = {"pad": self.tokenizer.pad_token_id,
+                        "precision": str(self.trainer.precision) if self._trainer is not None else "32-true"}
+
+            def compute(prompts, chosen, rejected):
+                return self.pair_logps(self.fixed_reference, prompts, chosen, rejected)[0]
+            self.ref_table = ReferenceLogps.build(compute, self.fixed_reference, parts, settings, t.eval_batch_size,
+                                                  resolve_dir(t.reference_cache_dir), self._is_global_zero())
+        return self.ref_table
+
     def direct_step(self) -> dict:
         a, n = self.cfg.algo, self.cfg.llm.train.batch_size
-        prefs = [self.data["prefs"][i] for i in self.draw("prefs", n)] if a.pref_weight != 0 else None
+        ref = None
+        if a.pref_weight != 0:
+            idx = self.draw("prefs", n)
+            prefs = [self.data["prefs"][i] for i in idx]
+            table = self.reference_table()
+            ref = table.pairs("prefs", idx, self.device) if table is not None else None
+        else:
+            prefs = None
         demos = selfplay = None
         if a.demo_weight != 0:
             demos = [self.data["demos"][i] for i in self.draw("demos", n)]
             if a.demo_term == "selfplay":
                 selfplay = self.sample(self.reference, [d["prompt"] for d in demos])
-        loss, metrics = self.implicit_objective(demos, prefs, selfplay)
+        loss, metrics = self.implicit_objective(demos, prefs, selfplay, ref)
         self._step(0, loss, self.cfg.llm.policy.grad_clip)
         return metrics
 
@@ -616,8 +670,8 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 greedy += self.sample(self.policy, chunk, greedy=True)
                 rep = [p for p in chunk for _ in range(t.eval_samples)]
                 ys = self.sample(self.policy, rep)
-                lp, n = self.logps(self.policy, rep, ys)
-                rp, _ = self.logps(anchor, rep, ys)
+                lp, n = self.repeated_logps(self.policy, rep, ys, t.eval_samples)
+                rp, _ = self.repeated_logps(anchor, rep, ys, t.eval_samples)
                 kls.append(lp - rp)
                 lengths.append(n.float())
                 sampled += ys
@@ -661,7 +715,11 @@ class LLMAIHF(Continuable, pl.LightningModule):
                 prompts = [p["prompt"] for p in chunk]
                 chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
                 (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
-                (rc, rr), _ = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
+                table = self.reference_table()
+                if table is not None:
+                    rc, rr = table.pairs("heldout_prefs", list(range(s, s + len(chunk))), self.device)
+                else:
+                    (rc, rr), _ = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
                 m = beta * ((pc - rc) - (pr - rr))
                 ref_margins.append((rc - rr).float())
             margins.append(m.float())
@@ -799,7 +857,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
                                   "reference_frozen": self.reference_frozen, "history": self.history,
                                   "skipped_updates": self.skipped_updates, "progress": self.steps_done,
                                   "main_rows": self.main_rows(), "final_metrics": self.final_metrics,
-                                  "samples": self.samples}
+                                  "samples": self.samples,
+                                  "reference_logps": None if self.ref_table is None else
+                                  {"key": self.ref_table.key, "table": self.ref_table.table}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf_llm"]
@@ -813,3 +873,5 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.reference_frozen, self.history = s["reference_frozen"], s["history"]
         self.skipped_updates = s.get("skipped_updates", 0)  # absent from checkpoints written before nonfinite
         self.final_metrics, self.samples = s.get("final_metrics"), s.get("samples", [])
+        saved = s.get("reference_logps")
+        self.ref_table = None if saved is None else ReferenceLogps(saved["table"], saved["key"])

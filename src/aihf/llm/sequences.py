@@ -86,6 +86,53 @@ def response_logps(model, prompts: list[list[int]], responses: list[list[int]], 
     return target_logps(logits, ids, resp, chunk).sum(-1), resp[:, 1:].sum(-1)
 
 
+def _cache_keyword(model) -> str:
+    """transformers ≥ 5.2x names the key/value cache argument `cache` (`past_key_values` before, deprecated)."""
+    import inspect
+    while not hasattr(model, "config") or hasattr(model, "get_base_model"):  # a reference wrapper, a PEFT model
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model.policy
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int, device=None,
+                        chunk: int = 512):
+    """`response_logps` for k responses to each prompt, with each prompt run through the model once.
+
+    The prompts (left-padded, positions counted from each row's first real token) go through the model once, their
+    key/value cache is repeated for the k responses, and the responses (right-padded) continue from it. The first
+    response token is scored by the prompt's last logits, the others by the response pass; gradients flow through
+    the cache into the prompt pass. Where prompts are long this saves (k − 1) of k prompt forwards and backwards
+    and their activations. Returns (log-probs, token counts), each k tensors of shape (len(prompts),).
+    """
+    k, n = len(responses), len(prompts)
+    p_ids, p_attn = pad_left(prompts, pad_id, device)
+    p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None:
+        raise RuntimeError("the model returned no key/value cache: it cannot share prompts (gradient checkpointing "
+                           "turns the cache off in training)")
+    cache.batch_repeat_interleave(k)  # row i·k + j: prompt i, response j
+    rows = [r for i in range(n) for r in (responses[j][i] for j in range(k))]
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((n * k, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n * k, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        attn[i, :len(r)] = 1
+    ids, attn = ids.to(p_ids.device), attn.to(p_ids.device)
+    lengths = p_attn.sum(-1).repeat_interleave(k)
+    pos = lengths[:, None] + torch.arange(width, device=ids.device)[None]
+    r_out = model(input_ids=ids, attention_mask=torch.cat([p_attn.repeat_interleave(k, 0), attn], 1),
+                  position_ids=pos, use_cache=False, **{_cache_keyword(model): cache})
+    rest = target_logps(r_out.logits, ids, attn.bool(), chunk).sum(-1).view(n, k)
+    counts = attn.sum(-1).view(n, k)
+    last = out.logits[:, -1].contiguous()  # each prompt's next-token logits: they score every response's first token
+    rows_n = torch.arange(n, device=ids.device)
+    firsts = [_TargetLogProbs.apply(last, rows_n, ids[j::k, 0], chunk) * (counts[:, j] > 0) for j in range(k)]
+    return [firsts[j] + rest[:, j] for j in range(k)], [counts[:, j] for j in range(k)]
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int,
              temperature: float = 1.0, greedy: bool = False, device=None) -> list[list[int]]:
