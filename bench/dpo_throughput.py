@@ -19,7 +19,8 @@ continue one pass of their prompt), is named in the table; `off` is TRL's comput
 Each side runs in its own process so that its peak memory is its own (resident set on the CPU,
 `torch.cuda.max_memory_allocated` on a GPU), reported whole and as "training" memory (peak minus what was resident
 just before the loop: the libraries each side imports differ, aihf's include Hydra, Lightning and MuJoCo); only the
-training loop is timed.
+training loop is timed; "set-up s" is the time before it (tokenising the data, building the trainer or module and,
+with `--reference precomputed`, computing π_ref's log-probs of every pair: TRL does it in `DPOTrainer.__init__`).
 
     python bench/dpo_throughput.py --model tiny --hidden 256 --layers 4 --batch-size 16 --steps 60 --threads 1
     python bench/dpo_throughput.py --model models/smollm2-135m-instruct --batch-size 8 --steps 20 --max-length 64
@@ -113,7 +114,12 @@ def run_aihf(model_dir: Path, args, checkpointing: bool) -> dict:
                        f"llm.train.reference_logps={args.reference}", "llm.train.eval_batch_size=64",
                        "trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false"],
                       Path(tempfile.mkdtemp()))
+    t_setup = time.perf_counter()
     module = LLMAIHF(cfg)
+    if args.reference == "precomputed":  # outside the timed loop, as TRL precomputes in DPOTrainer.__init__
+        module.reference_frozen = True  # (no SFT stage: π_ref is the loaded model)
+        module.reference_table()
+    setup = time.perf_counter() - t_setup
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, accelerator=args.device, devices=1,
                          precision="bf16-mixed" if args.precision == "bf16" else "32-true")
@@ -123,7 +129,7 @@ def run_aihf(model_dir: Path, args, checkpointing: bool) -> dict:
     seconds = time.perf_counter() - t0
     used = module.data["prefs"][:args.steps * args.batch_size]
     return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens": _tokens(used), "before_mb": before,
-            "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
+            "setup_s": setup, "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
 
 
 def _tokens(rows: list[dict]) -> int:
@@ -154,9 +160,11 @@ def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
                        bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=checkpointing,
                        precompute_ref_log_probs=args.reference == "precomputed", precompute_ref_batch_size=64,
                        train_sampling_strategy="sequential")
+    t_setup = time.perf_counter()
     trainer = DPOTrainer(model=model, ref_model=ref, args=config, peft_config=peft_config,
                          train_dataset=datasets.Dataset.from_list(pairs(args.pairs)),
                          processing_class=tok)
+    setup = time.perf_counter() - t_setup
     data = trainer.train_dataset
     used = [{"prompt": r["prompt_ids"], "chosen": r["chosen_ids"], "rejected": r["rejected_ids"]}
             for r in data.select(range(min(len(data), args.steps * args.batch_size)))]
@@ -165,7 +173,7 @@ def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
     trainer.train()
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens": _tokens(used), "before_mb": before,
-            "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
+            "setup_s": setup, "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
 
 
 def child(which: str, model_dir: Path, args) -> None:
@@ -214,8 +222,8 @@ def main() -> None:
           f"sharing {args.share_prompt}; {device}; torch {torch.__version__}, transformers "
           f"{transformers.__version__}, trl {trl.__version__}\n")
     print("| checkpointing | aihf pairs/s | TRL pairs/s | aihf / TRL pairs/s | aihf / TRL tokens/s | peak MB aihf, TRL "
-          "| aihf / TRL peak | training MB aihf, TRL | aihf / TRL training | tokens/pair aihf, TRL |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+          "| aihf / TRL peak | training MB aihf, TRL | aihf / TRL training | tokens/pair aihf, TRL | set-up s aihf, TRL |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for ckpt in (("off", "on") if args.checkpointing == "both" else (args.checkpointing,)):
         results = {}
         for which in ("aihf", "trl"):
@@ -240,7 +248,8 @@ def main() -> None:
         print(f"| {ckpt} | {a['pairs_per_s']:.1f} | {t['pairs_per_s']:.1f} | **{a['pairs_per_s'] / t['pairs_per_s']:.2f}** "
               f"| {a['tokens_per_s'] / t['tokens_per_s']:.2f} | {a['peak_mb']:.0f}, {t['peak_mb']:.0f} "
               f"| {a['peak_mb'] / t['peak_mb']:.2f} | {a['train_mb']:.0f}, {t['train_mb']:.0f} "
-              f"| {a['train_mb'] / t['train_mb']:.2f} | {a['tokens'] / a['pairs']:.1f}, {t['tokens'] / t['pairs']:.1f} |",
+              f"| {a['train_mb'] / t['train_mb']:.2f} | {a['tokens'] / a['pairs']:.1f}, {t['tokens'] / t['pairs']:.1f} "
+              f"| {a['setup_s']:.1f}, {t['setup_s']:.1f} |",
               flush=True)
     print(f"\nevery pair's prompt, chosen and rejected token ids identical on both sides "
           f"({min(args.compare, args.steps * args.batch_size)} pairs compared)")
