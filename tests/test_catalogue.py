@@ -306,6 +306,11 @@ CASES = [
          "llm.data.demos: {files}/demos.json:3: malformed JSON (Expecting value at column 16)",
          files={"demos.json": text('[\n  {"prompt": "a",\n   "response": }\n]\n')}),
     # -- models and tokenizers --------------------------------------------------------------------------------
+    Case("llm_policy_target_missing", [*LLM, "llm.policy._target_=mylab.models.make_policy"],
+         "llm.policy._target_='mylab.models.make_policy' cannot be imported (expected a dotted path to a callable)"),
+    Case("llm_reference_target_wrong_arguments", [*LLM, "llm.reference._target_=aihf.llm.models.is_lora"],
+         "llm.reference._target_=aihf.llm.models.is_lora does not take this run's arguments: is_lora() got an "
+         "unexpected keyword argument 'policy'"),
     Case("model_dir_empty", [*LLM, "llm.policy.name_or_path={files}/model"],
          "llm.policy.name_or_path='{files}/model' is an empty directory (expected a saved model or tokenizer)", files={"model": directory}),
     Case("model_safetensors_corrupt", [*LLM, "llm.policy.name_or_path={files}/model"],

@@ -263,7 +263,10 @@ class LLMTokenizerConfig:
 
 @dataclass
 class LLMPolicyConfig:
-    """The policy π (and, frozen, π_ref): an AutoModelForCausalLM by name/path, or a tiny one from a config."""
+    """The policy π (and, frozen, π_ref): an AutoModelForCausalLM by name/path, or a tiny one from a config.
+    Built by `hydra.utils.instantiate` with the tokenizer: `_target_` may name any callable that takes these keys
+    (and `tokenizer`) and returns a transformers-style causal LM (docs/llm.md, "Components")."""
+    _target_: str = "aihf.llm.models.causal_lm"
     name_or_path: Optional[str] = None  # local folder (or hub name when online); null = build from the sizes below
     gguf_file: Optional[str] = None   # a GGUF file inside name_or_path (transformers dequantises it)
     arch: str = key("llama", one_of("llama", "gpt2"))  # llama | gpt2, for a model built from a config
@@ -286,8 +289,17 @@ class LLMPolicyConfig:
 
 
 @dataclass
+class LLMReferenceConfig:
+    """π_ref, built from the policy by `_target_` (called with `policy`): a frozen copy, or for a LoRA policy its
+    base with the adapter switched off (aihf.llm.models.frozen_copy does both)."""
+    _target_: str = "aihf.llm.models.frozen_copy"
+
+
+@dataclass
 class LLMRewardConfig:
-    """The explicit reward r_φ(x, y): a scalar head on an HF backbone (by name/path, or from the policy's config)."""
+    """The explicit reward r_φ(x, y): a scalar head on an HF backbone (by name/path, or from the policy's config).
+    Built by `hydra.utils.instantiate` with `policy` and `policy_tokenizer` (docs/llm.md, "Components")."""
+    _target_: str = "aihf.llm.models.ScalarReward"
     name_or_path: Optional[str] = None  # e.g. a local all-MiniLM-L6-v2 folder; null = the policy's architecture
     init_from_policy: bool = True     # start a from-config reward from the policy's transformer after SFT
     max_length: int = key(512, at_least(2))
@@ -371,6 +383,7 @@ class LLMConfig:
     SCOPE: ClassVar[str] = "llm"
     tokenizer: LLMTokenizerConfig = field(default_factory=LLMTokenizerConfig)
     policy: LLMPolicyConfig = field(default_factory=LLMPolicyConfig)
+    reference: LLMReferenceConfig = field(default_factory=LLMReferenceConfig)
     reward: LLMRewardConfig = field(default_factory=LLMRewardConfig)
     data: LLMDataConfig = field(default_factory=LLMDataConfig)
     train: LLMTrainConfig = field(default_factory=LLMTrainConfig)

@@ -7,6 +7,7 @@ import copy
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable
 
 import torch
@@ -102,37 +103,82 @@ def _tiny_config(cfg, tok, arch: str):
     raise ConfigError(f"llm.policy.arch={arch!r}: expected llama or gpt2 for a model built from a config")
 
 
-def build_policy(cfg, tok) -> nn.Module:
-    """cfg: llm.policy. A causal LM by name/path, or a tiny one from a config (random weights)."""
+def causal_lm(tokenizer, name_or_path: str | None = None, gguf_file: str | None = None, arch: str = "llama",
+              hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, max_positions: int = 64,
+              gradient_checkpointing: bool = False, lora_r: int = 0, lora_alpha: float = 16.0,
+              lora_dropout: float = 0.0, lora_target_modules="all-linear", **_optimiser) -> nn.Module:
+    """The default policy builder (llm.policy._target_): a causal LM by name/path, or a tiny one from a config
+    (random weights); LoRA-wrapped by peft when lora_r > 0. The optimiser's keys (lr, ...) are the module's."""
     from transformers import AutoModelForCausalLM
-    if cfg.name_or_path:
-        kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
-        model = _load(AutoModelForCausalLM, cfg.name_or_path, "llm.policy.name_or_path", dtype=torch.float32, **kwargs)
+    cfg = SimpleNamespace(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                          max_positions=max_positions)
+    if name_or_path:
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        model = _load(AutoModelForCausalLM, name_or_path, "llm.policy.name_or_path", dtype=torch.float32, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_config(_tiny_config(cfg, tok, cfg.arch))
+        model = AutoModelForCausalLM.from_config(_tiny_config(cfg, tokenizer, arch))
     if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
-        model.generation_config.pad_token_id = tok.pad_token_id
-    if cfg.gradient_checkpointing:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # a cache is built for generation only; checkpointed training needs none
-    if cfg.lora_r > 0:
+    if lora_r > 0:
         from peft import LoraConfig, get_peft_model
-        targets = cfg.lora_target_modules
-        targets = targets if isinstance(targets, str) else list(targets)
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, target_modules=targets,
-                                                 task_type="CAUSAL_LM"))
+        targets = lora_target_modules if isinstance(lora_target_modules, str) else list(lora_target_modules)
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                 target_modules=targets, task_type="CAUSAL_LM"))
     return model
+
+
+def _import_callable(target: str):
+    """The callable a dotted path names (module path, then attributes), or None."""
+    import importlib
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+        return obj if callable(obj) else None
+    return None
+
+
+def build(node, key: str, default: str, **kwargs):
+    """A component from its config node, as `hydra.utils.instantiate` would build it (its `_target_`, else
+    `default`, called with the node's keys and the objects it is built for: a tokenizer, the policy), with a target
+    that cannot be imported or does not take those arguments refused in one line naming the key. (instantiate itself
+    would route the policy and tokenizer objects through OmegaConf.)"""
+    from omegaconf import OmegaConf
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    target = node.pop("_target_", None) or default
+    fn = _import_callable(target)
+    if fn is None:
+        raise ConfigError(f"{key}._target_={target!r} cannot be imported (expected a dotted path to a callable)")
+    try:
+        return fn(**node, **kwargs)
+    except TypeError as exc:
+        if exc.__traceback__.tb_next is None:  # raised binding the arguments, not inside the target
+            raise ConfigError(f"{key}._target_={target} does not take this run's arguments: {exc}") from None
+        raise
+
+
+def build_policy(cfg, tok) -> nn.Module:
+    """cfg: llm.policy (its `_target_`, the default causal_lm when absent), built for tokenizer `tok`."""
+    return build(cfg, "llm.policy", "aihf.llm.models.causal_lm", tokenizer=tok)
 
 
 def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """π_ref: a frozen copy of the policy, or for a LoRA policy its base model with the adapter switched off."""
+def frozen_copy(policy: nn.Module) -> nn.Module:
+    """π_ref: a frozen copy of the policy, or for a LoRA policy its base model with the adapter switched off (the
+    default llm.reference._target_)."""
+    model = policy
     if is_lora(model):
         return AdapterDisabled(model)
     ref = copy.deepcopy(model)
@@ -198,13 +244,15 @@ class ScalarReward(nn.Module):
     reward may tokenise differently; texts are the interface between them.
     """
 
-    def __init__(self, cfg, policy: nn.Module, policy_tok):
+    def __init__(self, policy: nn.Module, policy_tokenizer, name_or_path: str | None = None, max_length: int = 512,
+                 **_training):
         super().__init__()
         from transformers import AutoModelForSequenceClassification
-        if cfg.name_or_path:
-            self.model = _load(AutoModelForSequenceClassification, cfg.name_or_path, "llm.reward.name_or_path",
+        policy_tok = policy_tokenizer
+        if name_or_path:
+            self.model = _load(AutoModelForSequenceClassification, name_or_path, "llm.reward.name_or_path",
                                num_labels=1, dtype=torch.float32)
-            self.tokenizer = build_tokenizer(_PretrainedTok(cfg.name_or_path), [])
+            self.tokenizer = build_tokenizer(_PretrainedTok(name_or_path), [])
             self.same_tokenizer = False
         else:
             # Built for the policy actually loaded (a pretrained one too), so that its transformer can start from
@@ -216,7 +264,7 @@ class ScalarReward(nn.Module):
             self.same_tokenizer = True
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.max_length = cfg.max_length
+        self.max_length = max_length
 
     @staticmethod
     def _transformer(model: nn.Module):

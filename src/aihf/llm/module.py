@@ -31,8 +31,7 @@ from aihf.checks import overridden_keys
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
 from aihf.llm.gold import get_gold
-from aihf.llm.models import (ScalarReward, build_policy, build_tokenizer, frozen_copy, is_lora,
-                             merge_adapter_into_base)
+from aihf.llm.models import build, build_policy, build_tokenizer, is_lora, merge_adapter_into_base
 from aihf.llm.order import EpochOrder
 from aihf.llm.reference_cache import ReferenceLogps
 from aihf.llm.sequences import generate, pad_right, response_logps, shared_prompt_logps
@@ -148,15 +147,16 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self.policy = build_policy(cfg.llm.policy, self.tokenizer)
         if self.trains_policy:
             self._check_positions()
-        self.reference = frozen_copy(self.policy)
+        self.reference = self.build_reference()
         # Self-play moves its opponent (`reference`) along with π; the DPO term, the KL and the implicit reward are
         # measured against the fixed π_ref (`anchor`, the SFT policy), as DESIGN §2 defines them.
         if a.reference_refresh_every > 0 and is_lora(self.policy):
             raise ConfigError(f"algo.reference_refresh_every={a.reference_refresh_every} with llm.policy.lora_r="
                               f"{cfg.llm.policy.lora_r}: a LoRA policy's reference is its base model, and self-play's "
                               f"moving opponent needs a copy of its own; set llm.policy.lora_r=0")
-        self.anchor = frozen_copy(self.policy) if a.reference_refresh_every > 0 else None
-        self.reward = ScalarReward(cfg.llm.reward, self.policy, self.tokenizer) if self.explicit else None
+        self.anchor = self.build_reference() if a.reference_refresh_every > 0 else None
+        self.reward = (build(cfg.llm.reward, "llm.reward", "aihf.llm.models.ScalarReward", policy=self.policy,
+                             policy_tokenizer=self.tokenizer) if self.explicit else None)
         if self.reward is not None and cfg.llm.reward.init_from_policy and self.reward.same_tokenizer:
             why = self.reward.backbone_mismatch(self.policy)
             if why is not None:  # checked now, not after the whole SFT stage has run
@@ -190,6 +190,9 @@ class LLMAIHF(Continuable, pl.LightningModule):
         self._t0 = time.perf_counter()
 
     # -- setup -------------------------------------------------------------------------------------------
+    def build_reference(self):
+        return build(self.cfg.llm.reference, "llm.reference", "aihf.llm.models.frozen_copy", policy=self.policy)
+
     def _load_text(self, needs_demos: bool, needs_prefs: bool) -> dict:
         d = self.cfg.llm.data
         tok = getattr(self, "tokenizer", None)
