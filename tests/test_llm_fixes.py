@@ -15,7 +15,8 @@ import torch
 
 from aihf.errors import ConfigError
 from aihf.llm import data as llm_data
-from aihf.llm.module import LLMAIHF, drop_seen_prompts, split_by_prompt
+from aihf.llm.data_mix import drop_seen_prompts, split_by_prompt
+from aihf.llm.module import LLMAIHF
 from conftest import fit, llm_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

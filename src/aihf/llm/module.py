@@ -10,6 +10,11 @@ One `training_step` is one gradient step of one stage:
    - `bc`: SFT; `none`: the step is a reward step (the `rm` preset).
 The explicit reward step is λ_D·log σ(r(x, y^E) − r(x, y^π)) + λ_P·BT(P), with y^π a fresh policy sample.
 Presets only switch these parts on and off (conf/algo/); nothing here asks which preset is running.
+
+This file is the loop: set-up, the stage schedule, data order, π_ref's freeze and the run's state. Its parts are
+mixins and modules of their own: what it asks of the models (`scoring.py`), the update rules (`updates.py`),
+evaluation (`evaluation.py`), the data mix (`data_mix.py`); the models are components (`models.py`, llm.policy,
+llm.reference and llm.reward `_target_`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 
@@ -30,13 +34,15 @@ from aihf.callbacks import CheckpointEvery
 from aihf.checks import overridden_keys
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.llm import data as llm_data
+from aihf.llm import data_mix
+from aihf.llm.evaluation import Evaluation
 from aihf.llm.gold import get_gold
 from aihf.llm.models import build, build_policy, build_tokenizer, is_lora, merge_adapter_into_base
 from aihf.llm.order import EpochOrder
 from aihf.llm.reference_cache import ReferenceLogps
-from aihf.llm.sequences import generate, pad_right, response_logps, shared_prompt_logps
-from aihf.nonfinite import FiniteWatch, grad_norm
-from aihf.paths import resolve, resolve_dir
+from aihf.llm.scoring import Scoring
+from aihf.llm.updates import UpdateRules
+from aihf.nonfinite import FiniteWatch
 from aihf.provenance import git_commit
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
@@ -72,41 +78,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"algo.beta={a.beta}: the LLM objectives need a KL coefficient β > 0")
 
 
-def split_by_prompt(pairs: list[dict], fraction: float, cap: int) -> tuple[list[dict], list[dict]]:
-    """A fixed held-out split (not the run's seed) by prompt: every pair of a prompt falls on one side, so no
-    held-out prompt is also a training prompt. About `fraction` of the pairs (at most `cap`) are held out."""
-    prompts = sorted({p["prompt"] for p in pairs})
-    random.Random(0).shuffle(prompts)
-    target, held, chosen = min(cap, int(round(len(pairs) * fraction))), 0, set()
-    counts: dict[str, int] = {}
-    for p in pairs:
-        counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
-    for prompt in prompts:
-        if held >= target:
-            break
-        if held + counts[prompt] <= cap:
-            chosen.add(prompt)
-            held += counts[prompt]
-    return [p for p in pairs if p["prompt"] in chosen], [p for p in pairs if p["prompt"] not in chosen]
-
-
-def drop_seen_prompts(parts: dict) -> dict:
-    """Held-out rows and evaluation prompts whose prompt is also a training prompt are dropped (they would measure
-    memorisation, not generalisation); returns how many of each, which the run logs and records."""
-    seen = {r["prompt"] for r in parts["demos"] + parts["prefs"]}
-    dropped = {}
-    for part in ("heldout_demos", "heldout_prefs", "eval_prompts"):
-        rows = parts[part]
-        keep = [r for r in rows if (r if part == "eval_prompts" else r["prompt"]) not in seen]
-        if len(keep) < len(rows):
-            dropped[part] = len(rows) - len(keep)
-            log.warning("llm.data.%s: %d of %d rows have a training prompt and are left out of the evaluation",
-                        part, len(rows) - len(keep), len(rows))
-        parts[part] = keep
-    return dropped
-
-
-class LLMAIHF(Continuable, pl.LightningModule):
+class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule):
     STATE_KEY, DOMAIN = "aihf_llm", "language-model"
     INIT_FROM_SAME = ("llm.data.name", "algo.reward_source")
     EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_llm_resume.py)
@@ -133,16 +105,16 @@ class LLMAIHF(Continuable, pl.LightningModule):
         needs_demos = (a.bc_warmstart_steps > 0 and self.trains_policy) or a.policy_update == "bc" or (
             a.demo_weight != 0 and a.policy_update in ("rloo", "direct", "none"))
         needs_prefs = a.pref_weight != 0 and a.policy_update in ("rloo", "direct", "none")
-        self.text = self._load_text(needs_demos, needs_prefs)
+        self.text, self.dropped_overlap = data_mix.load_text(cfg, None, needs_demos, needs_prefs)
         corpus = [r["prompt"] + " " + r["response"] for r in self.text["demos"] + self.text["heldout_demos"]]
         corpus += [r["prompt"] + " " + r[k] for r in self.text["prefs"] + self.text["heldout_prefs"]
                    for k in ("chosen", "rejected")]
         corpus += self.text["eval_prompts"]
         self.tokenizer = build_tokenizer(cfg.llm.tokenizer, corpus)
         if d.format == "chat":  # message lists are rendered by the tokenizer's chat template
-            self.text = self._load_text(needs_demos, needs_prefs)
+            self.text, self.dropped_overlap = data_mix.load_text(cfg, self.tokenizer, needs_demos, needs_prefs)
         self.encoder = llm_data.Encoder(self.tokenizer, d.max_length, d.max_prompt_length, d.prompt_truncation)
-        self.data = self._encode(self.encoder)
+        self.data = data_mix.encode(self.text, self.encoder)
 
         self.policy = build_policy(cfg.llm.policy, self.tokenizer)
         if self.trains_policy:
@@ -168,7 +140,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             limit_key = "llm.data.max_prompt_length" if d.max_prompt_length < r_max else "llm.reward.max_length - 1"
             self.reward_encoder = llm_data.Encoder(self.reward.tokenizer, r_max, min(d.max_prompt_length, r_max - 1),
                                                    d.prompt_truncation, ("llm.reward.max_length", limit_key))
-            self.reward_data = self._encode(self.reward_encoder, parts=("demos", "prefs", "heldout_prefs"))
+            self.reward_data = data_mix.encode(self.text, self.reward_encoder, ("demos", "prefs", "heldout_prefs"))
         else:
             self.reward_encoder, self.reward_data = self.encoder, self.data
         self.gold = get_gold(d.gold)
@@ -192,74 +164,6 @@ class LLMAIHF(Continuable, pl.LightningModule):
     # -- setup -------------------------------------------------------------------------------------------
     def build_reference(self):
         return build(self.cfg.llm.reference, "llm.reference", "aihf.llm.models.frozen_copy", policy=self.policy)
-
-    def _load_text(self, needs_demos: bool, needs_prefs: bool) -> dict:
-        d = self.cfg.llm.data
-        tok = getattr(self, "tokenizer", None)
-        out = {k: [] for k in ("demos", "prefs", "heldout_demos", "heldout_prefs", "eval_prompts")}
-        if d.format == "chat" and tok is None:
-            return out  # rendered once the tokenizer (with its chat template) exists
-
-        if d.empty_responses not in ("error", "drop"):
-            raise ConfigError(f"llm.data.empty_responses={d.empty_responses!r}: expected error or drop")
-
-        def read(key, convert):
-            try:
-                rows, label = llm_data.load_rows(resolve(d[key]), d.split)
-                return convert(rows, d.format, label, tok, d.empty_responses == "drop")
-            except ConfigError as exc:
-                raise ConfigError(f"llm.data.{key}: {exc}") from None
-
-        asked = overridden_keys()
-
-        def take(rows: list, key: str, what: str) -> list:
-            """The first llm.data.<key> rows: a preset's count is a cap, a count set on the command line a demand."""
-            n = d[key]
-            if len(rows) < n and f"llm.data.{key}" in asked:
-                raise ConfigError(f"llm.data.{key}={n}, but the data holds {len(rows)} {what}")
-            return rows[:n]
-
-        if d.prefs:
-            prefs = read("prefs", llm_data.to_pairs)
-            if d.heldout_prefs:
-                out["heldout_prefs"] = read("heldout_prefs", llm_data.to_pairs)[:d.num_heldout]
-            elif d.heldout_fraction > 0:
-                out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout)
-            out["prefs"] = take(prefs, "num_prefs", "training preference pairs")
-        if d.demos:
-            out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations")
-        elif d.demos_from_prefs and d.prefs:
-            out["demos"] = take([{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"]],
-                                "num_demos", "demonstrations (chosen responses of the training pairs)")
-        if d.heldout_demos:
-            out["heldout_demos"] = read("heldout_demos", llm_data.to_demos)[:d.num_heldout]
-        elif d.demos_from_prefs:
-            out["heldout_demos"] = [{"prompt": p["prompt"], "response": p["chosen"]} for p in out["heldout_prefs"]]
-        if d.eval_prompts:
-            out["eval_prompts"] = read("eval_prompts", llm_data.to_prompts)[:d.num_heldout]
-        else:
-            out["eval_prompts"] = [r["prompt"] for r in out["heldout_prefs"] or out["heldout_demos"]][:d.num_heldout]
-        self.dropped_overlap = drop_seen_prompts(out)
-        if needs_demos and not out["demos"]:
-            raise ConfigError(f"algo={self.cfg.algo.name} needs demonstrations: set llm.data.demos (or "
-                              f"llm.data.demos_from_prefs=true) and llm.data.num_demos > 0")
-        if needs_prefs and not out["prefs"]:
-            raise ConfigError(f"algo={self.cfg.algo.name} needs preference pairs: set llm.data.prefs and "
-                              f"llm.data.num_prefs > 0")
-        return out
-
-    def _encode(self, enc: llm_data.Encoder, parts=("demos", "heldout_demos", "prefs", "heldout_prefs",
-                                                      "eval_prompts")) -> dict:
-        out = {}
-        for part in parts:
-            rows = self.text[part]
-            if part == "eval_prompts":
-                out[part] = [enc.prompt(p, f"llm.data.{part} row {i + 1}") for i, p in enumerate(rows)]
-            elif "demos" in part:
-                out[part] = [enc.demo(r, f"llm.data.{part} row {i + 1}") for i, r in enumerate(rows)]
-            else:
-                out[part] = [enc.pair(r, f"llm.data.{part} row {i + 1}") for i, r in enumerate(rows)]
-        return out
 
     def _check_positions(self) -> None:
         limit = getattr(self.policy.config, "max_position_embeddings", None) or getattr(
@@ -349,249 +253,7 @@ class LLMAIHF(Continuable, pl.LightningModule):
             return "prefs", t.batch_size
         return "demos", t.batch_size
 
-    @property
-    def fixed_reference(self):
-        """π_ref of the DPO term, the KL and the implicit reward: never refreshed (self-play refreshes `reference`)."""
-        return self.anchor if self.anchor is not None else self.reference
-
-    def logps(self, model, prompts, responses):
-        return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
-                              self.cfg.llm.train.logp_chunk)
-
-    def shares_prompt(self, model, prompts) -> bool:
-        """Whether k responses per prompt are scored with the prompt run once (llm.train.share_prompt): not for a
-        policy training under gradient checkpointing (which turns the key/value cache off) or an empty prompt."""
-        base = getattr(model, "policy", model)  # a LoRA reference wraps the policy
-        flag = getattr(base, "is_activation_checkpointing", None)  # transformers ≥ 5.2x; is_gradient_... before
-        checkpointed = model.training and (flag if flag is not None else getattr(base, "is_gradient_checkpointing",
-                                                                                  False))
-        return self.cfg.llm.train.share_prompt and not checkpointed and all(prompts) and len(prompts) > 0
-
-    def group_logps(self, model, prompts, responses: list[list[list[int]]]):
-        """log π and token counts of k responses per prompt (responses[j][i]: the j-th response to prompt i)."""
-        if len(responses) > 1 and self.shares_prompt(model, prompts):
-            return shared_prompt_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
-                                       self.cfg.llm.train.logp_chunk)
-        n = len(prompts)  # one forward pass of every (prompt, response) row, as TRL concatenates chosen and rejected
-        logps, counts = self.logps(model, prompts * len(responses), [r for rs in responses for r in rs])
-        return ([logps[j * n:(j + 1) * n] for j in range(len(responses))],
-                [counts[j * n:(j + 1) * n] for j in range(len(responses))])
-
-    def pair_logps(self, model, prompts, first, second):
-        """log π of two responses per prompt in one call."""
-        (a, b), (na, nb) = self.group_logps(model, prompts, [first, second])
-        return (a, b), (na, nb)
-
-    def repeated_logps(self, model, prompts, responses, k: int):
-        """`logps` of rows whose prompts come k at a time (prompt i at rows i·k … i·k + k − 1), in row order."""
-        unique = prompts[::k]
-        lps, ns = self.group_logps(model, unique, [responses[j::k] for j in range(k)])
-        return torch.stack(lps, 1).reshape(-1), torch.stack(ns, 1).reshape(-1)
-
-    def sample(self, model, prompts, greedy=False) -> list[list[int]]:
-        t = self.cfg.llm.train
-        return generate(model, prompts, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, t.max_new_tokens,
-                        t.temperature, greedy, self.device)
-
-    def to_reward_ids(self, responses: list[list[int]]) -> list[list[int]]:
-        """Policy token ids → reward token ids (the identity when both share a tokenizer)."""
-        if self.reward_encoder is self.encoder:
-            return responses
-        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        return [self.reward_encoder.response(t, 0) for t in texts]
-
-    def score(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
-        """r_φ(x, y) on reward token ids, reading the response's last token."""
-        limit = self.cfg.llm.reward.max_length
-        pairs = [(p, r[: max(1, limit - len(p))]) for p, r in zip(prompts, responses)]
-        ids, attn, _ = pad_right([p for p, _ in pairs], [r for _, r in pairs], self.reward_encoder.tok.pad_token_id,
-                                 self.device)
-        return self.reward(ids, attn)
-
-    def pair_scores(self, prompts, first, second) -> tuple[torch.Tensor, torch.Tensor]:
-        """r_φ of two responses per prompt in one forward pass."""
-        scores = self.score(prompts + prompts, first + second)
-        return scores[:len(prompts)], scores[len(prompts):]
-
-    # -- objectives on given batches (the reductions are tested on these) ----------------------------------
-    def implicit_objective(self, demos: list[dict] | None, prefs: list[dict] | None,
-                           selfplay: list[list[int]] | None = None,
-                           ref_prefs: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-        """λ_D·demo term + λ_P·DPO/IPO on P (+ α·NLL of the chosen responses), all on β·log π/π_ref; `ref_prefs`:
-        π_ref's log-probs of the pairs when precomputed."""
-        a = self.cfg.algo
-        metrics, demo_loss, pref_loss = {}, None, None
-        if a.pref_weight != 0 and prefs:
-            (pc, pr), (nc, nr) = self.pair_logps(self.policy, [p["prompt"] for p in prefs],
-                                                 [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
-            if ref_prefs is not None:
-                rc, rr = ref_prefs
-            else:
-                with torch.no_grad():
-                    (rc, rr), _ = self.pair_logps(self.fixed_reference, [p["prompt"] for p in prefs],
-                                                  [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
-            pref_loss = self.preference_loss(pc, pr, rc, rr, nc, nr)
-            chosen_r, rejected_r = a.beta * (pc - rc).detach(), a.beta * (pr - rr).detach()
-            metrics.update({"rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
-                            "rewards/margins": (chosen_r - rejected_r).mean(),
-                            "rewards/accuracies": (chosen_r > rejected_r).float().mean(),
-                            "logps/chosen": pc.detach().mean(), "logps/rejected": pr.detach().mean()})
-            if a.chosen_nll_weight:
-                chosen_nll = objectives.nll_loss(pc, nc)
-                metrics["loss/chosen_nll"] = chosen_nll.detach()
-        if a.demo_weight != 0 and demos:
-            prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
-            if a.demo_term == "nll":
-                pe, ne = self.logps(self.policy, prompts, responses)
-                # mean: per token (the SFT convention); sum: per response, the unit its count N_D counts
-                demo_loss = objectives.nll_loss(pe, ne if a.weighting == "mean" else None)
-            else:  # SPIN: the demonstration beats the opponent's (π_ref's) own sample
-                (pe, ps), (ne, ns) = self.pair_logps(self.policy, prompts, responses, selfplay)
-                with torch.no_grad():
-                    (re, rs), _ = self.pair_logps(self.reference, prompts, responses, selfplay)
-                demo_loss = self.preference_loss(pe, ps, re, rs, ne, ns)
-                metrics["rewards/selfplay_margin"] = (a.beta * ((pe - re) - (ps - rs))).detach().mean()
-            metrics["logps/demos"] = (pe / ne.clamp(min=1)).detach().mean()
-        loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
-                                             len(self.data["demos"]), len(self.data["prefs"]))
-        if a.chosen_nll_weight and pref_loss is not None:
-            loss = loss + a.chosen_nll_weight * chosen_nll
-        metrics.update({"loss/demo": demo_loss, "loss/pref": pref_loss, "loss/policy": loss})
-        return loss, metrics
-
-    def preference_loss(self, pc, pr, rc, rr, nc, nr) -> torch.Tensor:
-        """DPO or IPO on the log-ratios of a pair; `ipo` divides each response's log-probs by its token count."""
-        a = self.cfg.algo
-        if a.dpo_loss_type == "ipo":
-            nc, nr = nc.clamp(min=1), nr.clamp(min=1)
-            pc, pr, rc, rr = pc / nc, pr / nr, rc / nc, rr / nr
-        loss_type = "ipo" if a.dpo_loss_type == "ipo_sum" else a.dpo_loss_type
-        return objectives.dpo_loss(pc, pr, rc, rr, a.beta, loss_type, a.label_smoothing)
-
-    def reward_objective(self, demos: list[dict] | None, policy_samples: list[list[int]] | None,
-                         prefs: list[dict] | None) -> tuple[torch.Tensor, dict]:
-        """λ_D·log σ(r(x, y^E) − r(x, y^π)) + λ_P·BT(P) on the explicit reward (both as losses)."""
-        a = self.cfg.algo
-        metrics, demo_loss, pref_loss = {}, None, None
-        if a.pref_weight != 0 and prefs:
-            rw, rl = self.pair_scores([p["prompt"] for p in prefs], [p["chosen"] for p in prefs],
-                                      [p["rejected"] for p in prefs])
-            pref_loss = objectives.bradley_terry_loss(rw, rl, torch.ones_like(rw))
-            metrics["reward/train_pref_accuracy"] = (rw > rl).float().mean()
-        if a.demo_weight != 0 and demos:
-            prompts = [d["prompt"] for d in demos]
-            re, rp = self.pair_scores(prompts, [d["response"] for d in demos], self.to_reward_ids(policy_samples))
-            demo_loss = objectives.logistic_demonstration_loss(re, rp)
-            metrics["reward/demo_minus_policy"] = (re - rp).detach().mean()
-        loss = objectives.weighted_objective(demo_loss, pref_loss, a.demo_weight, a.pref_weight, a.weighting,
-                                             len(self.data["demos"]), len(self.data["prefs"]))
-        metrics.update({"reward/loss_demo": demo_loss, "reward/loss_pref": pref_loss, "reward/loss": loss})
-        return loss, metrics
-
     # -- steps -------------------------------------------------------------------------------------------
-    def _step(self, opt_index: int, loss: torch.Tensor, clip: float | None) -> None:
-        opt = self.optimizers()
-        opt = opt[opt_index] if isinstance(opt, (list, tuple)) else opt
-        opt.zero_grad()
-        self.manual_backward(loss)
-        norm = grad_norm(opt)  # before clipping: the size of the update the data asked for
-        self._grad_norms[f"train/{('policy', 'reward')[opt_index]}_grad_norm"] = norm
-        if self.cfg.llm.train.nonfinite == "skip" and not bool(torch.isfinite(loss) & torch.isfinite(norm)):
-            opt.zero_grad()
-            if self.skipped_updates == 0:
-                log.warning("a non-finite loss or gradient at step %d: the update is skipped "
-                            "(llm.train.nonfinite=skip); skipped updates are counted in train/skipped_updates",
-                            self.steps_done)
-            self.skipped_updates += 1
-            self._skipped_now = True
-            return
-        if clip:
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        opt.step()
-
-    def sft_step(self) -> dict:
-        batch = [self.data["demos"][i] for i in self.draw("demos", self.cfg.llm.train.batch_size)]
-        lp, n = self.logps(self.policy, [b["prompt"] for b in batch], [b["response"] for b in batch])
-        loss = objectives.nll_loss(lp, n)
-        self._step(0, loss, self.cfg.llm.policy.grad_clip)
-        self.sft_updates += 1
-        return {"loss/sft": loss}
-
-    def reward_step(self) -> dict:
-        a, n = self.cfg.algo, self.cfg.llm.reward.batch_size
-        prefs = demos = samples = None
-        if a.pref_weight != 0:
-            prefs = [self.reward_data["prefs"][i] for i in self.draw("prefs", n)]
-        if a.demo_weight != 0:
-            idx = self.draw("demos", n)
-            demos = [self.reward_data["demos"][i] for i in idx]
-            samples = self.sample(self.policy, [self.data["demos"][i]["prompt"] for i in idx])
-        loss, metrics = self.reward_objective(demos, samples, prefs)
-        self._step(1, loss, None)
-        self.reward_updates += 1
-        return metrics
-
-    def rl_step(self) -> dict:
-        """RLOO: k samples per prompt; advantage = R_i − mean of the other k−1; R = r_φ − β·log π/π_ref."""
-        t, beta = self.cfg.llm.train, self.cfg.algo.beta
-        pool = self.data["demos"] + self.data["prefs"]
-        idx = self.draw("rl_pool", t.rl_prompts)
-        prompts = [pool[i]["prompt"] for i in idx for _ in range(t.rl_samples)]
-        responses = self.sample(self.policy, prompts)
-        logp, n = self.repeated_logps(self.policy, prompts, responses, t.rl_samples)
-        with torch.no_grad():
-            ref_logp, _ = self.repeated_logps(self.fixed_reference, prompts, responses, t.rl_samples)
-            reward_prompts = [self.reward_data_prompt(i) for i in idx for _ in range(t.rl_samples)]
-            r = self.score(reward_prompts, self.to_reward_ids(responses))
-            kl = logp.detach() - ref_logp
-            total = (r - beta * kl).view(t.rl_prompts, t.rl_samples)
-            baseline = (total.sum(1, keepdim=True) - total) / (t.rl_samples - 1)
-            adv = (total - baseline).view(-1)
-        loss = -(adv * logp).mean()
-        self._step(0, loss, self.cfg.llm.policy.grad_clip)
-        return {"loss/policy": loss, "rl/reward": r.mean(), "rl/kl": kl.mean(), "rl/response_tokens": n.float().mean()}
-
-    def reward_data_prompt(self, pool_index: int) -> list[int]:
-        nd = len(self.data["demos"])
-        if pool_index < nd:
-            return self.reward_data["demos"][pool_index]["prompt"]
-        return self.reward_data["prefs"][pool_index - nd]["prompt"]
-
-    def reference_table(self) -> ReferenceLogps | None:
-        """π_ref's log-probs of the training and held-out pairs, computed once π_ref is frozen (None when live)."""
-        t = self.cfg.llm.train
-        if t.reference_logps != "precomputed" or not self.reference_frozen:
-            return None
-        if self.ref_table is None:
-            parts = {p: self.data[p] for p in ("prefs", "heldout_prefs") if self.data[p]}
-            settings = {"pad": self.tokenizer.pad_token_id,
-                        "precision": str(self.trainer.precision) if self._trainer is not None else "32-true"}
-
-            def compute(prompts, chosen, rejected):
-                return self.pair_logps(self.fixed_reference, prompts, chosen, rejected)[0]
-            self.ref_table = ReferenceLogps.build(compute, self.fixed_reference, parts, settings, t.eval_batch_size,
-                                                  resolve_dir(t.reference_cache_dir), self._is_global_zero())
-        return self.ref_table
-
-    def direct_step(self) -> dict:
-        a, n = self.cfg.algo, self.cfg.llm.train.batch_size
-        ref = None
-        if a.pref_weight != 0:
-            idx = self.draw("prefs", n)
-            prefs = [self.data["prefs"][i] for i in idx]
-            table = self.reference_table()
-            ref = table.pairs("prefs", idx, self.device) if table is not None else None
-        else:
-            prefs = None
-        demos = selfplay = None
-        if a.demo_weight != 0:
-            demos = [self.data["demos"][i] for i in self.draw("demos", n)]
-            if a.demo_term == "selfplay":
-                selfplay = self.sample(self.reference, [d["prompt"] for d in demos])
-        loss, metrics = self.implicit_objective(demos, prefs, selfplay, ref)
-        self._step(0, loss, self.cfg.llm.policy.grad_clip)
-        return metrics
-
     def freeze_reference(self) -> None:
         """End of the SFT stage: π_ref ← π (and the explicit reward may start from π's transformer)."""
         lora = is_lora(self.policy)
@@ -656,121 +318,6 @@ class LLMAIHF(Continuable, pl.LightningModule):
         elif every > 0 and self.steps_done % every == 0:
             self.evaluate_and_log()
         self.log_dict({"step": float(self.steps_done)}, prog_bar=True, on_step=True, batch_size=1)
-
-    # -- evaluation --------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> dict:
-        t, beta = self.cfg.llm.train, self.cfg.algo.beta
-        out: dict[str, float] = {}
-        anchor = self.fixed_reference
-        prompts = self.data["eval_prompts"][:t.eval_prompts]
-        texts = self.text["eval_prompts"][:t.eval_prompts]
-        bs = t.eval_batch_size
-        if prompts and self.trains_policy:
-            greedy, sampled, kls, lengths = [], [], [], []
-            for s in range(0, len(prompts), bs):
-                chunk = prompts[s:s + bs]
-                greedy += self.sample(self.policy, chunk, greedy=True)
-                rep = [p for p in chunk for _ in range(t.eval_samples)]
-                ys = self.sample(self.policy, rep)
-                lp, n = self.repeated_logps(self.policy, rep, ys, t.eval_samples)
-                rp, _ = self.repeated_logps(anchor, rep, ys, t.eval_samples)
-                kls.append(lp - rp)
-                lengths.append(n.float())
-                sampled += ys
-            # KL(π‖π_ref) estimated on π's own samples: E_y~π[log π(y|x) − log π_ref(y|x)]
-            out["eval/kl"] = torch.cat(kls).mean().item()
-            out["eval/response_tokens"] = torch.cat(lengths).mean().item()
-            dec = self.tokenizer.batch_decode
-            greedy_txt, sampled_txt = dec(greedy, skip_special_tokens=True), dec(sampled, skip_special_tokens=True)
-            if self.gold is not None:
-                out["eval/gold_greedy"] = sum(map(self.gold, texts, greedy_txt)) / len(texts)
-                rep_txt = [p for p in texts for _ in range(t.eval_samples)]
-                out["eval/gold_sampled"] = sum(map(self.gold, rep_txt, sampled_txt)) / len(rep_txt)
-            self.samples = [{"step": self.steps_done, "prompt": p, "greedy": g,
-                             **({"gold": self.gold(p, g)} if self.gold else {})}
-                            for p, g in zip(texts[:t.sample_table_rows], greedy_txt[:t.sample_table_rows])]
-        out.update(self.preference_metrics())
-        if self.data["heldout_demos"] and self.trains_policy:
-            hd = self.data["heldout_demos"]
-            total_lp, total_n = 0.0, 0
-            for s in range(0, len(hd), bs):
-                lp, n = self.logps(self.policy, [d["prompt"] for d in hd[s:s + bs]], [d["response"] for d in hd[s:s + bs]])
-                total_lp, total_n = total_lp + lp.sum().item(), total_n + int(n.sum())
-            out["eval/demo_logp_per_token"] = total_lp / max(total_n, 1)
-        return out
-
-    def preference_metrics(self) -> dict:
-        """Held-out accuracy and margin of the explicit reward, or of the implicit one β·log π/π_ref."""
-        held = self.data["heldout_prefs"]
-        if not held:
-            return {}
-        bs, beta = self.cfg.llm.train.eval_batch_size, self.cfg.algo.beta
-        margins, ref_margins = [], []
-        for s in range(0, len(held), bs):
-            chunk = held[s:s + bs]
-            if self.reward is not None:
-                rc = self.reward_data["heldout_prefs"][s:s + bs]
-                sc, sr = self.pair_scores([p["prompt"] for p in rc], [p["chosen"] for p in rc],
-                                          [p["rejected"] for p in rc])
-                m = sc - sr
-            else:
-                prompts = [p["prompt"] for p in chunk]
-                chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
-                (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
-                table = self.reference_table()
-                if table is not None:
-                    rc, rr = table.pairs("heldout_prefs", list(range(s, s + len(chunk))), self.device)
-                else:
-                    (rc, rr), _ = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
-                m = beta * ((pc - rc) - (pr - rr))
-                ref_margins.append((rc - rr).float())
-            margins.append(m.float())
-        m = torch.cat(margins)
-        # A tie (e.g. the implicit reward before any preference step, where π = π_ref) counts as half right.
-        acc = ((m > 0).float() + 0.5 * (m == 0).float()).mean().item()
-        # What knowing only the lengths scores: the longer response predicted preferred (ties half).
-        gap = torch.tensor([len(p["chosen"]) - len(p["rejected"]) for p in held], dtype=torch.float32)
-        longer = (gap > 0).float() + 0.5 * (gap == 0).float()
-        out = {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item(),
-               "baseline/length_pref_accuracy": longer.mean().item()}
-        if ref_margins:  # a zero-shot baseline: does π_ref itself find the chosen response more likely?
-            out["eval/ref_loglik_pref_accuracy"] = (torch.cat(ref_margins) > 0).float().mean().item()
-        return out
-
-    def evaluate_and_log(self) -> dict:
-        # Evaluation samples from its own stream, a function of (seed, step): the evaluation schedule never changes
-        # what training samples, and an evaluation is the same whenever (and in whichever run) it is repeated.
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.cfg.seed * 1_000_003 + self.steps_done)
-            out = self.evaluate()
-        self.check_finite(out)
-        out["time/wall_s"] = time.perf_counter() - self._t0
-        self._log(out, self.steps_done)
-        self._log_samples()
-        self.history.append({"step": self.steps_done, **out})
-        return out
-
-    def _log_samples(self) -> None:
-        if not self.samples:
-            return
-        cols = list(self.samples[0])
-        rows = [[r[c] for c in cols] for r in self.samples]
-        markdown = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
-                             ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in r) + " |"
-                              for r in rows])
-        for logger in self.loggers:
-            if hasattr(logger, "log_text"):  # wandb: a table per evaluation
-                logger.log_text(key="samples", columns=cols, data=rows, step=self.steps_done)
-            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # tensorboard
-                logger.experiment.add_text("samples", markdown, self.steps_done)
-        if not self._is_global_zero():
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "samples.jsonl", "a") as fh:
-            for r in self.samples:
-                fh.write(json.dumps(r) + "\n")
 
     def check_finite(self, metrics: dict) -> None:
         """Stop at the first NaN or infinite loss, training or evaluation metric, naming it, the step and its last

@@ -1,0 +1,120 @@
+"""The data mix of the LLM domain: which demonstrations, preference pairs, held-out rows and evaluation prompts a
+run reads (llm.data), the held-out split by prompt, the rule that no held-out prompt is a training prompt, and the
+encoding of every part into token ids."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from aihf.checks import overridden_keys
+from aihf.errors import ConfigError
+from aihf.llm import data as llm_data
+from aihf.paths import resolve
+
+log = logging.getLogger("aihf.llm.module")
+
+
+def split_by_prompt(pairs: list[dict], fraction: float, cap: int) -> tuple[list[dict], list[dict]]:
+    """A fixed held-out split (not the run's seed) by prompt: every pair of a prompt falls on one side, so no
+    held-out prompt is also a training prompt. About `fraction` of the pairs (at most `cap`) are held out."""
+    prompts = sorted({p["prompt"] for p in pairs})
+    random.Random(0).shuffle(prompts)
+    target, held, chosen = min(cap, int(round(len(pairs) * fraction))), 0, set()
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
+    for prompt in prompts:
+        if held >= target:
+            break
+        if held + counts[prompt] <= cap:
+            chosen.add(prompt)
+            held += counts[prompt]
+    return [p for p in pairs if p["prompt"] in chosen], [p for p in pairs if p["prompt"] not in chosen]
+
+
+def drop_seen_prompts(parts: dict) -> dict:
+    """Held-out rows and evaluation prompts whose prompt is also a training prompt are dropped (they would measure
+    memorisation, not generalisation); returns how many of each, which the run logs and records."""
+    seen = {r["prompt"] for r in parts["demos"] + parts["prefs"]}
+    dropped = {}
+    for part in ("heldout_demos", "heldout_prefs", "eval_prompts"):
+        rows = parts[part]
+        keep = [r for r in rows if (r if part == "eval_prompts" else r["prompt"]) not in seen]
+        if len(keep) < len(rows):
+            dropped[part] = len(rows) - len(keep)
+            log.warning("llm.data.%s: %d of %d rows have a training prompt and are left out of the evaluation",
+                        part, len(rows) - len(keep), len(rows))
+        parts[part] = keep
+    return dropped
+
+
+def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dict]:
+    """The texts of every data part, as llm.data asks (files, held-out split, counts), and how many held-out
+    rows were dropped for sharing a training prompt. Chat data needs the tokenizer (its template): `tok`."""
+    d = cfg.llm.data
+    out = {k: [] for k in ("demos", "prefs", "heldout_demos", "heldout_prefs", "eval_prompts")}
+    if d.format == "chat" and tok is None:
+        return out, {}  # rendered once the tokenizer (with its chat template) exists
+
+    if d.empty_responses not in ("error", "drop"):
+        raise ConfigError(f"llm.data.empty_responses={d.empty_responses!r}: expected error or drop")
+
+    def read(key, convert):
+        try:
+            rows, label = llm_data.load_rows(resolve(d[key]), d.split)
+            return convert(rows, d.format, label, tok, d.empty_responses == "drop")
+        except ConfigError as exc:
+            raise ConfigError(f"llm.data.{key}: {exc}") from None
+
+    asked = overridden_keys()
+
+    def take(rows: list, key: str, what: str) -> list:
+        """The first llm.data.<key> rows: a preset's count is a cap, a count set on the command line a demand."""
+        n = d[key]
+        if len(rows) < n and f"llm.data.{key}" in asked:
+            raise ConfigError(f"llm.data.{key}={n}, but the data holds {len(rows)} {what}")
+        return rows[:n]
+
+    if d.prefs:
+        prefs = read("prefs", llm_data.to_pairs)
+        if d.heldout_prefs:
+            out["heldout_prefs"] = read("heldout_prefs", llm_data.to_pairs)[:d.num_heldout]
+        elif d.heldout_fraction > 0:
+            out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout)
+        out["prefs"] = take(prefs, "num_prefs", "training preference pairs")
+    if d.demos:
+        out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations")
+    elif d.demos_from_prefs and d.prefs:
+        out["demos"] = take([{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"]],
+                            "num_demos", "demonstrations (chosen responses of the training pairs)")
+    if d.heldout_demos:
+        out["heldout_demos"] = read("heldout_demos", llm_data.to_demos)[:d.num_heldout]
+    elif d.demos_from_prefs:
+        out["heldout_demos"] = [{"prompt": p["prompt"], "response": p["chosen"]} for p in out["heldout_prefs"]]
+    if d.eval_prompts:
+        out["eval_prompts"] = read("eval_prompts", llm_data.to_prompts)[:d.num_heldout]
+    else:
+        out["eval_prompts"] = [r["prompt"] for r in out["heldout_prefs"] or out["heldout_demos"]][:d.num_heldout]
+    dropped = drop_seen_prompts(out)
+    if needs_demos and not out["demos"]:
+        raise ConfigError(f"algo={cfg.algo.name} needs demonstrations: set llm.data.demos (or "
+                          f"llm.data.demos_from_prefs=true) and llm.data.num_demos > 0")
+    if needs_prefs and not out["prefs"]:
+        raise ConfigError(f"algo={cfg.algo.name} needs preference pairs: set llm.data.prefs and "
+                          f"llm.data.num_prefs > 0")
+    return out, dropped
+
+def encode(text: dict, enc: llm_data.Encoder, parts=("demos", "heldout_demos", "prefs", "heldout_prefs",
+                                                      "eval_prompts")) -> dict:
+    """Token ids of each part's texts under the encoder's truncation rule (each row named in its errors)."""
+    out = {}
+    for part in parts:
+        rows = text[part]
+        if part == "eval_prompts":
+            out[part] = [enc.prompt(p, f"llm.data.{part} row {i + 1}") for i, p in enumerate(rows)]
+        elif "demos" in part:
+            out[part] = [enc.demo(r, f"llm.data.{part} row {i + 1}") for i, r in enumerate(rows)]
+        else:
+            out[part] = [enc.pair(r, f"llm.data.{part} row {i + 1}") for i, r in enumerate(rows)]
+    return out

@@ -1,0 +1,126 @@
+"""Evaluation of the LLM loop, as one mixin of `LLMAIHF`: gold reward and KL of greedy and sampled responses,
+held-out likelihood, held-out preference accuracy (explicit or implicit reward) beside a length-only baseline, and
+the samples table."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+
+class Evaluation:
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        t = self.cfg.llm.train
+        out: dict[str, float] = {}
+        anchor = self.fixed_reference
+        prompts = self.data["eval_prompts"][:t.eval_prompts]
+        texts = self.text["eval_prompts"][:t.eval_prompts]
+        bs = t.eval_batch_size
+        if prompts and self.trains_policy:
+            greedy, sampled, kls, lengths = [], [], [], []
+            for s in range(0, len(prompts), bs):
+                chunk = prompts[s:s + bs]
+                greedy += self.sample(self.policy, chunk, greedy=True)
+                rep = [p for p in chunk for _ in range(t.eval_samples)]
+                ys = self.sample(self.policy, rep)
+                lp, n = self.repeated_logps(self.policy, rep, ys, t.eval_samples)
+                rp, _ = self.repeated_logps(anchor, rep, ys, t.eval_samples)
+                kls.append(lp - rp)
+                lengths.append(n.float())
+                sampled += ys
+            # KL(π‖π_ref) estimated on π's own samples: E_y~π[log π(y|x) − log π_ref(y|x)]
+            out["eval/kl"] = torch.cat(kls).mean().item()
+            out["eval/response_tokens"] = torch.cat(lengths).mean().item()
+            dec = self.tokenizer.batch_decode
+            greedy_txt, sampled_txt = dec(greedy, skip_special_tokens=True), dec(sampled, skip_special_tokens=True)
+            if self.gold is not None:
+                out["eval/gold_greedy"] = sum(map(self.gold, texts, greedy_txt)) / len(texts)
+                rep_txt = [p for p in texts for _ in range(t.eval_samples)]
+                out["eval/gold_sampled"] = sum(map(self.gold, rep_txt, sampled_txt)) / len(rep_txt)
+            self.samples = [{"step": self.steps_done, "prompt": p, "greedy": g,
+                             **({"gold": self.gold(p, g)} if self.gold else {})}
+                            for p, g in zip(texts[:t.sample_table_rows], greedy_txt[:t.sample_table_rows])]
+        out.update(self.preference_metrics())
+        if self.data["heldout_demos"] and self.trains_policy:
+            hd = self.data["heldout_demos"]
+            total_lp, total_n = 0.0, 0
+            for s in range(0, len(hd), bs):
+                lp, n = self.logps(self.policy, [d["prompt"] for d in hd[s:s + bs]], [d["response"] for d in hd[s:s + bs]])
+                total_lp, total_n = total_lp + lp.sum().item(), total_n + int(n.sum())
+            out["eval/demo_logp_per_token"] = total_lp / max(total_n, 1)
+        return out
+
+    def preference_metrics(self) -> dict:
+        """Held-out accuracy and margin of the explicit reward, or of the implicit one β·log π/π_ref."""
+        held = self.data["heldout_prefs"]
+        if not held:
+            return {}
+        bs, beta = self.cfg.llm.train.eval_batch_size, self.cfg.algo.beta
+        margins, ref_margins = [], []
+        for s in range(0, len(held), bs):
+            chunk = held[s:s + bs]
+            if self.reward is not None:
+                rc = self.reward_data["heldout_prefs"][s:s + bs]
+                sc, sr = self.pair_scores([p["prompt"] for p in rc], [p["chosen"] for p in rc],
+                                          [p["rejected"] for p in rc])
+                m = sc - sr
+            else:
+                prompts = [p["prompt"] for p in chunk]
+                chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
+                (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
+                table = self.reference_table()
+                if table is not None:
+                    rc, rr = table.pairs("heldout_prefs", list(range(s, s + len(chunk))), self.device)
+                else:
+                    (rc, rr), _ = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
+                m = beta * ((pc - rc) - (pr - rr))
+                ref_margins.append((rc - rr).float())
+            margins.append(m.float())
+        m = torch.cat(margins)
+        # A tie (e.g. the implicit reward before any preference step, where π = π_ref) counts as half right.
+        acc = ((m > 0).float() + 0.5 * (m == 0).float()).mean().item()
+        # What knowing only the lengths scores: the longer response predicted preferred (ties half).
+        gap = torch.tensor([len(p["chosen"]) - len(p["rejected"]) for p in held], dtype=torch.float32)
+        longer = (gap > 0).float() + 0.5 * (gap == 0).float()
+        out = {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item(),
+               "baseline/length_pref_accuracy": longer.mean().item()}
+        if ref_margins:  # a zero-shot baseline: does π_ref itself find the chosen response more likely?
+            out["eval/ref_loglik_pref_accuracy"] = (torch.cat(ref_margins) > 0).float().mean().item()
+        return out
+
+    def evaluate_and_log(self) -> dict:
+        # Evaluation samples from its own stream, a function of (seed, step): the evaluation schedule never changes
+        # what training samples, and an evaluation is the same whenever (and in whichever run) it is repeated.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + self.steps_done)
+            out = self.evaluate()
+        self.check_finite(out)
+        out["time/wall_s"] = time.perf_counter() - self._t0
+        self._log(out, self.steps_done)
+        self._log_samples()
+        self.history.append({"step": self.steps_done, **out})
+        return out
+
+    def _log_samples(self) -> None:
+        if not self.samples:
+            return
+        cols = list(self.samples[0])
+        rows = [[r[c] for c in cols] for r in self.samples]
+        markdown = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
+                             ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in r) + " |"
+                              for r in rows])
+        for logger in self.loggers:
+            if hasattr(logger, "log_text"):  # wandb: a table per evaluation
+                logger.log_text(key="samples", columns=cols, data=rows, step=self.steps_done)
+            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # tensorboard
+                logger.experiment.add_text("samples", markdown, self.steps_done)
+        if not self._is_global_zero():
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "samples.jsonl", "a") as fh:
+            for r in self.samples:
+                fh.write(json.dumps(r) + "\n")

@@ -1,0 +1,74 @@
+"""What the LLM loop asks of its models, as one mixin of `LLMAIHF`: log-probs of responses (in chunks, prompts
+shared where they repeat), samples, and the explicit reward's scores on its own tokens."""
+
+from __future__ import annotations
+
+import torch
+
+from aihf.llm.sequences import generate, pad_right, response_logps, shared_prompt_logps
+
+
+class Scoring:
+    @property
+    def fixed_reference(self):
+        """π_ref of the DPO term, the KL and the implicit reward: never refreshed (self-play refreshes `reference`)."""
+        return self.anchor if self.anchor is not None else self.reference
+
+    def logps(self, model, prompts, responses):
+        return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
+                              self.cfg.llm.train.logp_chunk)
+
+    def shares_prompt(self, model, prompts) -> bool:
+        """Whether k responses per prompt are scored with the prompt run once (llm.train.share_prompt): not for a
+        policy training under gradient checkpointing (which turns the key/value cache off) or an empty prompt."""
+        base = getattr(model, "policy", model)  # a LoRA reference wraps the policy
+        flag = getattr(base, "is_activation_checkpointing", None)  # transformers ≥ 5.2x; is_gradient_... before
+        checkpointed = model.training and (flag if flag is not None else getattr(base, "is_gradient_checkpointing",
+                                                                                  False))
+        return self.cfg.llm.train.share_prompt and not checkpointed and all(prompts) and len(prompts) > 0
+
+    def group_logps(self, model, prompts, responses: list[list[list[int]]]):
+        """log π and token counts of k responses per prompt (responses[j][i]: the j-th response to prompt i)."""
+        if len(responses) > 1 and self.shares_prompt(model, prompts):
+            return shared_prompt_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
+                                       self.cfg.llm.train.logp_chunk)
+        n = len(prompts)  # one forward pass of every (prompt, response) row, as TRL concatenates chosen and rejected
+        logps, counts = self.logps(model, prompts * len(responses), [r for rs in responses for r in rs])
+        return ([logps[j * n:(j + 1) * n] for j in range(len(responses))],
+                [counts[j * n:(j + 1) * n] for j in range(len(responses))])
+
+    def pair_logps(self, model, prompts, first, second):
+        """log π of two responses per prompt in one call."""
+        (a, b), (na, nb) = self.group_logps(model, prompts, [first, second])
+        return (a, b), (na, nb)
+
+    def repeated_logps(self, model, prompts, responses, k: int):
+        """`logps` of rows whose prompts come k at a time (prompt i at rows i·k … i·k + k − 1), in row order."""
+        unique = prompts[::k]
+        lps, ns = self.group_logps(model, unique, [responses[j::k] for j in range(k)])
+        return torch.stack(lps, 1).reshape(-1), torch.stack(ns, 1).reshape(-1)
+
+    def sample(self, model, prompts, greedy=False) -> list[list[int]]:
+        t = self.cfg.llm.train
+        return generate(model, prompts, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, t.max_new_tokens,
+                        t.temperature, greedy, self.device)
+
+    def to_reward_ids(self, responses: list[list[int]]) -> list[list[int]]:
+        """Policy token ids → reward token ids (the identity when both share a tokenizer)."""
+        if self.reward_encoder is self.encoder:
+            return responses
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return [self.reward_encoder.response(t, 0) for t in texts]
+
+    def score(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        """r_φ(x, y) on reward token ids, reading the response's last token."""
+        limit = self.cfg.llm.reward.max_length
+        pairs = [(p, r[: max(1, limit - len(p))]) for p, r in zip(prompts, responses)]
+        ids, attn, _ = pad_right([p for p, _ in pairs], [r for _, r in pairs], self.reward_encoder.tok.pad_token_id,
+                                 self.device)
+        return self.reward(ids, attn)
+
+    def pair_scores(self, prompts, first, second) -> tuple[torch.Tensor, torch.Tensor]:
+        """r_φ of two responses per prompt in one forward pass."""
+        scores = self.score(prompts + prompts, first + second)
+        return scores[:len(prompts)], scores[len(prompts):]
