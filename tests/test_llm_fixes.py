@@ -164,6 +164,10 @@ def test_fraction_split_never_shares_a_prompt():
     assert not {p["prompt"] for p in held} & {p["prompt"] for p in train}
     held, _ = split_by_prompt(pairs, 0.2, 12)  # the cap counts pairs
     assert len(held) == 10
+    again, other = split_by_prompt(pairs, 0.2, 1000), split_by_prompt(pairs, 0.2, 1000, seed=1)
+    assert again == split_by_prompt(pairs, 0.2, 1000, seed=0)  # the split is its seed's, not the run's
+    assert {p["prompt"] for p in other[0]} != {p["prompt"] for p in again[0]}
+    assert not {p["prompt"] for p in other[0]} & {p["prompt"] for p in other[1]}
 
 
 def test_shipped_paths_resolve_from_another_directory(tmp_path):

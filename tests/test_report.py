@@ -122,3 +122,10 @@ def test_a_run_killed_before_its_first_checkpoint_is_kept_aside(tmp_path):
     assert (tmp_path / "2-aihf-s0.interrupted-1" / "csv" / "metrics.csv").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0-aihf-s0", "1-rlhf-s0", "2-aihf-s0.interrupted-1",
                                                            "3-rlhf-s0"]
+
+
+def test_a_sweep_whose_experiment_adds_its_own_parameters_is_never_counted_as_finished():
+    from aihf.figures import jobs_in
+    assert jobs_in(("experiment=comparison", "algo=aihf,rlhf", "data=default,scarce", "seed=0")) == 4
+    assert jobs_in(("experiment=hh_reward", "seed=0")) is None  # its sweeper adds algo.demo_weight=0,1
+    assert jobs_in(("experiment=study_prefs",)) is None

@@ -322,6 +322,9 @@ class LLMDataConfig:
     split: str = "train"              # the split to read from each source
     # carve held-out pairs/demos out of the training files when no held-out file is given
     heldout_fraction: float = key(0.0, within(0, 1, high_open=True))
+    # the permutation of prompts that heldout_fraction cuts: fixed across runs by default; ${seed} gives each seed
+    # its own held-out split (a study over splits)
+    split_seed: int = key(0, at_least(0))
     demos_from_prefs: bool = False    # use (prompt, chosen) of the training pairs as demonstrations (HH)
     num_demos: int = key(1000, at_least(0))  # at most this many (0 = none)
     num_prefs: int = key(2000, at_least(0))

@@ -68,6 +68,9 @@ FIGURES = {
     "study_noise": Figure("docs/results/study_noise", "Hopper-v5: teacher noise", (("experiment=study_noise",),), 40),
     "num_envs": Figure("docs/results/num_envs", "HalfCheetah-v5 SAC, 40k env steps, 10 seeds",
                        (("experiment=num_envs", "env.num_envs=1,8", "seed=0,1,2,3,4,5,6,7,8,9"),), 20),
+    # Issue 9's HH study, reward half: MiniLM on preferences alone vs preferences + demonstrations (SmolLM2 samples).
+    "hh_reward": Figure("docs/results/hh_reward", "HH harmless-base: MiniLM reward, 3 held-out splits",
+                        (("experiment=hh_reward", "seed=0,1,2"),), 6),
     "llm_sort": Figure(
         "docs/results/llm_sort", "sort task",
         (("experiment=sort_table", "algo=rlhf,aihf", "llm.data.num_prefs=30,100,300,1000,2000", SEEDS5),
@@ -97,8 +100,10 @@ def planned_sweeps(name: str) -> list[tuple[str, tuple[str, ...]]]:
 
 def jobs_in(sweep: tuple[str, ...]) -> int | None:
     """The number of runs a sweep's comma lists make; None when an experiment config adds its own sweep."""
-    if any(o.startswith("experiment=study_") for o in sweep):
-        return None
+    for o in sweep:
+        if o.startswith("experiment=") and "sweeper:" in (PROJECT / "conf" / "experiment" /
+                                                         f"{o.split('=', 1)[1]}.yaml").read_text():
+            return None
     return math.prod(len(o.split("=", 1)[1].split(",")) for o in sweep if "=" in o)
 
 

@@ -15,11 +15,12 @@ from aihf.paths import resolve
 log = logging.getLogger("aihf.llm.module")
 
 
-def split_by_prompt(pairs: list[dict], fraction: float, cap: int) -> tuple[list[dict], list[dict]]:
-    """A fixed held-out split (not the run's seed) by prompt: every pair of a prompt falls on one side, so no
-    held-out prompt is also a training prompt. About `fraction` of the pairs (at most `cap`) are held out."""
+def split_by_prompt(pairs: list[dict], fraction: float, cap: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """A held-out split by prompt, fixed by its own seed (llm.data.split_seed, not the run's): every pair of a
+    prompt falls on one side, so no held-out prompt is also a training prompt. About `fraction` of the pairs (at
+    most `cap`) are held out."""
     prompts = sorted({p["prompt"] for p in pairs})
-    random.Random(0).shuffle(prompts)
+    random.Random(seed).shuffle(prompts)
     target, held, chosen = min(cap, int(round(len(pairs) * fraction))), 0, set()
     counts: dict[str, int] = {}
     for p in pairs:
@@ -81,7 +82,7 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
         if d.heldout_prefs:
             out["heldout_prefs"] = read("heldout_prefs", llm_data.to_pairs)[:d.num_heldout]
         elif d.heldout_fraction > 0:
-            out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout)
+            out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout, d.split_seed)
         out["prefs"] = take(prefs, "num_prefs", "training preference pairs")
     if d.demos:
         out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations")
