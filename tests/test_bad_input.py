@@ -102,3 +102,15 @@ def test_bad_data_leaves_earlier_run_untouched(hopper_data, tmp_path):
     with pytest.raises(ConfigError):
         train(fast_cfg("aihf", tmp_path / "missing.npz", tmp_path))
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+
+
+def test_deepspeed_without_its_package_is_refused_in_one_line(monkeypatch):
+    import importlib.util
+
+    from aihf.checks import check_strategy
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^trainer.strategy=deepspeed_stage_2 needs the deepspeed package: "
+                                          r"pip install deepspeed$"):
+        check_strategy(compose_cfg(["domain=llm", "algo=dpo", "trainer=deepspeed"]))
+    check_strategy(compose_cfg(["domain=llm", "algo=dpo", "trainer=fsdp"]))  # a GPU config passes the checks

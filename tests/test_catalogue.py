@@ -306,6 +306,12 @@ CASES = [
          "llm.data.demos: {files}/demos.json:3: malformed JSON (Expecting value at column 16)",
          files={"demos.json": text('[\n  {"prompt": "a",\n   "response": }\n]\n')}),
     # -- models and tokenizers --------------------------------------------------------------------------------
+    Case("fsdp_on_cpu", [*LLM, "trainer=fsdp", "trainer.accelerator=cpu"],
+         "trainer.strategy=fsdp needs GPUs (Lightning's FSDP and DeepSpeed refuse trainer.accelerator=cpu); on a "
+         "CPU use trainer=ddp"),
+    Case("fsdp_in_mujoco", [*MUJOCO, "trainer=fsdp"],
+         "trainer.strategy=fsdp: sharded strategies are for the language-model domain (domain=llm); this run has "
+         "domain=mujoco"),
     Case("llm_policy_target_missing", [*LLM, "llm.policy._target_=mylab.models.make_policy"],
          "llm.policy._target_='mylab.models.make_policy' cannot be imported (expected a dotted path to a callable)"),
     Case("llm_reference_target_wrong_arguments", [*LLM, "llm.reference._target_=aihf.llm.models.is_lora"],

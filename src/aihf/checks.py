@@ -247,6 +247,26 @@ def check_config(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Non
     if overrides is not None:
         check_scope(overrides, cfg.domain.name, cfg.task, Config, bool(OmegaConf.select(cfg, "data.relabel")))
     check_ranges(cfg, Config)
+    check_strategy(cfg)
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Sharded strategies are the language-model domain's, on GPUs: refused in one line before Lightning's own
+    error (a traceback) or a MuJoCo run that would ignore them."""
+    t = cfg.trainer
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "auto")
+    if not strategy.startswith(("fsdp", "deepspeed")):
+        return
+    if cfg.domain.name != "llm":
+        raise ConfigError(f"trainer.strategy={strategy}: sharded strategies are for the language-model domain "
+                          f"(domain=llm); this run has domain={cfg.domain.name}")
+    if t.accelerator == "cpu":
+        raise ConfigError(f"trainer.strategy={strategy} needs GPUs (Lightning's FSDP and DeepSpeed refuse "
+                          f"trainer.accelerator=cpu); on a CPU use trainer=ddp")
+    if strategy.startswith("deepspeed"):
+        import importlib.util
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"trainer.strategy={strategy} needs the deepspeed package: pip install deepspeed")
 
 
 def job_overrides() -> list[str] | None:
