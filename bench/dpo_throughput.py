@@ -12,15 +12,21 @@ Truly the same settings on both sides, checked rather than assumed:
   (`--precision fp32|bf16`: TRL's `bf16=True`, aihf's `trainer.precision=bf16-mixed`), LoRA (`--lora R`: TRL's
   `peft_config` with the adapter-disabled model as reference, aihf's `llm.policy.lora_r`), π_ref's log-probs
   (`--reference live`: a reference forward every step on both sides, TRL `precompute_ref_log_probs=False`;
-  `precomputed`: once for all pairs inside the timed run, TRL `precompute_ref_log_probs=True`, aihf
+  `precomputed`: once for all pairs before the timed loop, TRL `precompute_ref_log_probs=True`, aihf
   `llm.train.reference_logps=precomputed`; both in batches of 64).
 aihf's own option without a TRL counterpart, `--share-prompt on|off` (`llm.train.share_prompt`: chosen and rejected
 continue one pass of their prompt), is named in the table; `off` is TRL's computation, one row per response.
-Each side runs in its own process so that its peak memory is its own (resident set on the CPU,
-`torch.cuda.max_memory_allocated` on a GPU), reported whole and as "training" memory (peak minus what was resident
-just before the loop: the libraries each side imports differ, aihf's include Hydra, Lightning and MuJoCo); only the
-training loop is timed; "set-up s" is the time before it (tokenising the data, building the trainer or module and,
-with `--reference precomputed`, computing π_ref's log-probs of every pair: TRL does it in `DPOTrainer.__init__`).
+Each side runs in its own process so that its memory is its own. Both sides run `--warmup` steps first (which
+also page in TRL's memory-mapped weights); steps warmup+1 … steps are timed, through a callback on each side at
+the same step boundaries, and the memory is taken over those steps: "loop peak" is the peak resident set since the
+timed steps began (the CPU's VmHWM, reset through /proc/self/clear_refs; `torch.cuda.max_memory_allocated` after
+a reset on a GPU), "training" is that peak minus what was resident when they began (the two sides import
+different libraries; aihf's include Hydra and Lightning). "set-up s" is everything before the loop on each side:
+loading the models, tokenising, building the trainer or module and, with `--reference precomputed`, computing
+π_ref's log-probs of every pair (TRL does it in `DPOTrainer.__init__`, and then keeps no reference model; aihf
+keeps its frozen copy, which its evaluation uses). `--repeats N` runs each side N times, alternating, and reports
+the run of median speed (all runs' pairs/s are printed). TRL 1.16's fused LM head also computes entropy, mean
+logits and top-1 accuracy at every step; that is TRL's design, not a setting, and part of any difference.
 
     python bench/dpo_throughput.py --model tiny --hidden 256 --layers 4 --batch-size 16 --steps 60 --threads 1
     python bench/dpo_throughput.py --model models/smollm2-135m-instruct --batch-size 8 --steps 20 --max-length 64
@@ -32,7 +38,7 @@ import argparse
 import json
 import os
 import random
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,30 +51,57 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 BETA = 0.1
 
 
-def peak_memory_mb() -> float:
-    import torch
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def rss_mb() -> float:
-    """The resident set now (the libraries, models and data loaded before the timed loop)."""
-    import torch
-    if torch.cuda.is_available() and torch.cuda.memory_allocated() > 0:
-        return torch.cuda.memory_allocated() / 2**20
+def _status_mb(field: str) -> float:
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class Clock:
+    """Times steps [warmup, steps) of either side's loop and the memory over them: at its start the peak is reset
+    (the CPU's VmHWM through /proc/self/clear_refs, CUDA's peak statistics), so set-up spikes are not counted, and
+    by then the warm-up steps have paged in every weight on both sides (TRL's are memory-mapped until used)."""
+
+    def __init__(self, device: str, warmup: int, steps: int):
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.t0 = self.t1 = None
+
+    def _sync(self):
+        import torch
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def start(self):
+        import torch
+        self._sync()
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated() / 2**20
+        else:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # resets the peak resident set (VmHWM) to the current one
+            self.before = _status_mb("VmRSS")
+        self.t0 = time.perf_counter()
+
+    def stop(self):
+        import torch
+        self._sync()
+        self.t1 = time.perf_counter()
+        self.peak = (torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else _status_mb("VmHWM"))
+
+    def result(self) -> dict:
+        return {"seconds": self.t1 - self.t0, "timed_steps": self.steps - self.warmup, "before_mb": self.before,
+                "peak_mb": self.peak}
 
 
 def pairs(n: int) -> list[dict]:
     """Sort-task pairs in a fixed shuffled order. Responses start with a space: TRL tokenises prompt + response as
     one string, and the sort prompt ends with "=" (without the space "=1" is one unknown word). Each side appends
     its own eos token."""
-    rows = [json.loads(line) for line in open(ROOT / "data/llm/sort/prefs.jsonl")][:n]
-    random.Random(0).shuffle(rows)
+    rows = [json.loads(line) for line in open(ROOT / "data/llm/sort/prefs.jsonl")]
+    random.Random(0).shuffle(rows)  # then cut: any --pairs trains on the same first pairs
+    rows = rows[:n]
     return [{"prompt": r["prompt"], "chosen": " " + r["chosen"], "rejected": " " + r["rejected"]} for r in rows]
 
 
@@ -114,22 +147,32 @@ def run_aihf(model_dir: Path, args, checkpointing: bool) -> dict:
                        f"llm.train.reference_logps={args.reference}", "llm.train.eval_batch_size=64",
                        "trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false"],
                       Path(tempfile.mkdtemp()))
-    t_setup = time.perf_counter()
+    clock = Clock(args.device, args.warmup, args.steps)
+
+    class Timed(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if module.steps_done == args.warmup:
+                clock.start()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if module.steps_done == args.steps:
+                clock.stop()
+
+    t_setup = time.perf_counter()  # loading, tokenising, the reference copy (and its log-probs) on both sides
     module = LLMAIHF(cfg)
-    if args.reference == "precomputed":  # outside the timed loop, as TRL precomputes in DPOTrainer.__init__
-        module.reference_frozen = True  # (no SFT stage: π_ref is the loaded model)
-        module.reference_table()
-    setup = time.perf_counter() - t_setup
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, accelerator=args.device, devices=1,
+                         enable_checkpointing=False, accelerator=args.device, devices=1, callbacks=[Timed()],
                          precision="bf16-mixed" if args.precision == "bf16" else "32-true")
-    before = rss_mb()
-    t0 = time.perf_counter()
+    if args.reference == "precomputed":  # before the loop, as TRL precomputes in DPOTrainer.__init__
+        module.to("cuda" if args.device == "cuda" else "cpu")
+        module.reference_frozen = True  # (no SFT stage: π_ref is the loaded model)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            module.reference_table()
+    setup = time.perf_counter() - t_setup
     trainer.fit(module)
-    seconds = time.perf_counter() - t0
-    used = module.data["prefs"][:args.steps * args.batch_size]
-    return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens": _tokens(used), "before_mb": before,
-            "setup_s": setup, "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
+    used = module.data["prefs"][args.warmup * args.batch_size:args.steps * args.batch_size]
+    return {**clock.result(), "pairs": len(used), "tokens": _tokens(used), "setup_s": setup,
+            "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in module.data["prefs"][:args.compare]]}
 
 
 def _tokens(rows: list[dict]) -> int:
@@ -142,7 +185,9 @@ def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+    from transformers import TrainerCallback
     torch.set_num_threads(args.threads)
+    t_setup = time.perf_counter()  # loading, tokenising, (precomputing) as on the aihf side
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     peft_config, ref = None, None
@@ -150,7 +195,7 @@ def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
         from peft import LoraConfig
         peft_config = LoraConfig(r=args.lora, lora_alpha=2 * args.lora, lora_dropout=0.0, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
-    else:
+    elif args.reference == "live":  # precomputing, TRL keeps no reference model (dpo_trainer.py, is_peft_model or ...)
         ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     config = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size,
                        max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
@@ -160,26 +205,33 @@ def run_trl(model_dir: Path, args, checkpointing: bool) -> dict:
                        bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=checkpointing,
                        precompute_ref_log_probs=args.reference == "precomputed", precompute_ref_batch_size=64,
                        train_sampling_strategy="sequential")
-    t_setup = time.perf_counter()
+    clock = Clock(args.device, args.warmup, args.steps)
+
+    class Timed(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            if state.global_step == args.warmup:
+                clock.start()
+
+        def on_step_end(self, a, state, control, **kw):
+            if state.global_step == args.steps:
+                clock.stop()
+
     trainer = DPOTrainer(model=model, ref_model=ref, args=config, peft_config=peft_config,
                          train_dataset=datasets.Dataset.from_list(pairs(args.pairs)),
-                         processing_class=tok)
+                         processing_class=tok, callbacks=[Timed()])
     setup = time.perf_counter() - t_setup
     data = trainer.train_dataset
-    used = [{"prompt": r["prompt_ids"], "chosen": r["chosen_ids"], "rejected": r["rejected_ids"]}
-            for r in data.select(range(min(len(data), args.steps * args.batch_size)))]
-    before = rss_mb()
-    t0 = time.perf_counter()
+    rows = [{"prompt": r["prompt_ids"], "chosen": r["chosen_ids"], "rejected": r["rejected_ids"]}
+            for r in data.select(range(min(len(data), max(args.steps * args.batch_size, args.compare))))]
     trainer.train()
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "pairs": args.steps * args.batch_size, "tokens": _tokens(used), "before_mb": before,
-            "setup_s": setup, "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in used[:args.compare]]}
+    used = rows[args.warmup * args.batch_size:args.steps * args.batch_size]
+    return {**clock.result(), "pairs": len(used), "tokens": _tokens(used), "setup_s": setup,
+            "ids": [[p["prompt"], p["chosen"], p["rejected"]] for p in rows[:args.compare]]}
 
 
 def child(which: str, model_dir: Path, args) -> None:
     checkpointing = args.checkpointing == "on"
     result = (run_aihf if which == "aihf" else run_trl)(model_dir, args, checkpointing)
-    result["peak_mb"] = peak_memory_mb()
     print("RESULT " + json.dumps(result))
 
 
@@ -198,6 +250,8 @@ def main() -> None:
     parser.add_argument("--lora", type=int, default=0, help="LoRA rank on both sides (0: full fine-tuning)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--checkpointing", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--warmup", type=int, default=3, help="steps run before the timed ones, on both sides")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side per row (median reported)")
     parser.add_argument("--reference", choices=["live", "precomputed"], default="live")
     parser.add_argument("--share-prompt", choices=["on", "off"], default="on", help="aihf only (no TRL option)")
     parser.add_argument("--compare", type=int, default=10**9, help="pairs whose token ids are compared")
@@ -221,20 +275,29 @@ def main() -> None:
           f"{f', LoRA r={args.lora}' if args.lora else ''}, reference log-probs {args.reference}, aihf prompt "
           f"sharing {args.share_prompt}; {device}; torch {torch.__version__}, transformers "
           f"{transformers.__version__}, trl {trl.__version__}\n")
-    print("| checkpointing | aihf pairs/s | TRL pairs/s | aihf / TRL pairs/s | aihf / TRL tokens/s | peak MB aihf, TRL "
-          "| aihf / TRL peak | training MB aihf, TRL | aihf / TRL training | tokens/pair aihf, TRL | set-up s aihf, TRL |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"{args.warmup} warm-up steps, then steps {args.warmup + 1}–{args.steps} timed; median of {args.repeats} "
+          f"run(s) per side\n")
+    print("| checkpointing | aihf pairs/s | TRL pairs/s | aihf / TRL pairs/s | aihf / TRL tokens/s | loop peak MB aihf, "
+          "TRL | aihf / TRL peak | training MB aihf, TRL | aihf / TRL training | tokens/pair aihf, TRL | set-up s aihf, "
+          "TRL | runs' pairs/s aihf; TRL |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for ckpt in (("off", "on") if args.checkpointing == "both" else (args.checkpointing,)):
+        runs = {"aihf": [], "trl": []}
+        for _ in range(args.repeats):  # alternating sides, so a slow spell of the machine hits both
+            for which in ("aihf", "trl"):
+                argv = [a for a in sys.argv[1:]]
+                cmd = [sys.executable, __file__, *argv, "--child", which, "--model-dir", str(model_dir),
+                       "--checkpointing", ckpt]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+                if proc.returncode or not line:
+                    sys.exit(f"{which} failed:\n{proc.stderr[-3000:]}")
+                runs[which].append(json.loads(line[-1][7:]))
         results = {}
-        for which in ("aihf", "trl"):
-            argv = [a for a in sys.argv[1:]]
-            cmd = [sys.executable, __file__, *argv, "--child", which, "--model-dir", str(model_dir),
-                   "--checkpointing", ckpt]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
-                sys.exit(f"{which} failed:\n{proc.stderr[-3000:]}")
-            results[which] = json.loads(line[-1][7:])
+        for which, rs in runs.items():  # the run of median speed, with the median memory
+            rs.sort(key=lambda r: r["pairs"] / r["seconds"])
+            results[which] = {**rs[len(rs) // 2], "peak_mb": statistics.median(r["peak_mb"] for r in rs),
+                              "before_mb": statistics.median(r["before_mb"] for r in rs),
+                              "spread": [round(r["pairs"] / r["seconds"], 1) for r in rs]}
         a, t = results["aihf"], results["trl"]
         differ = [i for i, (x, y) in enumerate(zip(a["ids"], t["ids"])) if x != y]
         if differ or len(a["ids"]) != len(t["ids"]):
@@ -249,10 +312,10 @@ def main() -> None:
               f"| {a['tokens_per_s'] / t['tokens_per_s']:.2f} | {a['peak_mb']:.0f}, {t['peak_mb']:.0f} "
               f"| {a['peak_mb'] / t['peak_mb']:.2f} | {a['train_mb']:.0f}, {t['train_mb']:.0f} "
               f"| {a['train_mb'] / t['train_mb']:.2f} | {a['tokens'] / a['pairs']:.1f}, {t['tokens'] / t['pairs']:.1f} "
-              f"| {a['setup_s']:.1f}, {t['setup_s']:.1f} |",
+              f"| {a['setup_s']:.1f}, {t['setup_s']:.1f} | {a['spread']}; {t['spread']} |",
               flush=True)
     print(f"\nevery pair's prompt, chosen and rejected token ids identical on both sides "
-          f"({min(args.compare, args.steps * args.batch_size)} pairs compared)")
+          f"({min(args.compare, args.pairs)} pairs compared)")
 
 
 if __name__ == "__main__":

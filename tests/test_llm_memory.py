@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from aihf.errors import ConfigError
 from aihf.llm.module import LLMAIHF
@@ -153,3 +154,31 @@ def test_dpo_and_rloo_steps_are_the_same_with_a_shared_prompt(sort_data, tmp_pat
     (l0, g0, r0), (l1, g1, r1) = out["false"], out["true"]
     assert torch.allclose(l0, l1, atol=1e-6) and torch.allclose(r0, r1, atol=1e-5)
     assert g0.keys() == g1.keys() and all(torch.allclose(g0[k], g1[k], atol=1e-5) for k in g0)
+
+
+def test_shared_prompt_padding_stays_within_absolute_positions():
+    """A GPT-2 of 16 positions, every real sequence within them: a padded slot after a short response must not ask
+    for a position past the model's (12-token prompt + 2-token response beside a 2-token prompt + 12-token one)."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+    from aihf.llm.sequences import response_logps, shared_prompt_logps
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=4,
+                                                        n_positions=16, pad_token_id=0)).eval()
+    prompts, first, second = [list(range(2, 14)), [2, 3]], [[4, 5], list(range(20, 32))], [[6], [7, 8]]
+    rows, _ = response_logps(model, prompts * 2, first + second, 0)
+    (a, b), _ = shared_prompt_logps(model, prompts, [first, second], 0)
+    assert torch.allclose(torch.cat([a, b]), rows, atol=1e-5)
+
+
+def test_a_model_without_a_repeatable_cache_is_scored_one_row_per_response():
+    from aihf.llm.sequences import shared_prompt_logps
+
+    class NoCache(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, use_cache=None, **kwargs):
+            return self.inner(use_cache=False, **kwargs)
+    model = NoCache(_tiny("llama"))
+    assert shared_prompt_logps(model, [[2, 3]], [[[4]], [[5]]], 0) is None

@@ -78,3 +78,32 @@ def test_killed_in_the_main_stage_and_resumed_equals_the_uninterrupted_run(sort_
     assert all(torch.equal(ours["state_dict"][k], v) for k, v in theirs["state_dict"].items())
     assert _history(tmp_path / "run") == _history(tmp_path / "full")
     assert _csv(tmp_path / "run") == _csv(tmp_path / "full")
+
+
+def test_the_fingerprint_covers_the_model_config_and_a_corrupt_cache_file_is_computed_again(tmp_path):
+    """Equal weights under another rotary base compute other log-probs: another key. A cut-short cache file is
+    not an error: the table is computed again and the file replaced."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from aihf.llm.reference_cache import ReferenceLogps, fingerprint
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=20, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    model = AutoModelForCausalLM.from_config(config)
+    other = copy.deepcopy(model)
+    other.config.rope_theta = 100.0
+    pairs = {"prefs": [{"prompt": [1, 2], "chosen": [3], "rejected": [4]}]}
+    assert fingerprint(model, pairs, {}) != fingerprint(other, pairs, {})
+    assert fingerprint(model, pairs, {}) == fingerprint(copy.deepcopy(model), pairs, {})
+    calls = []
+
+    def compute(prompts, chosen, rejected):
+        calls.append(len(prompts))
+        return torch.ones(len(prompts)), torch.zeros(len(prompts))
+    first = ReferenceLogps.build(compute, model, pairs, {}, 8, str(tmp_path))
+    (tmp_path / f"{first.key}.pt").write_bytes(b"cut short")
+    again = ReferenceLogps.build(compute, model, pairs, {}, 8, str(tmp_path))
+    assert calls == [1, 1] and torch.equal(again.table["prefs"], first.table["prefs"])
+    assert ReferenceLogps.build(compute, model, pairs, {}, 8, str(tmp_path)).key == first.key and calls == [1, 1]

@@ -4,8 +4,9 @@ same reference and the same tokens.
 
 π_ref is frozen for the whole main stage, so log π_ref(y|x) of a training pair is the same number at every epoch:
 the DPO step then runs the policy only (one forward and backward where there were two forwards and a backward). The
-fingerprint covers what the numbers depend on: the reference's weights and class, the token ids of every pair, the
-padding id and the precision the run computes in; a cache file is used only under an equal fingerprint.
+fingerprint covers what the numbers depend on: the reference's weights, its class and model config (rotary settings,
+attention implementation, ...), the component that built it, the token ids of every pair, the padding id, the
+precision and the torch and transformers versions; a cache file is used only under an equal fingerprint.
 """
 
 from __future__ import annotations
@@ -35,10 +36,21 @@ def weights_digest(model) -> str:
     return h.hexdigest()
 
 
+def model_config(model) -> str:
+    """The transformers config of the model a reference runs (through a PEFT or reference wrapper), as JSON."""
+    base = getattr(model, "policy", model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    config = getattr(base, "config", None)
+    return config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else type(base).__name__
+
+
 def fingerprint(model, pairs: dict[str, list[dict]], settings: dict) -> str:
+    import transformers
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT, "model": type(getattr(model, "policy", model)).__name__,
-                         "weights": weights_digest(model), **settings}, sort_keys=True).encode())
+    h.update(json.dumps({"format": FORMAT, "reference": type(model).__qualname__,
+                         "model": type(getattr(model, "policy", model)).__qualname__, "config": model_config(model),
+                         "weights": weights_digest(model), "torch": torch.__version__,
+                         "transformers": transformers.__version__, **settings}, sort_keys=True).encode())
     for part in sorted(pairs):
         h.update(part.encode())
         for p in pairs[part]:
@@ -49,7 +61,7 @@ def fingerprint(model, pairs: dict[str, list[dict]], settings: dict) -> str:
 class ReferenceLogps:
     """log π_ref(chosen), log π_ref(rejected) of each pair of each data part: a (pairs, 2) float32 tensor per part."""
 
-    def __init__(self, table: dict[str, torch.Tensor], key: str):
+    def __init__(self, table: dict[str, torch.Tensor], key: str | None):
         self.table, self.key = table, key
 
     def pairs(self, part: str, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,10 +73,16 @@ class ReferenceLogps:
               cache_dir: str | None, write: bool = True) -> "ReferenceLogps":
         """`compute(prompts, chosen, rejected)` → (chosen log-probs, rejected log-probs) for one batch; the table
         is read from `cache_dir` when a file of the same fingerprint is there, else computed (and written)."""
-        key = fingerprint(model, pairs, settings)
+        key = fingerprint(model, pairs, settings) if cache_dir else None  # hashing the weights only for a cache
         path = Path(cache_dir).expanduser() / f"{key}.pt" if cache_dir else None
+        saved = None
         if path is not None and path.is_file():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: computed again, and replaced
+                log.warning("%s cannot be read (%s): the reference log-probs are computed again", path,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if saved is not None:
             if saved.get("key") == key and set(saved["table"]) >= set(pairs):
                 log.info("reference log-probs of %s read from %s", ", ".join(sorted(pairs)), path)
                 return cls({p: saved["table"][p] for p in pairs}, key)

@@ -30,8 +30,10 @@ class Scoring:
     def group_logps(self, model, prompts, responses: list[list[list[int]]]):
         """log π and token counts of k responses per prompt (responses[j][i]: the j-th response to prompt i)."""
         if len(responses) > 1 and self.shares_prompt(model, prompts):
-            return shared_prompt_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
-                                       self.cfg.llm.train.logp_chunk)
+            shared = shared_prompt_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
+                                         self.cfg.llm.train.logp_chunk)
+            if shared is not None:
+                return shared
         n = len(prompts)  # one forward pass of every (prompt, response) row, as TRL concatenates chosen and rejected
         logps, counts = self.logps(model, prompts * len(responses), [r for rs in responses for r in rs])
         return ([logps[j * n:(j + 1) * n] for j in range(len(responses))],

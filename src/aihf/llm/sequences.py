@@ -86,12 +86,17 @@ def response_logps(model, prompts: list[list[int]], responses: list[list[int]], 
     return target_logps(logits, ids, resp, chunk).sum(-1), resp[:, 1:].sum(-1)
 
 
-def _cache_keyword(model) -> str:
-    """transformers ≥ 5.2x names the key/value cache argument `cache` (`past_key_values` before, deprecated)."""
+def _forward_parameters(model) -> set[str]:
+    """The argument names of the underlying transformers model's forward (through a PEFT or reference wrapper)."""
     import inspect
     while not hasattr(model, "config") or hasattr(model, "get_base_model"):  # a reference wrapper, a PEFT model
         model = model.get_base_model() if hasattr(model, "get_base_model") else model.policy
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _cache_keyword(model) -> str:
+    """transformers ≥ 5.2x names the key/value cache argument `cache` (`past_key_values` before, deprecated)."""
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int, device=None,
@@ -102,16 +107,17 @@ def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[li
     key/value cache is repeated for the k responses, and the responses (right-padded) continue from it. The first
     response token is scored by the prompt's last logits, the others by the response pass; gradients flow through
     the cache into the prompt pass. Where prompts are long this saves (k − 1) of k prompt forwards and backwards
-    and their activations. Returns (log-probs, token counts), each k tensors of shape (len(prompts),).
+    and their activations. Returns (log-probs, token counts), each k tensors of shape (len(prompts),); or None when
+    the model gives no repeatable cache (then the caller scores one row per response).
     """
     k, n = len(responses), len(prompts)
     p_ids, p_attn = pad_left(prompts, pad_id, device)
     p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}  # the last logits only
+    out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True, **keep)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    if cache is None:
-        raise RuntimeError("the model returned no key/value cache: it cannot share prompts (gradient checkpointing "
-                           "turns the cache off in training)")
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
     cache.batch_repeat_interleave(k)  # row i·k + j: prompt i, response j
     rows = [r for i in range(n) for r in (responses[j][i] for j in range(k))]
     width = max(1, max(len(r) for r in rows))
@@ -122,7 +128,8 @@ def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[li
         attn[i, :len(r)] = 1
     ids, attn = ids.to(p_ids.device), attn.to(p_ids.device)
     lengths = p_attn.sum(-1).repeat_interleave(k)
-    pos = lengths[:, None] + torch.arange(width, device=ids.device)[None]
+    # padding slots get position 0: past the last real token they could exceed the model's positions
+    pos = (lengths[:, None] + torch.arange(width, device=ids.device)[None]).masked_fill(attn == 0, 0)
     r_out = model(input_ids=ids, attention_mask=torch.cat([p_attn.repeat_interleave(k, 0), attn], 1),
                   position_ids=pos, use_cache=False, **{_cache_keyword(model): cache})
     rest = target_logps(r_out.logits, ids, attn.bool(), chunk).sum(-1).view(n, k)

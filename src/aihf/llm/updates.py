@@ -171,7 +171,7 @@ class UpdateRules:
             return None
         if self.ref_table is None:
             parts = {p: self.data[p] for p in ("prefs", "heldout_prefs") if self.data[p]}
-            settings = {"pad": self.tokenizer.pad_token_id,
+            settings = {"pad": self.tokenizer.pad_token_id, "built_by": self.cfg.llm.reference._target_,
                         "precision": str(self.trainer.precision) if self._trainer is not None else "32-true"}
 
             def compute(prompts, chosen, rejected):
