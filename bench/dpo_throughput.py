@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="steps run before the timed ones, on both sides")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side per row (median reported)")
     parser.add_argument("--reference", choices=["live", "precomputed"], default="live")
-    parser.add_argument("--share-prompt", choices=["on", "off"], default="on", help="aihf only (no TRL option)")
+    parser.add_argument("--share-prompt", choices=["on", "off"], default="off", help="aihf only (no TRL option)")
     parser.add_argument("--compare", type=int, default=10**9, help="pairs whose token ids are compared")
     parser.add_argument("--child", choices=["aihf", "trl"])
     parser.add_argument("--model-dir", type=Path)

@@ -71,6 +71,9 @@ FIGURES = {
     # Issue 9's HH study, reward half: MiniLM on preferences alone vs preferences + demonstrations (SmolLM2 samples).
     "hh_reward": Figure("docs/results/hh_reward", "HH harmless-base: MiniLM reward, 3 held-out splits",
                         (("experiment=hh_reward", "seed=0,1,2"),), 6),
+    # ... and its implicit-reward half: SmolLM2 by dpo vs aihf_dpo (held-out implicit-reward accuracy, KL).
+    "hh_dpo": Figure("docs/results/hh_dpo", "HH harmless-base: SmolLM2 dpo vs aihf_dpo, 3 held-out splits",
+                     (("experiment=hh_dpo", "seed=0,1,2"),), 6),
     "llm_sort": Figure(
         "docs/results/llm_sort", "sort task",
         (("experiment=sort_table", "algo=rlhf,aihf", "llm.data.num_prefs=30,100,300,1000,2000", SEEDS5),
