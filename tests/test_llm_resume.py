@@ -110,3 +110,27 @@ def test_the_evaluation_schedule_does_not_change_training(sort_data, tmp_path):
                    for d in ("rare", "often"))
     assert all(torch.equal(rare[k], often[k]) for k in rare)
     assert len(json.loads((tmp_path / "often" / "metrics.json").read_text())["history"]) == 3  # steps 2, 4, 6
+
+
+def test_the_commit_a_run_started_at_is_its_provenance_and_a_resume_under_other_code_is_named(sort_data, tmp_path,
+                                                                                              monkeypatch):
+    """metrics.json names the code a run started with (read when its module is built, not when it finishes, so
+    commits made while it trains are not credited with it); a resume under another commit is recorded beside it."""
+    from aihf import provenance
+    from aihf.llm.module import LLMAIHF
+    from conftest import llm_cfg
+    monkeypatch.setattr(provenance, "git_commit", lambda: "aaa")
+    import aihf.llm.module as llm_module
+    monkeypatch.setattr(llm_module, "git_commit", lambda: "aaa")
+    module = LLMAIHF(llm_cfg("sft", sort_data, tmp_path))
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["aihf_llm"]["git_commit"] == "aaa"
+    monkeypatch.setattr(provenance, "git_commit", lambda: "bbb")  # committed since, or continued elsewhere
+    assert provenance.commit_record(module.started_commit) == {"git_commit": "aaa", "git_commit_resumed": "bbb"}
+    monkeypatch.setattr(llm_module, "git_commit", lambda: "bbb")
+    resumed = LLMAIHF(llm_cfg("sft", sort_data, tmp_path))
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.started_commit == "aaa"
+    monkeypatch.setattr(provenance, "git_commit", lambda: "aaa")
+    assert provenance.commit_record(resumed.started_commit) == {"git_commit": "aaa"}

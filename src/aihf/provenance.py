@@ -22,3 +22,11 @@ def git_commit() -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def commit_record(started: str | None) -> dict:
+    """metrics.json's provenance: the commit the run started at (read when its module was built, so later edits or
+    commits while it trains are not credited with it), and the one a resumed run continued under when that differs
+    (a checkpoint from before this record: started None)."""
+    now = git_commit()
+    return {"git_commit": started, **({"git_commit_resumed": now} if now != started else {})}

@@ -43,7 +43,7 @@ from aihf.llm.reference_cache import ReferenceLogps
 from aihf.llm.scoring import Scoring
 from aihf.llm.updates import UpdateRules
 from aihf.nonfinite import FiniteWatch
-from aihf.provenance import git_commit
+from aihf.provenance import commit_record, git_commit
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
 
@@ -82,10 +82,12 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
     STATE_KEY, DOMAIN = "aihf_llm", "language-model"
     INIT_FROM_SAME = ("llm.data.name", "algo.reward_source")
     EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_llm_resume.py)
-    # What a resumed run may change: the budget, the evaluation and checkpoint schedules, threads, logging and
-    # display, and what this domain does not read.
+    # What a resumed run may change: the budget, the evaluation and checkpoint schedules, threads and prompt
+    # sharing (the same numbers up to rounding), where a reference table is cached, logging and display, and what
+    # this domain does not read.
     RESUMABLE = ("llm.train.policy_steps", "llm.train.epochs", "llm.train.eval_every", "llm.train.checkpoint_every",
-                 "llm.train.keep_checkpoints", "llm.train.torch_threads", "loop.", "data.", "env.", "policy.",
+                 "llm.train.keep_checkpoints", "llm.train.torch_threads", "llm.train.share_prompt",
+                 "llm.train.reference_cache_dir", "loop.", "data.", "env.", "policy.",
                  "teacher.", "collect.", "debug", "run_dir", "logger.", "trainer.enable_progress_bar",
                  "trainer.log_every_n_steps")
 
@@ -160,6 +162,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         self.final_metrics: dict | None = None
         self.run_dir = Path(cfg.run_dir)
         self._t0 = time.perf_counter()
+        self.started_commit = git_commit()  # the code this run starts with (provenance.commit_record)
 
     # -- setup -------------------------------------------------------------------------------------------
     def build_reference(self):
@@ -360,7 +363,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             # the data the preset learns from (an SFT or SPIN run records no preference pairs)
             "beta": a.beta, "num_demos": len(self.data["demos"]),
             "num_prefs": len(self.data["prefs"]) if a.pref_weight != 0 and a.policy_update != "bc" else 0,
-            "demo_weight": a.demo_weight, "pref_weight": a.pref_weight, "git_commit": git_commit(),
+            "demo_weight": a.demo_weight, "pref_weight": a.pref_weight, **commit_record(self.started_commit),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
             "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates,
             "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, **final,
@@ -408,6 +411,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
                                   "skipped_updates": self.skipped_updates, "progress": self.steps_done,
                                   "main_rows": self.main_rows(), "final_metrics": self.final_metrics,
                                   "samples": self.samples,
+                                  "git_commit": self.started_commit,
                                   "reference_logps": None if self.ref_table is None else
                                   {"key": self.ref_table.key, "table": self.ref_table.table}}
 
@@ -423,5 +427,6 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         self.reference_frozen, self.history = s["reference_frozen"], s["history"]
         self.skipped_updates = s.get("skipped_updates", 0)  # absent from checkpoints written before nonfinite
         self.final_metrics, self.samples = s.get("final_metrics"), s.get("samples", [])
+        self.started_commit = s.get("git_commit")  # absent (None: unknown) from checkpoints before this record
         saved = s.get("reference_logps")
         self.ref_table = None if saved is None else ReferenceLogps(saved["table"], saved["key"])

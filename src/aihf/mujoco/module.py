@@ -43,7 +43,7 @@ from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
 from aihf.mujoco.rollout import VectorRollout
 from aihf.mujoco.video import check_video_support, log_video, record_episode
 from aihf.nonfinite import FiniteWatch, update_is_finite
-from aihf.provenance import git_commit
+from aihf.provenance import commit_record, git_commit
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
 from aihf.teachers import SimulatedTeacher
@@ -168,6 +168,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self.history: list[dict] = []
         self.final_metrics: dict | None = None
         self.wall_s = 0.0  # training wall time, carried across resumes
+        self.started_commit = git_commit()  # the code this run starts with (provenance.commit_record)
         self._watch = FiniteWatch()
         self.skipped_updates = 0  # loop.nonfinite=skip: updates dropped for a non-finite loss or gradient
         self.run_dir = Path(cfg.run_dir)
@@ -541,7 +542,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                 "num_demos": self.data.num_demos if self.data else 0,
                 "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
                 "demo_weight": self.cfg.algo.demo_weight, "pref_weight": self.cfg.algo.pref_weight,
-                "data_subset": self.data.subset() if self.data else None, "git_commit": git_commit(),
+                "data_subset": self.data.subset() if self.data else None, **commit_record(self.started_commit),
                 "teacher": OmegaConf.to_container(self.cfg.teacher) if self.cfg.data.relabel else "the dataset's",
                 "recipe": asdict(self.recipe), "alpha_learned": bool(self.cfg.policy.learn_alpha),
                 "final_eval_episodes": self.cfg.loop.final_eval_episodes,
@@ -575,7 +576,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                               "warmstart_done": self.warmstart_done, "last_episode_return": self.last_episode_return,
                               "skipped_updates": self.skipped_updates, "history": self.history,
                               "final_metrics": self.final_metrics, "wall_s": self.wall_s,
-                              "progress": self.progress}
+                              "progress": self.progress, "git_commit": self.started_commit}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf"]
@@ -589,3 +590,4 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         self.warmstart_done, self.last_episode_return = s["warmstart_done"], s["last_episode_return"]
         self.final_metrics, self.wall_s = s["final_metrics"], s["wall_s"]
         self.skipped_updates = s.get("skipped_updates", 0)  # absent from checkpoints written before loop.nonfinite
+        self.started_commit = s.get("git_commit")  # absent (None: unknown) from checkpoints before this record
