@@ -365,7 +365,8 @@ class LLMTrainConfig:
     logp_chunk: int = key(512, at_least(1))
     # Several responses to one prompt (chosen and rejected, RLOO's samples) run the prompt through the model once
     # and continue from its key/value cache (equal log-probs and gradients; not under gradient checkpointing). Off
-    # by default: on the sort task's short prompts it measured no faster (slower on the tiny model); for long prompts
+    # by default: on the sort task's short prompts it measured no faster (slower on the tiny model); meant for long
+    # prompts (docs/llm.md, "Speed against TRL")
     share_prompt: bool = False
     # π_ref's log-probs of the pairs: live (a reference forward at every step) or precomputed once when π_ref is
     # frozen (then every step runs the policy only), kept in the checkpoint and, with reference_cache_dir, on disk
