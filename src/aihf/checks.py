@@ -254,7 +254,7 @@ def check_strategy(cfg: DictConfig) -> None:
     """Sharded strategies are the language-model domain's, on GPUs: refused in one line before Lightning's own
     error (a traceback) or a MuJoCo run that would ignore them."""
     t = cfg.trainer
-    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "auto")
+    strategy = str(t.strategy)
     if not strategy.startswith(("fsdp", "deepspeed")):
         return
     if cfg.domain.name != "llm":

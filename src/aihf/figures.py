@@ -120,8 +120,8 @@ def set_aside_uncontinuable(sweep_dir: Path) -> list[Path]:
     from aihf.run_dir import earlier_outputs
     moved = []
     for job in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
-        if (job.is_dir() and ".interrupted-" not in job.name and earlier_outputs(job) and not (job / "metrics.json").exists()
-                and not (job / "checkpoints" / "last.ckpt").exists()):
+        if (job.is_dir() and ".interrupted-" not in job.name and earlier_outputs(job)
+                and not (job / "metrics.json").exists() and not (job / "checkpoints" / "last.ckpt").exists()):
             n = 1
             while job.with_name(f"{job.name}.interrupted-{n}").exists():
                 n += 1
@@ -129,17 +129,25 @@ def set_aside_uncontinuable(sweep_dir: Path) -> list[Path]:
     return moved
 
 
-def sweep_commands(name: str, root: Path, extra: list[str], resume: bool = False) -> list[list[str]]:
-    """The sweeps still to run; with `resume`, a sweep whose runs have all finished is left out and the others
-    continue their runs (`loop.resume=auto`) in the same directories."""
-    commands = []
+def pending_sweeps(name: str, root: Path, resume: bool = False) -> list[tuple[Path, tuple[str, ...]]]:
+    """(directory, overrides) of the sweeps still to run; with `resume`, a sweep whose runs have all finished is
+    left out."""
+    out = []
     for sub, sweep in planned_sweeps(name):
         n = jobs_in(sweep)
-        if resume and n is not None and finished(root / sub) >= n:
-            continue
-        commands.append([sys.executable, str(PROJECT / "run.py"), "--multirun", *sweep, *extra,
-                         *(["loop.resume=auto"] if resume else []), f"hydra.sweep.dir={root / sub}"])
-    return commands
+        if not (resume and n is not None and finished(root / sub) >= n):
+            out.append((root / sub, sweep))
+    return out
+
+
+def sweep_command(sweep_dir: Path, sweep: tuple[str, ...], extra: list[str], resume: bool) -> list[str]:
+    """One sweep's command; with `resume` it continues its runs (`loop.resume=auto`) in the same directories."""
+    return [sys.executable, str(PROJECT / "run.py"), "--multirun", *sweep, *extra,
+            *(["loop.resume=auto"] if resume else []), f"hydra.sweep.dir={sweep_dir}"]
+
+
+def sweep_commands(name: str, root: Path, extra: list[str], resume: bool = False) -> list[list[str]]:
+    return [sweep_command(d, sweep, extra, resume) for d, sweep in pending_sweeps(name, root, resume)]
 
 
 def report_command(name: str, root: Path) -> list[str]:
@@ -171,9 +179,10 @@ def main() -> None:
     root = args.root.absolute() if args.root else (
         PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S"))
     resume = root.is_dir()
-    sweeps = [] if args.report_only else sweep_commands(args.name, root, args.extra, resume)
-    commands = [*sweeps, report_command(args.name, root)]
-    for sweep_dir in {root / c[-1].split("/")[-1] for c in sweeps} if resume and not args.dry_run else ():
+    pending = [] if args.report_only else pending_sweeps(args.name, root, resume)
+    commands = [*(sweep_command(d, sweep, args.extra, resume) for d, sweep in pending),
+                report_command(args.name, root)]
+    for sweep_dir, _ in pending if resume and not args.dry_run else ():
         for moved in set_aside_uncontinuable(sweep_dir):
             print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
     for cmd in commands:

@@ -71,11 +71,7 @@ class Evaluation:
                 prompts = [p["prompt"] for p in chunk]
                 chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
                 (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
-                table = self.reference_table()
-                if table is not None:
-                    rc, rr = table.pairs("heldout_prefs", list(range(s, s + len(chunk))), self.device)
-                else:
-                    (rc, rr), _ = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
+                rc, rr = self.reference_pair_logps(chunk, "heldout_prefs", list(range(s, s + len(chunk))))
                 m = beta * ((pc - rc) - (pr - rr))
                 ref_margins.append((rc - rr).float())
             margins.append(m.float())

@@ -178,10 +178,9 @@ def is_lora(model: nn.Module) -> bool:
 def frozen_copy(policy: nn.Module) -> nn.Module:
     """π_ref: a frozen copy of the policy, or for a LoRA policy its base model with the adapter switched off (the
     default llm.reference._target_)."""
-    model = policy
-    if is_lora(model):
-        return AdapterDisabled(model)
-    ref = copy.deepcopy(model)
+    if is_lora(policy):
+        return AdapterDisabled(policy)
+    ref = copy.deepcopy(policy)
     ref.requires_grad_(False)
     ref.eval()
     return ref
@@ -218,6 +217,14 @@ class AdapterDisabled:
         return self
 
 
+def base_model(model):
+    """The transformers model that a policy or reference runs: through a LoRA reference (AdapterDisabled) and a
+    PEFT wrapper."""
+    if isinstance(model, AdapterDisabled):
+        model = model.policy
+    return model.get_base_model() if is_lora(model) else model
+
+
 def merge_adapter_into_base(model: nn.Module) -> None:
     """Fold the LoRA adapter into the base weights and restart it from zero (B = 0): the policy is unchanged, and
     its adapter-disabled base is now this policy (π_ref ← π without copying). The parameters stay the same
@@ -248,7 +255,6 @@ class ScalarReward(nn.Module):
                  **_training):
         super().__init__()
         from transformers import AutoModelForSequenceClassification
-        policy_tok = policy_tokenizer
         if name_or_path:
             self.model = _load(AutoModelForSequenceClassification, name_or_path, "llm.reward.name_or_path",
                                num_labels=1, dtype=torch.float32)
@@ -257,7 +263,7 @@ class ScalarReward(nn.Module):
         else:
             # Built for the policy actually loaded (a pretrained one too), so that its transformer can start from
             # the policy's: a head on the policy's own architecture and sizes.
-            self.tokenizer = policy_tok
+            self.tokenizer = policy_tokenizer
             config = copy.deepcopy(policy.config)
             config.num_labels = 1
             self.model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
@@ -268,7 +274,7 @@ class ScalarReward(nn.Module):
 
     @staticmethod
     def _transformer(model: nn.Module):
-        base = model.get_base_model() if is_lora(model) else model
+        base = base_model(model)
         return getattr(base, base.base_model_prefix, None)
 
     def backbone_mismatch(self, policy: nn.Module) -> str | None:

@@ -25,9 +25,8 @@ FORMAT = 1  # bumped whenever the way the numbers are computed changes
 
 def weights_digest(model) -> str:
     """sha256 of a model's weights (names, dtypes, shapes, bytes); a LoRA reference: its base weights."""
-    from aihf.llm.models import plain_state_dict
-    module = getattr(model, "policy", model)  # the adapter-disabled base of a LoRA policy
-    state = plain_state_dict(module) if module is not model else model.state_dict()
+    from aihf.llm.models import AdapterDisabled, plain_state_dict
+    state = plain_state_dict(model.policy) if isinstance(model, AdapterDisabled) else model.state_dict()
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
@@ -38,17 +37,19 @@ def weights_digest(model) -> str:
 
 def model_config(model) -> str:
     """The transformers config of the model a reference runs (through a PEFT or reference wrapper), as JSON."""
-    base = getattr(model, "policy", model)
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    from aihf.llm.models import base_model
+    base = base_model(model)
     config = getattr(base, "config", None)
     return config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else type(base).__name__
 
 
 def fingerprint(model, pairs: dict[str, list[dict]], settings: dict) -> str:
     import transformers
+
+    from aihf.llm.models import base_model
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT, "reference": type(model).__qualname__,
-                         "model": type(getattr(model, "policy", model)).__qualname__, "config": model_config(model),
+                         "model": type(base_model(model)).__qualname__, "config": model_config(model),
                          "weights": weights_digest(model), "torch": torch.__version__,
                          "transformers": transformers.__version__, **settings}, sort_keys=True).encode())
     for part in sorted(pairs):
@@ -82,10 +83,9 @@ class ReferenceLogps:
             except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: computed again, and replaced
                 log.warning("%s cannot be read (%s): the reference log-probs are computed again", path,
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        if saved is not None:
-            if saved.get("key") == key and set(saved["table"]) >= set(pairs):
-                log.info("reference log-probs of %s read from %s", ", ".join(sorted(pairs)), path)
-                return cls({p: saved["table"][p] for p in pairs}, key)
+        if saved is not None and saved.get("key") == key and set(saved["table"]) >= set(pairs):
+            log.info("reference log-probs of %s read from %s", ", ".join(sorted(pairs)), path)
+            return cls({p: saved["table"][p] for p in pairs}, key)
         table = {}
         with torch.no_grad():
             for part, rows in pairs.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from aihf.llm.models import base_model
 from aihf.llm.sequences import generate, pad_right, response_logps, shared_prompt_logps
 
 
@@ -21,7 +22,7 @@ class Scoring:
     def shares_prompt(self, model, prompts) -> bool:
         """Whether k responses per prompt are scored with the prompt run once (llm.train.share_prompt): not for a
         policy training under gradient checkpointing (which turns the key/value cache off) or an empty prompt."""
-        base = getattr(model, "policy", model)  # a LoRA reference wraps the policy
+        base = base_model(model)
         flag = getattr(base, "is_activation_checkpointing", None)  # transformers ≥ 5.2x; is_gradient_... before
         checkpointed = model.training and (flag if flag is not None else getattr(base, "is_gradient_checkpointing",
                                                                                   False))
@@ -40,9 +41,8 @@ class Scoring:
                 [counts[j * n:(j + 1) * n] for j in range(len(responses))])
 
     def pair_logps(self, model, prompts, first, second):
-        """log π of two responses per prompt in one call."""
-        (a, b), (na, nb) = self.group_logps(model, prompts, [first, second])
-        return (a, b), (na, nb)
+        """log π of two responses per prompt in one call: (first's, second's), (their token counts)."""
+        return self.group_logps(model, prompts, [first, second])
 
     def repeated_logps(self, model, prompts, responses, k: int):
         """`logps` of rows whose prompts come k at a time (prompt i at rows i·k … i·k + k − 1), in row order."""

@@ -89,14 +89,9 @@ def response_logps(model, prompts: list[list[int]], responses: list[list[int]], 
 def _forward_parameters(model) -> set[str]:
     """The argument names of the underlying transformers model's forward (through a PEFT or reference wrapper)."""
     import inspect
-    while not hasattr(model, "config") or hasattr(model, "get_base_model"):  # a reference wrapper, a PEFT model
-        model = model.get_base_model() if hasattr(model, "get_base_model") else model.policy
-    return set(inspect.signature(model.forward).parameters)
 
-
-def _cache_keyword(model) -> str:
-    """transformers ≥ 5.2x names the key/value cache argument `cache` (`past_key_values` before, deprecated)."""
-    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+    from aihf.llm.models import base_model
+    return set(inspect.signature(base_model(model).forward).parameters)
 
 
 def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int, device=None,
@@ -113,7 +108,10 @@ def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[li
     k, n = len(responses), len(prompts)
     p_ids, p_attn = pad_left(prompts, pad_id, device)
     p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}  # the last logits only
+    accepts = _forward_parameters(model)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}  # the prompt's last logits only
+    # transformers ≥ 5.2x names the key/value cache argument `cache` (`past_key_values` before, deprecated)
+    cache_keyword = "cache" if "cache" in accepts else "past_key_values"
     out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True, **keep)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
@@ -131,7 +129,7 @@ def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[li
     # padding slots get position 0: past the last real token they could exceed the model's positions
     pos = (lengths[:, None] + torch.arange(width, device=ids.device)[None]).masked_fill(attn == 0, 0)
     r_out = model(input_ids=ids, attention_mask=torch.cat([p_attn.repeat_interleave(k, 0), attn], 1),
-                  position_ids=pos, use_cache=False, **{_cache_keyword(model): cache})
+                  position_ids=pos, use_cache=False, **{cache_keyword: cache})
     rest = target_logps(r_out.logits, ids, attn.bool(), chunk).sum(-1).view(n, k)
     counts = attn.sum(-1).view(n, k)
     last = out.logits[:, -1].contiguous()  # each prompt's next-token logits: they score every response's first token

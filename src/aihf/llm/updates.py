@@ -32,12 +32,7 @@ class UpdateRules:
         if a.pref_weight != 0 and prefs:
             (pc, pr), (nc, nr) = self.pair_logps(self.policy, [p["prompt"] for p in prefs],
                                                  [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
-            if ref_prefs is not None:
-                rc, rr = ref_prefs
-            else:
-                with torch.no_grad():
-                    (rc, rr), _ = self.pair_logps(self.fixed_reference, [p["prompt"] for p in prefs],
-                                                  [p["chosen"] for p in prefs], [p["rejected"] for p in prefs])
+            rc, rr = ref_prefs if ref_prefs is not None else self.reference_pair_logps(prefs)
             pref_loss = self.preference_loss(pc, pr, rc, rr, nc, nr)
             chosen_r, rejected_r = a.beta * (pc - rc).detach(), a.beta * (pr - rr).detach()
             metrics.update({"rewards/chosen": chosen_r.mean(), "rewards/rejected": rejected_r.mean(),
@@ -180,16 +175,23 @@ class UpdateRules:
                                                   resolve_dir(t.reference_cache_dir), self._is_global_zero())
         return self.ref_table
 
+    def reference_pair_logps(self, rows: list[dict], part: str | None = None, idx: list[int] | None = None):
+        """π_ref's (chosen, rejected) log-probs of pairs: from the precomputed table when there is one and the rows
+        are rows `idx` of data part `part`, else by a forward pass of π_ref."""
+        table = self.reference_table() if part is not None else None
+        if table is not None:
+            return table.pairs(part, idx, self.device)
+        with torch.no_grad():
+            return self.pair_logps(self.fixed_reference, [p["prompt"] for p in rows], [p["chosen"] for p in rows],
+                                   [p["rejected"] for p in rows])[0]
+
     def direct_step(self) -> dict:
         a, n = self.cfg.algo, self.cfg.llm.train.batch_size
-        ref = None
+        prefs = ref = None
         if a.pref_weight != 0:
             idx = self.draw("prefs", n)
             prefs = [self.data["prefs"][i] for i in idx]
-            table = self.reference_table()
-            ref = table.pairs("prefs", idx, self.device) if table is not None else None
-        else:
-            prefs = None
+            ref = self.reference_pair_logps(prefs, "prefs", idx)
         demos = selfplay = None
         if a.demo_weight != 0:
             demos = [self.data["demos"][i] for i in self.draw("demos", n)]
