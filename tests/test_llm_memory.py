@@ -90,14 +90,15 @@ def test_gradient_checkpointing_keeps_the_gradients(sort_data, tmp_path):
 def test_bf16_mixed_precision_trains(sort_data, tmp_path, monkeypatch):
     from aihf.app import train
     from aihf.llm import sequences
-    dtypes, real = set(), sequences.target_logps
-    monkeypatch.setattr(sequences, "target_logps", lambda logits, *a: dtypes.add(logits.dtype) or real(logits, *a))
+    dtypes, real = set(), sequences._HeadLogProbs.apply
+    monkeypatch.setattr(sequences._HeadLogProbs, "apply", lambda hidden, *a: dtypes.add(torch.get_autocast_dtype(
+        "cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype) or real(hidden, *a))
     result = train(llm_cfg("dpo", sort_data, tmp_path, ["trainer.precision=bf16-mixed", "algo.bc_warmstart_steps=2"]))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "finished" and result["steps"] == 5
     losses = [h for h in metrics["history"] if "eval/pref_accuracy" in h]
     assert losses and all(0 <= h["eval/pref_accuracy"] <= 1 for h in losses)
-    assert torch.bfloat16 in dtypes  # the forward passes ran under Lightning's bf16 autocast
+    assert torch.bfloat16 in dtypes  # the log-probs' matmuls ran under Lightning's bf16 autocast
 
 
 def _tiny(arch: str):
@@ -111,37 +112,90 @@ def _tiny(arch: str):
     return AutoModelForCausalLM.from_config(config).eval()  # eval: no dropout, so both ways compute the same
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_shared_prompt_log_probs_equal_one_row_per_response(arch):
-    """Each prompt run once, its cache continued by k responses: the same log-probs, counts and gradients as one
-    [prompt | response] row per response (prompts of different lengths, so the positions must follow each row's
-    own prompt; an empty response scores 0)."""
+def _prompts_and_answers(k=3):
     import random
-    from aihf.llm.sequences import response_logps, shared_prompt_logps
-    model, rng = _tiny(arch), random.Random(0)
+    rng = random.Random(0)
     prompts = [[rng.randrange(2, 50) for _ in range(rng.randrange(1, 9))] for _ in range(5)]
-    answers = [[[rng.randrange(2, 50) for _ in range(rng.randrange(1, 7))] for _ in range(5)] for _ in range(3)]
-    answers[2][3] = []
+    answers = [[[rng.randrange(2, 50) for _ in range(rng.randrange(1, 7))] for _ in range(5)] for _ in range(k)]
+    if k > 2:
+        answers[2][3] = []
+    return prompts, answers
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_packed_log_probs_equal_one_row_per_response(arch, attn, fused):
+    """k responses packed behind their prompt in one row: the same log-probs, counts and gradients as one
+    [prompt | response] row per response (prompts of different lengths, so the positions must follow each row's
+    own prompt; an empty response scores 0), from the fused head or from the logits, under either attention."""
+    from aihf.llm.sequences import packed_logps, response_logps
+    model = _tiny(arch)
+    model.config._attn_implementation = attn
+    prompts, answers = _prompts_and_answers()
     weights = torch.randn(15, generator=torch.Generator().manual_seed(1))
-    rows, counts = response_logps(model, prompts * 3, [r for rs in answers for r in rs], 0)
+    rows, counts = response_logps(model, prompts * 3, [r for rs in answers for r in rs], 0, fused=False)
     expected = torch.autograd.grad((rows * weights).sum(), list(model.parameters()))
-    shared, shared_counts = shared_prompt_logps(model, prompts, answers, 0, chunk=3)
-    got = torch.autograd.grad((torch.cat(shared) * weights).sum(), list(model.parameters()))
-    assert torch.allclose(torch.cat(shared), rows, atol=1e-5)
-    assert torch.equal(torch.cat(shared_counts), torch.tensor([len(r) for rs in answers for r in rs]))
-    assert shared[2][3] == 0
+    packed, packed_counts = packed_logps(model, prompts, answers, 0, chunk=3, fused=fused)
+    got = torch.autograd.grad((torch.cat(packed) * weights).sum(), list(model.parameters()))
+    assert torch.allclose(torch.cat(packed), rows, atol=1e-5)
+    assert torch.equal(torch.cat(packed_counts), torch.tensor([len(r) for rs in answers for r in rs]))
+    assert packed[2][3] == 0
     assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(got, expected))
 
 
-@pytest.mark.parametrize("extra", [[], LORA[:2]])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_fused_head_equals_the_models_logits(arch):
+    """The default path (the LM head fused in, response positions only) gives the log-probs and gradients that the
+    model's own logits give; the model is recognised as one whose logits are its head on the last hidden state."""
+    from aihf.llm.sequences import fused_head, response_logps
+    model = _tiny(arch)
+    prompts, answers = _prompts_and_answers(1)
+    weights = torch.randn(5, generator=torch.Generator().manual_seed(1))
+    plain, _ = response_logps(model, prompts, answers[0], 0, fused=False)
+    expected = torch.autograd.grad((plain * weights).sum(), list(model.parameters()))
+    fused, _ = response_logps(model, prompts, answers[0], 0, chunk=2)
+    got = torch.autograd.grad((fused * weights).sum(), list(model.parameters()))
+    assert fused_head(model) is model.get_output_embeddings()
+    assert torch.allclose(fused, plain, atol=1e-5) and all(torch.allclose(g, e, atol=1e-5)
+                                                           for g, e in zip(got, expected))
+
+
+def test_a_model_whose_logits_are_not_its_head_is_scored_from_its_logits():
+    """Softcapped logits (a config key) and logits scaled inside the forward (caught by the probe) both fall back to
+    the model's own logits, and so give its log-probs."""
+    from transformers import LlamaForCausalLM
+    from aihf.llm.sequences import fused_head, response_logps
+
+    class Scaled(LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2
+            return out
+    capped = _tiny("llama")
+    capped.config.final_logit_softcapping = 30.0
+    scaled = Scaled(_tiny("llama").config).eval()
+    for model in (capped, scaled):
+        assert fused_head(model) is None
+    prompts, answers = _prompts_and_answers(1)
+    ids = torch.tensor([prompts[0] + answers[0][0]])
+    logits = scaled(input_ids=ids).logits[0, len(prompts[0]) - 1:-1]
+    expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(answers[0][0])[:, None]).sum()
+    assert torch.allclose(response_logps(scaled, prompts[:1], answers[0][:1], 0)[0][0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [[], LORA[:2], ["llm.policy.gradient_checkpointing=true"]])
 def test_dpo_and_rloo_steps_are_the_same_with_a_shared_prompt(sort_data, tmp_path, extra):
-    """The DPO loss and gradients (policy and π_ref, a LoRA policy's adapter-disabled base too) and RLOO's
-    per-sample log-probs equal those computed one row per response."""
+    """The DPO loss and gradients (policy and π_ref, a LoRA policy's adapter-disabled base too, and under gradient
+    checkpointing) and RLOO's per-sample log-probs equal those computed one row per response."""
     out = {}
     for share in ("false", "true"):
         torch.manual_seed(0)
         module = LLMAIHF(llm_cfg("dpo", sort_data, tmp_path / share, [f"llm.train.share_prompt={share}", *extra]))
-        module.policy.eval()
+        module.policy.train()
+        for m in module.policy.modules():  # training mode (checkpointing applies) without dropout
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
         loss, _ = module.implicit_objective(None, module.data["prefs"][:8])
         loss.backward()
         rows = module.data["prefs"][:4]
@@ -156,29 +210,23 @@ def test_dpo_and_rloo_steps_are_the_same_with_a_shared_prompt(sort_data, tmp_pat
     assert g0.keys() == g1.keys() and all(torch.allclose(g0[k], g1[k], atol=1e-5) for k in g0)
 
 
-def test_shared_prompt_padding_stays_within_absolute_positions():
-    """A GPT-2 of 16 positions, every real sequence within them: a padded slot after a short response must not ask
-    for a position past the model's (12-token prompt + 2-token response beside a 2-token prompt + 12-token one)."""
+def test_packed_positions_stay_within_absolute_positions():
+    """A GPT-2 of 16 positions whose packed rows are longer than that: each response is positioned after its
+    prompt alone (12-token prompt + 2-token response beside a 2-token prompt + 12-token one)."""
     from transformers import AutoModelForCausalLM, GPT2Config
-    from aihf.llm.sequences import response_logps, shared_prompt_logps
+    from aihf.llm.sequences import packed_logps, response_logps
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=4,
                                                         n_positions=16, pad_token_id=0)).eval()
-    prompts, first, second = [list(range(2, 14)), [2, 3]], [[4, 5], list(range(20, 32))], [[6], [7, 8]]
+    prompts, first, second = [list(range(2, 14)), [2, 3]], [[4, 5], list(range(20, 32))], [[6, 7, 8], [7, 8]]
     rows, _ = response_logps(model, prompts * 2, first + second, 0)
-    (a, b), _ = shared_prompt_logps(model, prompts, [first, second], 0)
+    (a, b), _ = packed_logps(model, prompts, [first, second], 0)
     assert torch.allclose(torch.cat([a, b]), rows, atol=1e-5)
 
 
-def test_a_model_without_a_repeatable_cache_is_scored_one_row_per_response():
-    from aihf.llm.sequences import shared_prompt_logps
-
-    class NoCache(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.config = inner, inner.config
-
-        def forward(self, use_cache=None, **kwargs):
-            return self.inner(use_cache=False, **kwargs)
-    model = NoCache(_tiny("llama"))
-    assert shared_prompt_logps(model, [[2, 3]], [[[4]], [[5]]], 0) is None
+def test_attention_that_takes_no_mask_is_scored_one_row_per_response():
+    from aihf.llm.sequences import packed_logps
+    model = _tiny("llama")
+    model.config._attn_implementation = "flash_attention_2"
+    assert packed_logps(model, [[2, 3]], [[[4]], [[5]]], 0) is None
+    assert packed_logps(_tiny("llama"), [[]], [[[4]], [[5]]], 0) is None  # an empty prompt: nothing to share

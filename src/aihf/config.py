@@ -363,10 +363,14 @@ class LLMTrainConfig:
     # response log-probs are computed this many token positions at a time (the memory of one chunk's fp32
     # softmax, chunk × vocabulary × 4 bytes, instead of every position's)
     logp_chunk: int = key(512, at_least(1))
-    # Several responses to one prompt (chosen and rejected, RLOO's samples) run the prompt through the model once
-    # and continue from its key/value cache (equal log-probs and gradients; not under gradient checkpointing). Off
-    # by default: on the sort task's short prompts it measured no faster (slower on the tiny model); meant for long
-    # prompts (docs/llm.md, "Speed against TRL")
+    # The LM head fused into the log-probs: only response positions reach it, a chunk at a time, recomputed in the
+    # backward, so no (positions × vocabulary) logits or gradient exist (TRL's fused head, without its prompt and
+    # padding positions). Used for a model whose logits are its head on the last hidden state (checked once);
+    # otherwise, under trainer=fsdp (its head is sharded) or when false, from the model's logits
+    fused_head: bool = True
+    # Several responses to one prompt (chosen and rejected, RLOO's samples) in one row, [prompt | response 1 | …],
+    # under an attention mask that lets each response see the prompt and itself only: the prompt is computed once
+    # (equal log-probs and gradients; sdpa or eager attention). docs/llm.md, "Speed against TRL"
     share_prompt: bool = False
     # π_ref's log-probs of the pairs: live (a reference forward at every step) or precomputed once when π_ref is
     # frozen (then every step runs the policy only), kept in the checkpoint and, with reference_cache_dir, on disk

@@ -1,12 +1,11 @@
-"""What the LLM loop asks of its models, as one mixin of `LLMAIHF`: log-probs of responses (in chunks, prompts
-shared where they repeat), samples, and the explicit reward's scores on its own tokens."""
+"""What the LLM loop asks of its models, as one mixin of `LLMAIHF`: log-probs of responses (the LM head fused in,
+prompts shared where they repeat), samples, and the explicit reward's scores on its own tokens."""
 
 from __future__ import annotations
 
 import torch
 
-from aihf.llm.models import base_model
-from aihf.llm.sequences import generate, pad_right, response_logps, shared_prompt_logps
+from aihf.llm.sequences import generate, packed_logps, pad_right, response_logps
 
 
 class Scoring:
@@ -15,26 +14,22 @@ class Scoring:
         """π_ref of the DPO term, the KL and the implicit reward: never refreshed (self-play refreshes `reference`)."""
         return self.anchor if self.anchor is not None else self.reference
 
+    @property
+    def fused(self) -> bool:
+        """Whether log-probs fuse the LM head in (llm.train.fused_head; not under FSDP, whose head is sharded)."""
+        return self.cfg.llm.train.fused_head and self.cfg.trainer.get("strategy") != "fsdp"
+
     def logps(self, model, prompts, responses):
         return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
-                              self.cfg.llm.train.logp_chunk)
-
-    def shares_prompt(self, model, prompts) -> bool:
-        """Whether k responses per prompt are scored with the prompt run once (llm.train.share_prompt): not for a
-        policy training under gradient checkpointing (which turns the key/value cache off) or an empty prompt."""
-        base = base_model(model)
-        flag = getattr(base, "is_activation_checkpointing", None)  # transformers ≥ 5.2x; is_gradient_... before
-        checkpointed = model.training and (flag if flag is not None else getattr(base, "is_gradient_checkpointing",
-                                                                                  False))
-        return self.cfg.llm.train.share_prompt and not checkpointed and all(prompts) and len(prompts) > 0
+                              self.cfg.llm.train.logp_chunk, self.fused)
 
     def group_logps(self, model, prompts, responses: list[list[list[int]]]):
         """log π and token counts of k responses per prompt (responses[j][i]: the j-th response to prompt i)."""
-        if len(responses) > 1 and self.shares_prompt(model, prompts):
-            shared = shared_prompt_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
-                                         self.cfg.llm.train.logp_chunk)
-            if shared is not None:
-                return shared
+        if len(responses) > 1 and self.cfg.llm.train.share_prompt and prompts:
+            packed = packed_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,
+                                  self.cfg.llm.train.logp_chunk, self.fused)
+            if packed is not None:
+                return packed
         n = len(prompts)  # one forward pass of every (prompt, response) row, as TRL concatenates chosen and rejected
         logps, counts = self.logps(model, prompts * len(responses), [r for rs in responses for r in rs])
         return ([logps[j * n:(j + 1) * n] for j in range(len(responses))],

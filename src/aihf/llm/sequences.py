@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def pad_right(prompts: list[list[int]], responses: list[list[int]], pad_id: int, device=None):
@@ -32,7 +36,7 @@ def pad_left(prompts: list[list[int]], pad_id: int, device=None):
 
 
 class _TargetLogProbs(torch.autograd.Function):
-    """log softmax(logits[p])[target[p]] at the selected flat positions p, in chunks of positions.
+    """log softmax(logits[p])[target[p]] at the selected flat positions p (repeats allowed), in chunks of positions.
 
     Neither direction holds a vocabulary-sized float32 tensor beyond one chunk's: the forward keeps only the
     log-normaliser of each position, the backward recomputes each chunk's softmax and writes the chunk's gradient
@@ -62,80 +66,175 @@ class _TargetLogProbs(torch.autograd.Function):
             pos, g = positions[s:s + ctx.chunk], grad_out[s:s + ctx.chunk, None]
             chunk_grad = torch.exp(flat[pos].float() - lse[s:s + ctx.chunk, None]).mul_(-g)  # −g·softmax
             chunk_grad.scatter_add_(1, targets[s:s + ctx.chunk, None], g)  # + g at the target
-            grad[pos] = chunk_grad.to(grad.dtype)
+            grad.index_add_(0, pos, chunk_grad.to(grad.dtype))  # a position may read several targets (packed)
         return grad.view_as(logits), None, None, None
 
 
-def target_logps(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """log π(ids[:, t+1] | ids[:, ≤t]) where mask[:, t+1], else 0: shape (batch, length − 1)."""
-    b, length = ids.shape
-    sel = mask[:, 1:].reshape(-1).nonzero().squeeze(1)  # flat (row, t) positions over length − 1 columns
-    rows, cols = sel // (length - 1), sel % (length - 1)
-    positions = rows * length + cols  # the same positions in the logits' (batch · length) rows
-    targets = ids[rows, cols + 1]
-    values = _TargetLogProbs.apply(logits.contiguous(), positions, targets, chunk)
-    out = torch.zeros(b * (length - 1), dtype=values.dtype, device=values.device)
-    return out.index_put((sel,), values).view(b, length - 1)
+class _HeadLogProbs(torch.autograd.Function):
+    """log softmax(hidden @ Wᵀ + b)[target] per row, the LM head fused in: the logits exist only a chunk of rows at a
+    time, in both directions (the backward recomputes each chunk's logits, as TRL's fused head does), so neither a
+    (positions × vocabulary) tensor nor its gradient is ever made. Matmuls run in autocast's dtype when it is on; the
+    normaliser, the log-probs and the head's gradient accumulate in fp32."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):
+        kind = hidden.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else hidden.dtype
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        out = torch.empty(len(hidden), dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)
+        for s in range(0, len(hidden), chunk):
+            logits = F.linear(hidden[s:s + chunk].to(dtype), w, b).float()
+            lse[s:s + chunk] = torch.logsumexp(logits, dim=-1)
+            out[s:s + chunk] = logits.gather(1, targets[s:s + chunk, None]).squeeze(1) - lse[s:s + chunk]
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        dtype, chunk = ctx.dtype, ctx.chunk
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        g_hidden = torch.empty_like(hidden) if need_h else None
+        g_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        g_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        for s in range(0, len(hidden), chunk):
+            h, g = hidden[s:s + chunk].to(dtype), grad_out[s:s + chunk, None].float()
+            grad = F.linear(h, w, b).float().sub_(lse[s:s + chunk, None]).exp_().mul_(-g)  # −g·softmax
+            grad.scatter_add_(1, targets[s:s + chunk, None], g)  # + g at the target
+            if g_bias is not None:
+                g_bias += grad.sum(0)
+            grad = grad.to(dtype)
+            if g_hidden is not None:
+                g_hidden[s:s + chunk] = grad @ w
+            if g_weight is not None:
+                g_weight += (grad.t() @ h).float()
+        return (g_hidden, None if g_weight is None else g_weight.to(weight.dtype),
+                None if g_bias is None else g_bias.to(bias.dtype), None, None)
+# Config keys of models whose logits are not their LM head applied to the last hidden state (softcapping, scaling)
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling")
+
+
+def _hidden_forward(self, *args, aihf_hidden: bool = False, **kwargs):
+    """A causal LM's forward that, asked with aihf_hidden=True, stops before its LM head (its backbone's output)."""
+    if not aihf_hidden:
+        return type(self).forward(self, *args, **kwargs)
+    kwargs.pop("logits_to_keep", None)
+    return getattr(self, self.base_model_prefix)(*args, **kwargs)
+
+
+def fused_head(model) -> nn.Linear | None:
+    """The LM head of the transformers model that `model` runs (through a PEFT or reference wrapper), its forward
+    taught to return the last hidden state, when the model's logits are exactly that head applied to it: no logit
+    transform in its config, a plain nn.Linear head (not a LoRA-wrapped one), and equal logits on a probe input,
+    checked once per model. None otherwise: the model is then scored from its own logits."""
+    from aihf.llm.models import base_model
+    base = base_model(model)
+    known = base.__dict__.get("_aihf_fused_head")
+    if known is None:
+        head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        config = base.config.get_text_config() if hasattr(base, "config") else None
+        known = (type(head) is nn.Linear and config is not None and getattr(base, "base_model_prefix", "")
+                 and not any(getattr(config, k, None) not in (None, 1, 1.0) for k in _LOGIT_TRANSFORMS))
+        if known:
+            base.forward = types.MethodType(_hidden_forward, base)  # rebinds to the copy under deepcopy
+            known = _head_reproduces_logits(base, head)
+        base._aihf_fused_head = bool(known)
+    return base.get_output_embeddings() if known else None
+
+
+@torch.no_grad()
+def _head_reproduces_logits(base, head: nn.Linear) -> bool:
+    was_training = base.training
+    base.eval()  # no dropout: both passes must see the same activations
+    try:
+        probe = (torch.arange(2, 8, device=head.weight.device) % head.out_features)[None]
+        logits = base(input_ids=probe).logits.float()
+        ours = head(base(input_ids=probe, aihf_hidden=True).last_hidden_state).float()
+        return ours.shape == logits.shape and torch.allclose(ours, logits, rtol=1e-4, atol=1e-4)
+    finally:
+        base.train(was_training)
+
+
+def selected_logps(model, ids, attention_mask, rows, cols, targets, chunk: int, fused: bool = True,
+                   position_ids=None) -> torch.Tensor:
+    """log π(targets[m] | the sequence read up to position (rows[m], cols[m])), one value per target, fp32.
+
+    With `fused` and a model whose logits are its LM head on the last hidden state (`fused_head`), only the hidden
+    states of the selected positions reach the head, in chunks (`_HeadLogProbs`): no logits of prompt or padding
+    positions and no (positions × vocabulary) tensor. Otherwise from the model's logits (`_TargetLogProbs`)."""
+    kwargs = {"input_ids": ids, "attention_mask": attention_mask}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    head = fused_head(model) if fused else None
+    if head is not None:
+        hidden = model(**kwargs, aihf_hidden=True).last_hidden_state
+        return _HeadLogProbs.apply(hidden[rows, cols], head.weight, head.bias, targets, chunk)
+    logits = model(**kwargs).logits
+    return _TargetLogProbs.apply(logits.contiguous(), rows * logits.shape[1] + cols, targets, chunk)
 
 
 def response_logps(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int, device=None,
-                   chunk: int = 512):
+                   chunk: int = 512, fused: bool = True):
     """log π(y|x) = Σ_t log π(y_t | x, y_<t) over response tokens, and the number of response tokens, per row."""
     ids, attn, resp = pad_right(prompts, responses, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=attn).logits
-    return target_logps(logits, ids, resp, chunk).sum(-1), resp[:, 1:].sum(-1)
+    rows, cols = resp[:, 1:].nonzero(as_tuple=True)  # token (row, cols + 1) is read at position (row, cols)
+    values = selected_logps(model, ids, attn, rows, cols, ids[rows, cols + 1], chunk, fused)
+    out = torch.zeros(len(ids), dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    return out, resp[:, 1:].sum(-1)
 
 
-def _forward_parameters(model) -> set[str]:
-    """The argument names of the underlying transformers model's forward (through a PEFT or reference wrapper)."""
-    import inspect
+def packed_logps(model, prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int, device=None,
+                 chunk: int = 512, fused: bool = True):
+    """`response_logps` for k responses to each prompt, the prompt run through the model once.
 
+    One row per prompt, [prompt | response 1 | … | response k], under a 4-D attention mask in which each response
+    attends to the prompt and to its own earlier tokens only, at the positions it would have after the prompt
+    alone; the first token of every response is read at the prompt's last position. So each response's log-probs
+    (and gradients) are those of its own [prompt | response] row, while the prompt's tokens are computed once
+    instead of k times (prefix sharing, as in Wang et al. 2024, "Accelerating Direct Preference Optimization with
+    Prefix Sharing"). Returns (log-probs, token counts), k tensors of shape (len(prompts),) each; None when the
+    model's attention cannot take such a mask (e.g. flash-attention) or a prompt is empty: then the caller scores
+    one row per response."""
     from aihf.llm.models import base_model
-    return set(inspect.signature(base_model(model).forward).parameters)
-
-
-def shared_prompt_logps(model, prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int, device=None,
-                        chunk: int = 512):
-    """`response_logps` for k responses to each prompt, with each prompt run through the model once.
-
-    The prompts (left-padded, positions counted from each row's first real token) go through the model once, their
-    key/value cache is repeated for the k responses, and the responses (right-padded) continue from it. The first
-    response token is scored by the prompt's last logits, the others by the response pass; gradients flow through
-    the cache into the prompt pass. Where prompts are long this saves (k − 1) of k prompt forwards and backwards
-    and their activations. Returns (log-probs, token counts), each k tensors of shape (len(prompts),); or None when
-    the model gives no repeatable cache (then the caller scores one row per response).
-    """
-    k, n = len(responses), len(prompts)
-    p_ids, p_attn = pad_left(prompts, pad_id, device)
-    p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
-    accepts = _forward_parameters(model)
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}  # the prompt's last logits only
-    # transformers ≥ 5.2x names the key/value cache argument `cache` (`past_key_values` before, deprecated)
-    cache_keyword = "cache" if "cache" in accepts else "past_key_values"
-    out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True, **keep)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+    attn_impl = getattr(getattr(base_model(model), "config", None), "_attn_implementation", None)
+    if attn_impl not in ("sdpa", "eager") or not all(prompts):
         return None
-    cache.batch_repeat_interleave(k)  # row i·k + j: prompt i, response j
-    rows = [r for i in range(n) for r in (responses[j][i] for j in range(k))]
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((n * k, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((n * k, width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        attn[i, :len(r)] = 1
-    ids, attn = ids.to(p_ids.device), attn.to(p_ids.device)
-    lengths = p_attn.sum(-1).repeat_interleave(k)
-    # padding slots get position 0: past the last real token they could exceed the model's positions
-    pos = (lengths[:, None] + torch.arange(width, device=ids.device)[None]).masked_fill(attn == 0, 0)
-    r_out = model(input_ids=ids, attention_mask=torch.cat([p_attn.repeat_interleave(k, 0), attn], 1),
-                  position_ids=pos, use_cache=False, **{cache_keyword: cache})
-    rest = target_logps(r_out.logits, ids, attn.bool(), chunk).sum(-1).view(n, k)
-    counts = attn.sum(-1).view(n, k)
-    last = out.logits[:, -1].contiguous()  # each prompt's next-token logits: they score every response's first token
-    rows_n = torch.arange(n, device=ids.device)
-    firsts = [_TargetLogProbs.apply(last, rows_n, ids[j::k, 0], chunk) * (counts[:, j] > 0) for j in range(k)]
-    return [firsts[j] + rest[:, j] for j in range(k)], [counts[:, j] for j in range(k)]
+    k, n = len(responses), len(prompts)
+    width = max(len(p) + sum(len(responses[j][i]) for j in range(k)) for i, p in enumerate(prompts))
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    segment = torch.full((n, width), -1, dtype=torch.long)  # -1 padding, 0 prompt, j + 1 response j
+    pos = torch.zeros((n, width), dtype=torch.long)
+    rows, cols, targets, owner = [], [], [], []
+    for i, p in enumerate(prompts):
+        ids[i, :len(p)], segment[i, :len(p)], pos[i, :len(p)] = torch.tensor(p), 0, torch.arange(len(p))
+        at = len(p)
+        for j in range(k):
+            r = responses[j][i]
+            ids[i, at:at + len(r)], segment[i, at:at + len(r)] = torch.tensor(r, dtype=torch.long), j + 1
+            pos[i, at:at + len(r)] = torch.arange(len(p), len(p) + len(r))
+            if r:  # its first token is read at the prompt's last position, the others each at the one before
+                rows += [i] * len(r)
+                cols += [len(p) - 1] + list(range(at, at + len(r) - 1))
+            targets += r
+            owner += [j * n + i] * len(r)
+            at += len(r)
+    q, kv = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (kv >= 0) & ((kv == 0) | (kv == q))
+    allowed |= torch.eye(width, dtype=torch.bool) & (q == -1)  # padding sees itself: no all-masked (NaN) row
+    mask = allowed[:, None]
+    if attn_impl == "eager":  # eager attention adds its mask to the scores
+        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)
+    values = selected_logps(model, ids.to(device), mask.to(device), as_tensor(rows), as_tensor(cols),
+                            as_tensor(targets), chunk, fused, position_ids=pos.to(device))
+    sums = torch.zeros(k * n, dtype=values.dtype, device=values.device).index_add(0, as_tensor(owner), values)
+    counts = torch.tensor([len(responses[j][i]) for j in range(k) for i in range(n)], device=values.device)
+    return [sums[j * n:(j + 1) * n] for j in range(k)], [counts[j * n:(j + 1) * n] for j in range(k)]
 
 
 @torch.no_grad()
