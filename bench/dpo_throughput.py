@@ -14,8 +14,10 @@ Truly the same settings on both sides, checked rather than assumed:
   (`--reference live`: a reference forward every step on both sides, TRL `precompute_ref_log_probs=False`;
   `precomputed`: once for all pairs before the timed loop, TRL `precompute_ref_log_probs=True`, aihf
   `llm.train.reference_logps=precomputed`; both in batches of 64).
-aihf's own option without a TRL counterpart, `--share-prompt on|off` (`llm.train.share_prompt`: chosen and rejected
-continue one pass of their prompt), is named in the table; `off` is TRL's computation, one row per response.
+- the same optimiser: fused AdamW on both sides (TRL's default `adamw_torch_fused`, aihf's).
+aihf's own option without a TRL counterpart, `--share-prompt on|off` (`llm.train.share_prompt`, aihf's default on:
+chosen and rejected packed behind one copy of their prompt), is named in the table; `off` is TRL's computation,
+one row per response (TRL's `padding_free` needs flash-attention, so it is not an option on a CPU).
 Each side runs in its own process so that its memory is its own. Both sides run `--warmup` steps first (which
 also page in TRL's memory-mapped weights); steps warmup+1 … steps are timed, through a callback on each side at
 the same step boundaries, and the memory is taken over those steps: "loop peak" is the peak resident set since the
@@ -26,7 +28,9 @@ loading the models, tokenising, building the trainer or module and, with `--refe
 π_ref's log-probs of every pair (TRL does it in `DPOTrainer.__init__`, and then keeps no reference model; aihf
 keeps its frozen copy, which its evaluation uses). `--repeats N` runs each side N times, alternating, and reports
 the run of median speed (all runs' pairs/s are printed). TRL 1.16's fused LM head also computes entropy, mean
-logits and top-1 accuracy at every step; that is TRL's design, not a setting, and part of any difference.
+logits and top-1 accuracy at every step, and without Triton (on a CPU) it projects every position, prompt and
+padding included, where aihf's fused head projects only response positions; that is each side's design, not a
+setting, and part of any difference.
 
     python bench/dpo_throughput.py --model tiny --hidden 256 --layers 4 --batch-size 16 --steps 60 --threads 1
     python bench/dpo_throughput.py --model models/smollm2-135m-instruct --batch-size 8 --steps 20 --max-length 64
@@ -121,11 +125,23 @@ def prepare_tiny(model_dir: Path, args) -> None:
     tok.save_pretrained(model_dir)
 
 
+def compose_cfg(overrides: list[str], run_dir: Path):
+    """The run's config as run.py composes it (Hydra's compose API; not the tests' helper, which imports pytest and
+    the MuJoCo domain into the measured process)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from aihf.config import register_configs
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    return cfg
+
+
 def run_aihf(model_dir: Path, args, checkpointing: bool) -> dict:
     import pytorch_lightning as pl
     import torch
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import compose_cfg
     from aihf.llm import order
     from aihf.llm.module import LLMAIHF
     torch.set_num_threads(args.threads)
@@ -253,7 +269,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="steps run before the timed ones, on both sides")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side per row (median reported)")
     parser.add_argument("--reference", choices=["live", "precomputed"], default="live")
-    parser.add_argument("--share-prompt", choices=["on", "off"], default="off", help="aihf only (no TRL option)")
+    parser.add_argument("--share-prompt", choices=["on", "off"], default="on",
+                        help="aihf only (no TRL option); aihf's default is on")
     parser.add_argument("--compare", type=int, default=10**9, help="pairs whose token ids are compared")
     parser.add_argument("--child", choices=["aihf", "trl"])
     parser.add_argument("--model-dir", type=Path)

@@ -181,10 +181,15 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         p = self.cfg.llm.policy
         lr = p.warmstart_lr if p.warmstart_lr is not None and not self.reference_frozen else p.lr
         trainable = [q for q in self.policy.parameters() if q.requires_grad]  # a LoRA policy: its adapter only
-        opts = [torch.optim.AdamW(trainable, lr=lr, weight_decay=p.weight_decay)]
+        # fused: one kernel per step over all tensors, without the per-tensor temporaries of the default loop (the
+        # size of the largest weight, several at once), as TRL's default optimiser (adamw_torch_fused). Not under
+        # Lightning's mixed precision, which refuses to clip the gradients of an optimiser that may unscale them
+        fused = str(self.cfg.trainer.get("precision", "32-true")) in ("32", "32-true")
+        opts = [torch.optim.AdamW(trainable, lr=lr, weight_decay=p.weight_decay, fused=fused)]
         if self.reward is not None:
             r = self.cfg.llm.reward
-            opts.append(torch.optim.AdamW(self.reward.parameters(), lr=r.lr, weight_decay=r.weight_decay))
+            opts.append(torch.optim.AdamW(self.reward.parameters(), lr=r.lr, weight_decay=r.weight_decay,
+                                          fused=fused))
         return opts
 
     def plan(self) -> tuple[int, int, int]:

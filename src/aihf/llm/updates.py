@@ -110,6 +110,7 @@ class UpdateRules:
         if clip:
             self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         opt.step()
+        opt.zero_grad()  # freed now, not at the next backward: else they stay resident through the next forward
 
     def sft_step(self) -> dict:
         batch = [self.data["demos"][i] for i in self.draw("demos", self.cfg.llm.train.batch_size)]
