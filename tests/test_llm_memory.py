@@ -159,6 +159,9 @@ def test_fused_head_equals_the_models_logits(arch):
     assert fused_head(model) is model.get_output_embeddings()
     assert torch.allclose(fused, plain, atol=1e-5) and all(torch.allclose(g, e, atol=1e-5)
                                                            for g, e in zip(got, expected))
+    # generate() reads the forward's signature (position ids, logits_to_keep): the taught forward keeps the class's
+    import inspect
+    assert inspect.signature(model.forward) == inspect.signature(type(model).forward.__get__(model))
 
 
 def test_a_model_whose_logits_are_not_its_head_is_scored_from_its_logits():

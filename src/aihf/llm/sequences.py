@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -140,7 +141,9 @@ def fused_head(model) -> nn.Linear | None:
         known = (type(head) is nn.Linear and config is not None and getattr(base, "base_model_prefix", "")
                  and not any(getattr(config, k, None) not in (None, 1, 1.0) for k in _LOGIT_TRANSFORMS))
         if known:
-            base.forward = types.MethodType(_hidden_forward, base)  # rebinds to the copy under deepcopy
+            # with the class's own signature: generate() reads it to decide, e.g., whether to pass position ids
+            forward = functools.wraps(type(base).forward)(functools.partial(_hidden_forward))  # a fresh function
+            base.forward = types.MethodType(forward, base)  # rebinds to the copy under deepcopy
             known = _head_reproduces_logits(base, head)
         base._aihf_fused_head = bool(known)
     return base.get_output_embeddings() if known else None
