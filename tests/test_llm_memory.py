@@ -233,3 +233,9 @@ def test_attention_that_takes_no_mask_is_scored_one_row_per_response():
     model.config._attn_implementation = "flash_attention_2"
     assert packed_logps(model, [[2, 3]], [[[4]], [[5]]], 0) is None
     assert packed_logps(_tiny("llama"), [[]], [[[4]], [[5]]], 0) is None  # an empty prompt: nothing to share
+    from transformers import AutoModelForCausalLM, MistralConfig
+    windowed = AutoModelForCausalLM.from_config(MistralConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=4, sliding_window=4, pad_token_id=0)).eval()
+    assert packed_logps(windowed, [[2]], [[[4, 5]], [[6]]], 0) is not None  # 4 wide: within the window
+    assert packed_logps(windowed, [[2, 3]], [[[4, 5]], [[6]]], 0) is None  # 5 wide: the window would be lost

@@ -201,13 +201,17 @@ def packed_logps(model, prompts: list[list[int]], responses: list[list[list[int]
     instead of k times (prefix sharing, as in Wang et al. 2024, "Accelerating Direct Preference Optimization with
     Prefix Sharing"). Returns (log-probs, token counts), k tensors of shape (len(prompts),) each; None when the
     model's attention cannot take such a mask (e.g. flash-attention) or a prompt is empty: then the caller scores
-    one row per response."""
+    one row per response, as is a row longer than the model's sliding attention window."""
     from aihf.llm.models import base_model
-    attn_impl = getattr(getattr(base_model(model), "config", None), "_attn_implementation", None)
+    config = getattr(base_model(model), "config", None)
+    attn_impl = getattr(config, "_attn_implementation", None)
     if attn_impl not in ("sdpa", "eager") or not all(prompts):
         return None
     k, n = len(responses), len(prompts)
     width = max(len(p) + sum(len(responses[j][i]) for j in range(k)) for i, p in enumerate(prompts))
+    window = getattr(config.get_text_config(), "sliding_window", None)
+    if window and width > window:  # a custom mask replaces the model's own, its sliding window included
+        return None
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     segment = torch.full((n, width), -1, dtype=torch.long)  # -1 padding, 0 prompt, j + 1 response j
     pos = torch.zeros((n, width), dtype=torch.long)
