@@ -239,3 +239,21 @@ def test_attention_that_takes_no_mask_is_scored_one_row_per_response():
         num_key_value_heads=4, sliding_window=4, pad_token_id=0)).eval()
     assert packed_logps(windowed, [[2]], [[[4, 5]], [[6]]], 0) is not None  # 4 wide: within the window
     assert packed_logps(windowed, [[2, 3]], [[[4, 5]], [[6]]], 0) is None  # 5 wide: the window would be lost
+    from transformers import BloomConfig, GPTNeoConfig
+    neo = AutoModelForCausalLM.from_config(GPTNeoConfig(  # local attention under another key
+        vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
+        window_size=3, pad_token_id=0)).eval()
+    assert packed_logps(neo, [[2, 3]], [[[4, 5]], [[6]]], 0) is None
+    alibi = AutoModelForCausalLM.from_config(BloomConfig(vocab_size=50, hidden_size=32, n_layer=1, n_head=4,
+                                                         pad_token_id=0)).eval()
+    assert packed_logps(alibi, [[2, 3]], [[[4, 5]], [[6]]], 0) is None  # its attention takes no such mask: the probe
+
+
+def test_generation_is_unchanged_by_the_fused_head():
+    """generate() decides from the forward's signature whether to pass position ids: a GPT-2 (absolute positions)
+    with left-padded prompts samples the same before and after its forward is taught to stop before the head."""
+    from aihf.llm.sequences import fused_head, generate
+    model, prompts = _tiny("gpt2"), [[5, 6, 7, 8, 9, 10], [11, 12]]
+    before = generate(model, prompts, 0, 1, 6, greedy=True)
+    assert fused_head(model) is not None
+    assert generate(model, prompts, 0, 1, 6, greedy=True) == before

@@ -139,7 +139,8 @@ def fused_head(model) -> nn.Linear | None:
         head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
         config = base.config.get_text_config() if hasattr(base, "config") else None
         known = (type(head) is nn.Linear and config is not None and getattr(base, "base_model_prefix", "")
-                 and not any(getattr(config, k, None) not in (None, 1, 1.0) for k in _LOGIT_TRANSFORMS))
+                 and not any(getattr(config, k, None) not in (None, 1, 1.0) for k in _LOGIT_TRANSFORMS)
+                 and "forward" not in base.__dict__)  # another wrapper on this instance (offload hooks, ...) stays
         if known:
             # with the class's own signature: generate() reads it to decide, e.g., whether to pass position ids
             forward = functools.wraps(type(base).forward)(functools.partial(_hidden_forward))  # a fresh function
@@ -169,7 +170,7 @@ def selected_logps(model, ids, attention_mask, rows, cols, targets, chunk: int, 
     With `fused` and a model whose logits are its LM head on the last hidden state (`fused_head`), only the hidden
     states of the selected positions reach the head, in chunks (`_HeadLogProbs`): no logits of prompt or padding
     positions and no (positions × vocabulary) tensor. Otherwise from the model's logits (`_TargetLogProbs`)."""
-    kwargs = {"input_ids": ids, "attention_mask": attention_mask}
+    kwargs = {"input_ids": ids, "attention_mask": attention_mask, "use_cache": False}  # no key/value cache to keep
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
     head = fused_head(model) if fused else None
@@ -200,18 +201,20 @@ def packed_logps(model, prompts: list[list[int]], responses: list[list[list[int]
     (and gradients) are those of its own [prompt | response] row, while the prompt's tokens are computed once
     instead of k times (prefix sharing, as in Wang et al. 2024, "Accelerating Direct Preference Optimization with
     Prefix Sharing"). Returns (log-probs, token counts), k tensors of shape (len(prompts),) each; None when the
-    model's attention cannot take such a mask (e.g. flash-attention) or a prompt is empty: then the caller scores
-    one row per response, as is a row longer than the model's sliding attention window."""
+    model's attention cannot take such a mask (flash-attention; or packing does not reproduce one row per response
+    on a probe, checked once per model: ALiBi, say), a row is longer than the model's local attention window (the
+    custom mask replaces the model's own, window included), or a prompt is empty: then the caller scores one row
+    per response."""
     from aihf.llm.models import base_model
-    config = getattr(base_model(model), "config", None)
-    attn_impl = getattr(config, "_attn_implementation", None)
-    if attn_impl not in ("sdpa", "eager") or not all(prompts):
+    width = max(len(p) + sum(len(rs[i]) for rs in responses) for i, p in enumerate(prompts))
+    if not all(prompts) or not _packable(base_model(model), width):
         return None
+    return _packed(model, prompts, responses, pad_id, device, chunk, fused)
+
+
+def _packed(model, prompts, responses, pad_id, device, chunk, fused):
     k, n = len(responses), len(prompts)
     width = max(len(p) + sum(len(responses[j][i]) for j in range(k)) for i, p in enumerate(prompts))
-    window = getattr(config.get_text_config(), "sliding_window", None)
-    if window and width > window:  # a custom mask replaces the model's own, its sliding window included
-        return None
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     segment = torch.full((n, width), -1, dtype=torch.long)  # -1 padding, 0 prompt, j + 1 response j
     pos = torch.zeros((n, width), dtype=torch.long)
@@ -234,7 +237,8 @@ def packed_logps(model, prompts: list[list[int]], responses: list[list[list[int]
     allowed = causal & (kv >= 0) & ((kv == 0) | (kv == q))
     allowed |= torch.eye(width, dtype=torch.bool) & (q == -1)  # padding sees itself: no all-masked (NaN) row
     mask = allowed[:, None]
-    if attn_impl == "eager":  # eager attention adds its mask to the scores
+    from aihf.llm.models import base_model
+    if base_model(model).config._attn_implementation == "eager":  # eager attention adds its mask to the scores
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
     as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)
     values = selected_logps(model, ids.to(device), mask.to(device), as_tensor(rows), as_tensor(cols),
@@ -242,6 +246,43 @@ def packed_logps(model, prompts: list[list[int]], responses: list[list[list[int]
     sums = torch.zeros(k * n, dtype=values.dtype, device=values.device).index_add(0, as_tensor(owner), values)
     counts = torch.tensor([len(responses[j][i]) for j in range(k) for i in range(n)], device=values.device)
     return [sums[j * n:(j + 1) * n] for j in range(k)], [counts[j * n:(j + 1) * n] for j in range(k)]
+
+
+# Config keys of local (windowed or chunked) attention, which a custom 4-D mask would override
+_LOCAL_ATTENTION = ("sliding_window", "window_size", "attention_chunk_size")
+
+
+def _packable(base, width: int) -> bool:
+    """Whether `packed_logps` may pack rows `width` tokens wide for this transformers model."""
+    config = getattr(base, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    text = config.get_text_config()
+    if any(isinstance(getattr(text, key, None), int) and width > getattr(text, key) for key in _LOCAL_ATTENTION):
+        return False
+    known = base.__dict__.get("_aihf_packing")
+    if known is None:
+        known = base._aihf_packing = _packing_reproduces_rows(base)
+    return known
+
+
+@torch.no_grad()
+def _packing_reproduces_rows(base) -> bool:
+    was_training = base.training
+    base.eval()  # no dropout: both ways must see the same activations
+    try:
+        vocab = base.get_input_embeddings().num_embeddings
+        prompts, responses = [[2, 3, 4], [5, 6]], [[[7, 8], [9]], [[10], [11, 12, 13]]]
+        prompts, responses = [[t % vocab for t in p] for p in prompts], [[[t % vocab for t in r] for r in rs]
+                                                                         for rs in responses]
+        device = base.get_input_embeddings().weight.device
+        rows, _ = response_logps(base, prompts * 2, responses[0] + responses[1], 0, device, fused=False)
+        packed = _packed(base, prompts, responses, 0, device, 512, fused=False)[0]
+        return torch.allclose(torch.cat(packed), rows, rtol=1e-4, atol=1e-4)
+    except Exception:  # a model whose attention cannot take the mask at all (e.g. ALiBi's shape checks)
+        return False
+    finally:
+        base.train(was_training)
 
 
 @torch.no_grad()
