@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check of the language-model domain (issue 9, docs/llm.md), in one script for a lent GPU machine:
+#   0. the log-prob paths (fused head, packed rows) against one row per response from the logits, fp32 and bf16;
 #   1. DPO against TRL's DPOTrainer on the GPU (bench/dpo_throughput.py): tiny Llama 8×1024, batch 64, fp32 and bf16,
 #      activation checkpointing off and on on both sides; LoRA r=16 beside full fine-tuning (bf16);
 #   2. the dpo preset end to end under trainer=gpu (bf16-mixed) and trainer=fsdp (Lightning's FSDPStrategy, the
@@ -16,6 +17,8 @@ LAYERS=${LAYERS:-8}; HIDDEN=${HIDDEN:-1024}; BATCH=${BATCH:-64}; STEPS=${STEPS:-
 OUT=${OUT:-gpu_checks_llm}; mkdir -p "$OUT"; RUNS=$(mktemp -d)
 (nvidia-smi -L || lscpu | grep "Model name") 2>&1 | tee "$OUT/device.txt"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/device.txt"
+
+python bench/logp_paths_check.py --device $DEVICE 2>&1 | grep -v -i warn | tee "$OUT/logp_paths.txt"  # fused, packed, rows
 
 BENCH="python bench/dpo_throughput.py --model tiny --layers $LAYERS --hidden $HIDDEN --batch-size $BATCH --steps $STEPS --device $DEVICE"
 for precision in fp32 bf16; do
