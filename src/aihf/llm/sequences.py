@@ -114,6 +114,8 @@ class _HeadLogProbs(torch.autograd.Function):
                 g_weight += (grad.t() @ h).float()
         return (g_hidden, None if g_weight is None else g_weight.to(weight.dtype),
                 None if g_bias is None else g_bias.to(bias.dtype), None, None)
+
+
 # Config keys of models whose logits are not their LM head applied to the last hidden state (softcapping, scaling)
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                      "logits_scaling")
