@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 import torch
 
 from aihf.llm.module import LLMAIHF
@@ -45,6 +46,19 @@ def test_precomputed_reference_trains_like_the_live_one_without_running_it(sort_
     assert cached.ref_table.table["prefs"].shape == (n_train, 2)
 
 
+def test_the_frozen_copy_is_released_when_nothing_but_the_pairs_reads_it(sort_data, tmp_path):
+    """Without the evaluation's sampled KL, π_ref's copy is let go once its table exists, and the run trains the
+    same policy; with it (the sort data's evaluation prompts), the copy stays."""
+    live, _ = _trained(sort_data, tmp_path, "live", [])
+    released, _ = _trained(sort_data, tmp_path, "released", ["llm.train.reference_logps=precomputed",
+                                                               "llm.train.eval_prompts=0"])
+    kept, _ = _trained(sort_data, tmp_path, "kept", ["llm.train.reference_logps=precomputed"])
+    assert released.reference is None and kept.reference is not None and live.reference is not None
+    assert not any(k.startswith("reference.") for k in released.state_dict())
+    weights = dict(live.policy.named_parameters())
+    assert all(torch.allclose(p, weights[k], atol=1e-5) for k, p in released.policy.named_parameters())
+
+
 def test_the_disk_cache_is_read_back_only_under_the_same_fingerprint(sort_data, tmp_path):
     cache = tmp_path / "cache"
     opts = ["llm.train.reference_logps=precomputed", f"llm.train.reference_cache_dir={cache}",
@@ -61,8 +75,13 @@ def test_the_disk_cache_is_read_back_only_under_the_same_fingerprint(sort_data, 
     assert len(keys) == 3 and {f.stem for f in cache.glob("*.pt")} == keys
 
 
-def test_killed_in_the_main_stage_and_resumed_equals_the_uninterrupted_run(sort_data, tmp_path):
+@pytest.mark.parametrize("evaluation", ["sampled", "pairs only"])
+def test_killed_in_the_main_stage_and_resumed_equals_the_uninterrupted_run(sort_data, tmp_path, evaluation):
+    """With the frozen copy kept (the evaluation samples) and released (it does not; the resumed run must release
+    it before the weights are loaded, since the checkpoint no longer holds them)."""
     def args(run_dir, *extra):
+        if evaluation == "pairs only":
+            extra = ("llm.train.eval_prompts=0", *extra)
         # _args' run, as dpo: steps 1-2 SFT, 3-6 DPO, evaluations at 3 and 6; killed after the checkpoint at 4
         base = [a for a in _args(sort_data, run_dir) if not a.startswith(("algo=", "algo.", "llm.train.policy_steps"))]
         return [*base, "algo=dpo", "algo.bc_warmstart_steps=2", "llm.train.policy_steps=4",
@@ -75,6 +94,8 @@ def test_killed_in_the_main_stage_and_resumed_equals_the_uninterrupted_run(sort_
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     ours = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     theirs = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+    assert any(k.startswith("reference.") for k in ours["state_dict"]) == (evaluation == "sampled")
     assert all(torch.equal(ours["state_dict"][k], v) for k, v in theirs["state_dict"].items())
     assert _history(tmp_path / "run") == _history(tmp_path / "full")
     assert _csv(tmp_path / "run") == _csv(tmp_path / "full")

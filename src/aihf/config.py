@@ -356,8 +356,9 @@ class LLMTrainConfig:
     eval_samples: int = key(2, at_least(1))  # sampled responses per evaluation prompt
     sample_table_rows: int = key(8, at_least(0))
     eval_batch_size: int = key(64, at_least(1))
-    # at most this many prompts for the generation metrics (gold, KL, samples)
-    eval_prompts: int = key(200, at_least(1))
+    # at most this many prompts for the generation metrics (gold, KL, samples); 0: none (the pairs' metrics only,
+    # and with precomputed reference log-probs π_ref's copy can then be released)
+    eval_prompts: int = key(200, at_least(0))
     eval_at_start: bool = False  # also evaluate before the first step (the untrained baseline, logged at step 0)
     torch_threads: int = key(2, at_least(1))
     # response log-probs are computed this many token positions at a time (the memory of one chunk's fp32

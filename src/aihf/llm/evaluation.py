@@ -15,7 +15,6 @@ class Evaluation:
     def evaluate(self) -> dict:
         t = self.cfg.llm.train
         out: dict[str, float] = {}
-        anchor = self.fixed_reference
         prompts = self.data["eval_prompts"][:t.eval_prompts]
         texts = self.text["eval_prompts"][:t.eval_prompts]
         bs = t.eval_batch_size
@@ -27,7 +26,7 @@ class Evaluation:
                 rep = [p for p in chunk for _ in range(t.eval_samples)]
                 ys = self.sample(self.policy, rep)
                 lp, n = self.repeated_logps(self.policy, rep, ys, t.eval_samples)
-                rp, _ = self.repeated_logps(anchor, rep, ys, t.eval_samples)
+                rp, _ = self.repeated_logps(self.fixed_reference, rep, ys, t.eval_samples)
                 kls.append(lp - rp)
                 lengths.append(n.float())
                 sampled += ys

@@ -435,3 +435,5 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         self.started_commit = s.get("git_commit")  # absent (None: unknown) from checkpoints before this record
         saved = s.get("reference_logps")
         self.ref_table = None if saved is None else ReferenceLogps(saved["table"], saved["key"])
+        if self.ref_table is not None:  # before Lightning loads the weights: a released π_ref is not among them
+            self.release_reference()

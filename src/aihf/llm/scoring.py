@@ -12,6 +12,10 @@ class Scoring:
     @property
     def fixed_reference(self):
         """π_ref of the DPO term, the KL and the implicit reward: never refreshed (self-play refreshes `reference`)."""
+        if self.anchor is None and self.reference is None:
+            raise RuntimeError("π_ref was released after its log-probs of the pairs were precomputed "
+                               "(llm.train.reference_logps=precomputed), and something other than those pairs asked "
+                               "for it")
         return self.anchor if self.anchor is not None else self.reference
 
     @property

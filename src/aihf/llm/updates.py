@@ -14,6 +14,7 @@ import logging
 import torch
 
 from aihf import objectives
+from aihf.llm.models import is_lora
 from aihf.llm.reference_cache import ReferenceLogps
 from aihf.nonfinite import grad_norm
 from aihf.paths import resolve_dir
@@ -174,7 +175,23 @@ class UpdateRules:
                 return self.pair_logps(self.fixed_reference, prompts, chosen, rejected)[0]
             self.ref_table = ReferenceLogps.build(compute, self.fixed_reference, parts, settings, t.eval_batch_size,
                                                   resolve_dir(t.reference_cache_dir), self._is_global_zero())
+            self.release_reference()
         return self.ref_table
+
+    def reference_needed_live(self) -> bool:
+        """Whether anything but the pairs' log-probs reads π_ref: RLOO's KL, self-play's and SPIN's opponent, a
+        refreshed opponent, the evaluation's KL on sampled responses."""
+        a, t = self.cfg.algo, self.cfg.llm.train
+        samples_at_evaluation = bool(self.data["eval_prompts"]) and t.eval_prompts > 0 and self.trains_policy
+        return (a.policy_update != "direct" or a.reference_refresh_every > 0 or self.anchor is not None
+                or (a.demo_weight != 0 and a.demo_term == "selfplay") or samples_at_evaluation)
+
+    def release_reference(self) -> None:
+        """With π_ref's log-probs of every pair in the table and nothing else reading π_ref, its frozen copy is
+        let go (as TRL drops its reference model after precomputing), and it is not in later checkpoints. A LoRA
+        policy's reference holds no weights of its own: nothing to release."""
+        if self.reference is not None and not is_lora(self.policy) and not self.reference_needed_live():
+            self.reference = None
 
     def reference_pair_logps(self, rows: list[dict], part: str | None = None, idx: list[int] | None = None):
         """π_ref's (chosen, rejected) log-probs of pairs: from the precomputed table when there is one and the rows
