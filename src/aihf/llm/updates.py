@@ -9,6 +9,7 @@ tested on these) and the steps that draw a batch, compute one objective and take
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import torch
@@ -21,6 +22,17 @@ from aihf.paths import resolve_dir
 
 log = logging.getLogger("aihf.llm.module")
 
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim): most of a model's tensors are below malloc's
+    mmap threshold, so freeing them leaves the pages resident, and the peak as high as if they were still held."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the memory is reused, not returned
+        pass
 
 class UpdateRules:
     def implicit_objective(self, demos: list[dict] | None, prefs: list[dict] | None,
@@ -192,6 +204,8 @@ class UpdateRules:
         policy's reference holds no weights of its own: nothing to release."""
         if self.reference is not None and not is_lora(self.policy) and not self.reference_needed_live():
             self.reference = None
+            gc.collect()  # its taught forward (sequences.fused_head) is a bound method: a cycle, freed by gc only
+            _return_freed_memory()
 
     def reference_pair_logps(self, rows: list[dict], part: str | None = None, idx: list[int] | None = None):
         """π_ref's (chosen, rejected) log-probs of pairs: from the precomputed table when there is one and the rows
