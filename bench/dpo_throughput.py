@@ -26,8 +26,8 @@ a reset on a GPU), "training" is that peak minus what was resident when they beg
 different libraries; aihf's include Hydra and Lightning). "set-up s" is everything before the loop on each side:
 loading the models, tokenising, building the trainer or module and, with `--reference precomputed`, computing
 π_ref's log-probs of every pair (TRL does it in `DPOTrainer.__init__`, and then keeps no reference model; aihf
-releases its frozen copy too, since nothing in this run samples). `--repeats N` runs each side N times, alternating, and reports
-the run of median speed (all runs' pairs/s are printed). TRL 1.16's fused LM head also computes entropy, mean
+releases its frozen copy too, since nothing in this run samples). `--repeats N` runs each side N times,
+alternating, and reports the run of median speed (all runs' pairs/s are printed). TRL 1.16's fused LM head also computes entropy, mean
 logits and top-1 accuracy at every step, and without Triton (on a CPU) it projects every position, prompt and
 padding included, where aihf's fused head projects only response positions; that is each side's design, not a
 setting, and part of any difference.

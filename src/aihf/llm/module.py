@@ -83,8 +83,8 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
     INIT_FROM_SAME = ("llm.data.name", "algo.reward_source")
     EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_llm_resume.py)
     # What a resumed run may change: the budget, the evaluation and checkpoint schedules, threads, prompt sharing
-    # and the fused head (the same numbers up to rounding), where a reference table is cached, logging and display, and what
-    # this domain does not read.
+    # and the fused head (the same numbers up to rounding), where a reference table is cached, logging and display,
+    # and what this domain does not read.
     RESUMABLE = ("llm.train.policy_steps", "llm.train.epochs", "llm.train.eval_every", "llm.train.checkpoint_every",
                  "llm.train.keep_checkpoints", "llm.train.torch_threads", "llm.train.share_prompt",
                  "llm.train.fused_head", "llm.train.reference_cache_dir", "loop.", "data.", "env.", "policy.",

@@ -21,7 +21,7 @@ class Scoring:
     @property
     def fused(self) -> bool:
         """Whether log-probs fuse the LM head in (llm.train.fused_head; not under FSDP, whose head is sharded)."""
-        return self.cfg.llm.train.fused_head and self.cfg.trainer.get("strategy") != "fsdp"
+        return self.cfg.llm.train.fused_head and not str(self.cfg.trainer.get("strategy")).startswith("fsdp")
 
     def logps(self, model, prompts, responses):
         return response_logps(model, prompts, responses, self.tokenizer.pad_token_id, self.device,

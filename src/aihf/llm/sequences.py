@@ -208,15 +208,18 @@ def packed_logps(model, prompts: list[list[int]], responses: list[list[list[int]
     custom mask replaces the model's own, window included), or a prompt is empty: then the caller scores one row
     per response."""
     from aihf.llm.models import base_model
-    width = max(len(p) + sum(len(rs[i]) for rs in responses) for i, p in enumerate(prompts))
-    if not all(prompts) or not _packable(base_model(model), width):
+    if not all(prompts) or not _packable(base_model(model), _packed_width(prompts, responses)):
         return None
     return _packed(model, prompts, responses, pad_id, device, chunk, fused)
 
 
+def _packed_width(prompts, responses) -> int:
+    return max(len(p) + sum(len(rs[i]) for rs in responses) for i, p in enumerate(prompts))
+
+
 def _packed(model, prompts, responses, pad_id, device, chunk, fused):
-    k, n = len(responses), len(prompts)
-    width = max(len(p) + sum(len(responses[j][i]) for j in range(k)) for i, p in enumerate(prompts))
+    from aihf.llm.models import base_model
+    k, n, width = len(responses), len(prompts), _packed_width(prompts, responses)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     segment = torch.full((n, width), -1, dtype=torch.long)  # -1 padding, 0 prompt, j + 1 response j
     pos = torch.zeros((n, width), dtype=torch.long)
@@ -239,7 +242,6 @@ def _packed(model, prompts, responses, pad_id, device, chunk, fused):
     allowed = causal & (kv >= 0) & ((kv == 0) | (kv == q))
     allowed |= torch.eye(width, dtype=torch.bool) & (q == -1)  # padding sees itself: no all-masked (NaN) row
     mask = allowed[:, None]
-    from aihf.llm.models import base_model
     if base_model(model).config._attn_implementation == "eager":  # eager attention adds its mask to the scores
         mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
     as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)

@@ -23,7 +23,6 @@ from aihf.paths import resolve_dir
 log = logging.getLogger("aihf.llm.module")
 
 
-
 def _return_freed_memory() -> None:
     """Hand freed heap memory back to the OS (glibc's malloc_trim): most of a model's tensors are below malloc's
     mmap threshold, so freeing them leaves the pages resident, and the peak as high as if they were still held."""
@@ -33,6 +32,7 @@ def _return_freed_memory() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): the memory is reused, not returned
         pass
+
 
 class UpdateRules:
     def implicit_objective(self, demos: list[dict] | None, prefs: list[dict] | None,
