@@ -3,7 +3,11 @@
 import json
 
 import numpy as np
+import pytest
+import torch
+from conftest import write_ladder
 
+from aihf.errors import ConfigError
 from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, load_dataset
 
 
@@ -35,3 +39,20 @@ def test_teacher_labels_follow_true_segment_returns(hopper_data):
     decided = seg["label"] != 0.5
     agree = ((seg["true_a"] > seg["true_b"]).float() == seg["label"])[decided].float().mean()
     assert agree > 0.6
+
+
+def test_a_ladder_trained_in_parts_is_read_from_its_folders(tmp_path):
+    """An expert continued with loop.init_from writes its later rungs into a second run's folder; collect reads both
+    in env-step order, and where both hold a step, the later folder's rung (the continuation) is the one used."""
+    import os
+    from aihf.mujoco.collect import load_ladder
+    first = write_ladder(tmp_path / "a" / "ladder", rungs=3)          # env steps 0, 1000, 2000
+    second = write_ladder(tmp_path / "b" / "ladder", rungs=2)         # other weights, moved to steps 2000, 3000
+    for i, f in enumerate(sorted(second.glob("step_*.pt"))):
+        torch.save({**torch.load(f, weights_only=True), "env_steps": 2000 + 1000 * i, "eval_return": 100.0 + i}, f)
+    rungs = load_ladder(f"{first}{os.pathsep}{second}", "Hopper-v5")
+    assert [r["env_steps"] for r in rungs] == [0, 1000, 2000, 3000]
+    assert [r["eval_return"] for r in rungs] == [0.0, 1.0, 100.0, 101.0]
+    assert rungs[2]["file"].startswith(str(second))
+    with pytest.raises(ConfigError, match=f"collect.ladder_dir: {tmp_path / 'missing'} is not a folder"):
+        load_ladder(f"{first}{os.pathsep}{tmp_path / 'missing'}", "Hopper-v5")

@@ -176,7 +176,9 @@ class TeacherConfig:
 class CollectConfig:
     """task=collect: demonstrations and preference pairs from a quality ladder of checkpoints."""
     SCOPE: ClassVar[str] = "collect"
-    ladder_dir: Optional[str] = None  # folder of ladder/*.pt written by an algo=sac run
+    # folder of ladder/*.pt written by an algo=sac run; several joined by os.pathsep (":") for an expert trained in
+    # parts (each continued from the last with loop.init_from)
+    ladder_dir: Optional[str] = None
     output: Optional[str] = None      # .npz to write; must not exist
     num_demos: int = key(5, at_least(1))
     rollouts_per_rung: int = key(2, at_least(1))

@@ -8,6 +8,7 @@ labelled by the simulated teacher on their true (segment) returns.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,21 +24,36 @@ from aihf.mujoco.sac import TanhGaussianActor
 from aihf.teachers import SimulatedTeacher
 
 
-def load_ladder(ladder_dir: Path, env_id: str) -> list[dict]:
-    files = sorted(ladder_dir.glob("step_*.pt"))
-    if not files:
-        raise ConfigError(f"collect.ladder_dir={ladder_dir} holds no step_*.pt rungs (train one with experiment=expert)")
-    rungs = []
-    for f in files:
+def ladder_files(ladder_dir: str) -> list[Path]:
+    """The rung files of one ladder folder, or of several joined by the path separator (an expert trained in parts,
+    each continued from the last with loop.init_from into its own run), folder by folder."""
+    files = []
+    for folder in ladder_dir.split(os.pathsep):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"collect.ladder_dir: {folder} is not a folder (expected <run>/ladder, several joined "
+                              f"by {os.pathsep!r})")
+        found = sorted(Path(folder).glob("step_*.pt"))
+        if not found:
+            raise ConfigError(f"collect.ladder_dir: {folder} holds no step_*.pt rungs (train one with "
+                              f"experiment=expert)")
+        files += found
+    return files
+
+
+def load_ladder(ladder_dir: str, env_id: str) -> list[dict]:
+    """The rungs in env-step order, one per step: where folders overlap, a later folder's rung (the continuation)
+    replaces an earlier folder's."""
+    by_step = {}
+    for f in ladder_files(str(ladder_dir)):
         rung = torch.load(f, map_location="cpu", weights_only=True)
         if rung["env_id"] != env_id:
             raise ConfigError(f"{f} was trained on {rung['env_id']}, but env.id={env_id}")
         actor = TanhGaussianActor(rung["obs_dim"], rung["act_dim"], rung["hidden"],
                                   torch.tensor(rung["action_low"]), torch.tensor(rung["action_high"]))
         actor.load_state_dict(rung["actor"])
-        rungs.append({"name": f"{f.stem}", "actor": actor.eval(), "env_steps": rung["env_steps"],
-                      "eval_return": rung["eval_return"]})
-    return rungs
+        by_step[rung["env_steps"]] = {"name": f"{f.stem}", "actor": actor.eval(), "env_steps": rung["env_steps"],
+                                      "eval_return": rung["eval_return"], "file": str(f)}
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def actor_policy(actor: TanhGaussianActor, deterministic: bool, generator: torch.Generator):
@@ -179,7 +195,7 @@ def collect(cfg: DictConfig) -> dict:
         raise ConfigError("task=collect needs collect.ladder_dir=<run>/ladder and collect.output=<file>.npz")
     output = dataset_output(cfg)
     env = make_env(cfg.env.id, cfg.env.max_episode_steps)
-    rungs = load_ladder(Path(c.ladder_dir), cfg.env.id)
+    rungs = load_ladder(c.ladder_dir, cfg.env.id)
     expert = max(rungs, key=lambda r: r["eval_return"])
     if len(rungs) > c.max_rungs:
         keep = np.unique(np.linspace(0, len(rungs) - 1, c.max_rungs).round().astype(int))
