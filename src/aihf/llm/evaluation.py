@@ -4,10 +4,26 @@ the samples table."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
 import torch
+
+
+def _accuracy(margins: torch.Tensor) -> float:
+    """The fraction of pairs a margin ranks right; a tie (e.g. the implicit reward while π = π_ref) counts half."""
+    return ((margins > 0).float() + 0.5 * (margins == 0).float()).mean().item()
+
+
+def _se(x: torch.Tensor) -> float:
+    return (x.std() / x.numel() ** 0.5).item()
+
+
+def pair_id(row: dict) -> str:
+    """A held-out pair's identity across runs and splits: a hash of its prompt, chosen and rejected text."""
+    text = json.dumps([row["prompt"], row["chosen"], row["rejected"]], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Evaluation:
@@ -30,9 +46,15 @@ class Evaluation:
                 kls.append(lp - rp)
                 lengths.append(n.float())
                 sampled += ys
-            # KL(π‖π_ref) estimated on π's own samples: E_y~π[log π(y|x) − log π_ref(y|x)]
-            out["eval/kl"] = torch.cat(kls).mean().item()
-            out["eval/response_tokens"] = torch.cat(lengths).mean().item()
+            # KL(π‖π_ref) estimated on π's own samples: E_y~π[log π(y|x) − log π_ref(y|x)], per sequence and per
+            # token, each with its standard error over the samples
+            kl, n = torch.cat(kls).double(), torch.cat(lengths).double()
+            per_token = kl / n.clamp(min=1)
+            out["eval/kl"], out["eval/kl_per_token"] = kl.mean().item(), per_token.mean().item()
+            if kl.numel() > 1:
+                out["eval/kl_se"], out["eval/kl_per_token_se"] = _se(kl), _se(per_token)
+            out["eval/kl_samples"] = float(kl.numel())
+            out["eval/response_tokens"] = n.mean().item()
             dec = self.tokenizer.batch_decode
             greedy_txt, sampled_txt = dec(greedy, skip_special_tokens=True), dec(sampled, skip_special_tokens=True)
             if self.gold is not None:
@@ -53,12 +75,13 @@ class Evaluation:
         return out
 
     def preference_metrics(self) -> dict:
-        """Held-out accuracy and margin of the explicit reward, or of the implicit one β·log π/π_ref."""
+        """Held-out accuracy and margin of the explicit reward, or of the implicit one β·log π/π_ref, beside a
+        length-only baseline; each pair's outcome is kept in `pair_outcomes` for paired comparisons between runs."""
         held = self.data["heldout_prefs"]
         if not held:
             return {}
         bs, beta = self.cfg.llm.train.eval_batch_size, self.cfg.algo.beta
-        margins, ref_margins = [], []
+        margins, ref_margins, ref_per_token = [], [], []
         for s in range(0, len(held), bs):
             chunk = held[s:s + bs]
             if self.reward is not None:
@@ -69,22 +92,45 @@ class Evaluation:
             else:
                 prompts = [p["prompt"] for p in chunk]
                 chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
-                (pc, pr), _ = self.pair_logps(self.policy, prompts, chosen, rejected)
+                (pc, pr), (nc, nr) = self.pair_logps(self.policy, prompts, chosen, rejected)
                 rc, rr = self.reference_pair_logps(chunk, "heldout_prefs", list(range(s, s + len(chunk))))
                 m = beta * ((pc - rc) - (pr - rr))
                 ref_margins.append((rc - rr).float())
+                ref_per_token.append((rc / nc.clamp(min=1) - rr / nr.clamp(min=1)).float())
             margins.append(m.float())
         m = torch.cat(margins)
-        # A tie (e.g. the implicit reward before any preference step, where π = π_ref) counts as half right.
-        acc = ((m > 0).float() + 0.5 * (m == 0).float()).mean().item()
-        # What knowing only the lengths scores: the longer response predicted preferred (ties half).
-        gap = torch.tensor([len(p["chosen"]) - len(p["rejected"]) for p in held], dtype=torch.float32)
-        longer = (gap > 0).float() + 0.5 * (gap == 0).float()
-        out = {"eval/pref_accuracy": acc, "eval/reward_margin": m.mean().item(),
-               "baseline/length_pref_accuracy": longer.mean().item()}
-        if ref_margins:  # a zero-shot baseline: does π_ref itself find the chosen response more likely?
-            out["eval/ref_loglik_pref_accuracy"] = (torch.cat(ref_margins) > 0).float().mean().item()
+        sign = self.length_sign()
+        gap = self.length_gaps("heldout_prefs")
+        out = {"eval/pref_accuracy": _accuracy(m), "eval/reward_margin": m.mean().item(),
+               "baseline/length_pref_accuracy": _accuracy(sign * gap), "baseline/length_direction": sign}
+        rows = self.text["heldout_prefs"]
+        self.pair_outcomes = [{"pair": pair_id(r), "margin": float(x), "length_gap": float(g)}
+                              for r, x, g in zip(rows, m.tolist(), gap.tolist())]
+        if ref_margins:  # zero-shot baselines: does π_ref itself find the chosen response more likely?
+            ref, ref_tok = torch.cat(ref_margins), torch.cat(ref_per_token)
+            out["eval/ref_loglik_pref_accuracy"] = _accuracy(ref)
+            out["eval/ref_loglik_per_token_pref_accuracy"] = _accuracy(ref_tok)
+            for o, x, y in zip(self.pair_outcomes, ref.tolist(), ref_tok.tolist()):
+                o.update(ref_margin=x, ref_margin_per_token=y)
         return out
+
+    def length_gaps(self, part: str) -> torch.Tensor:
+        """len(chosen) − len(rejected) of each pair of a data part, in policy tokens of the whole response: the
+        length a reader sees, not the one left after truncating to llm.data.max_length."""
+        rows = self.text[part]
+
+        def lengths(key):
+            ids = self.tokenizer([r[key] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
+            return torch.tensor([len(x) for x in ids], dtype=torch.float32)
+        return lengths("chosen") - lengths("rejected")
+
+    def length_sign(self) -> float:
+        """The length baseline's rule, fit on the training pairs as a learner could fit it: +1 when the longer
+        response is preferred at least half the time there, −1 when the shorter is (HH harmless-base)."""
+        if getattr(self, "_length_sign", None) is None:
+            gap = self.length_gaps("prefs")
+            self._length_sign = 1.0 if gap.numel() == 0 or _accuracy(gap) >= 0.5 else -1.0
+        return self._length_sign
 
     def evaluate_and_log(self) -> dict:
         # Evaluation samples from its own stream, a function of (seed, step): the evaluation schedule never changes

@@ -159,6 +159,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         self.ref_table: ReferenceLogps | None = None  # llm.train.reference_logps=precomputed, once π_ref is frozen
         self.history: list[dict] = []
         self.samples: list[dict] = []
+        self.pair_outcomes: list[dict] = []  # the last evaluation's held-out pairs (evaluation.py)
         self.final_metrics: dict | None = None
         self.run_dir = Path(cfg.run_dir)
         self._t0 = time.perf_counter()
@@ -373,6 +374,8 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates,
             "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, **final,
             "samples": self.samples, "history": self.history,
+            # each held-out pair's margin (by the pair's text hash), for paired comparisons of runs on one split
+            "heldout_pairs": self.pair_outcomes,
             "status": "finished"}
 
     def _is_global_zero(self) -> bool:
