@@ -85,3 +85,41 @@ def test_kl_is_reported_per_sequence_and_per_token_with_standard_errors(sort_dat
     per_token = kl / tokens
     assert out["eval/kl_per_token"] == pytest.approx(per_token.mean().item())
     assert out["eval/kl_per_token_se"] == pytest.approx(per_token.std().item() / 8 ** 0.5)
+
+
+def test_reevaluation_repeats_a_finished_runs_evaluation_and_takes_only_evaluation_settings(sort_data, tmp_path):
+    """A run made by run.py, evaluated again from its last checkpoint by `aihf.llm.reevaluate`: with no override
+    the same numbers as the run's own final evaluation (the evaluation seed is the run's), every held-out pair's
+    outcome, the run's training record kept; more KL samples when asked; a training setting refused."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from aihf.errors import ConfigError
+    from aihf.llm.reevaluate import reevaluate
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    paths = [f"llm.data.{k}={sort_data / (k + '.jsonl')}" for k in ("demos", "prefs", "heldout_demos",
+                                                                      "heldout_prefs", "eval_prompts")]
+    proc = subprocess.run([sys.executable, str(root / "run.py"), "domain=llm", "algo=dpo", *paths,
+                           "algo.bc_warmstart_steps=2", "llm.train.policy_steps=3", "llm.train.eval_every=0",
+                           "llm.train.batch_size=4", "llm.train.eval_prompts=4", "llm.train.eval_samples=2",
+                           "llm.train.max_new_tokens=6", "llm.policy.hidden_size=32", "llm.train.torch_threads=1",
+                           "trainer.enable_progress_bar=false", f"hydra.run.dir={run}"],
+                          capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = json.loads((run / "metrics.json").read_text())
+    again = reevaluate(run, tmp_path / "again", [])
+    for key in ("eval/pref_accuracy", "eval/kl", "eval/kl_se", "eval/ref_loglik_pref_accuracy",
+                "baseline/length_pref_accuracy", "eval/demo_logp_per_token"):
+        assert again[key] == pytest.approx(trained[key], rel=1e-6, abs=1e-7), key
+    assert [o["pair"] for o in again["heldout_pairs"]] == [o["pair"] for o in trained["heldout_pairs"]]
+    assert (again["algo"], again["steps"], again["git_commit"]) == ("dpo", 5, trained["git_commit"])
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["eval/kl"] == again["eval/kl"]
+    more = reevaluate(run, tmp_path / "more", ["llm.train.eval_samples=3"])
+    assert more["eval/kl_samples"] == 12 and trained["eval/kl_samples"] == 8
+    with pytest.raises(ConfigError, match="'llm.policy.lr=1.0' is not an evaluation setting"):
+        reevaluate(run, tmp_path / "lr", ["llm.policy.lr=1.0"])
+    with pytest.raises(ConfigError, match="already exists"):
+        reevaluate(run, tmp_path / "again", [])

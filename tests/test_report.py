@@ -76,6 +76,48 @@ def test_statistics():
     assert np.isnan(stats.bootstrap_ci([0.3])[1])  # one seed: no interval
 
 
+def test_paired_statistics_against_hand_computations():
+    d, lo, hi = stats.paired_difference([1, 1, 0, 1], [0, 1, 0, 0])  # differences 1, 0, 0, 1
+    half = 3.182446 * np.std([1, 0, 0, 1], ddof=1) / 2  # t(0.975, 3)
+    assert (d, lo, hi) == pytest.approx((0.5, 0.5 - half, 0.5 + half), rel=1e-5)
+    # Nadeau-Bengio: 3 splits, 400 test and 1600 training items: variance × (1/3 + 1/4)
+    m, lo, hi = stats.corrected_resampled_t([0.02, 0.05, -0.01], 400, 1600)
+    half = 4.302653 * np.sqrt((1 / 3 + 0.25) * np.var([0.02, 0.05, -0.01], ddof=1))
+    assert (m, lo, hi) == pytest.approx((0.02, 0.02 - half, 0.02 + half), rel=1e-5)
+    assert stats.wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+
+
+def write_llm_run(root: Path, name: str, demo_weight: float, seed: int, right: list[int]) -> None:
+    """An LLM run whose held-out pair i is ranked right when i is in `right` (10 pairs per split, ids by seed)."""
+    d = root / name
+    d.mkdir(parents=True)
+    pairs = [{"pair": f"s{seed}p{i}", "margin": 1.0 if i in right else -1.0, "length_gap": 0.0} for i in range(10)]
+    m = {"domain": "llm", "task": "t", "algo": "method_r", "seed": seed, "weighting": "mean", "beta": 0.1,
+         "num_demos": 5, "num_prefs": 40, "demo_weight": demo_weight, "pref_weight": 1.0, "steps": 10,
+         "eval/pref_accuracy": len(right) / 10, "baseline/length_pref_accuracy": 0.5, "heldout_pairs": pairs,
+         "git_commit": "abc", "history": []}
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
+    # seed 0: the joint run gets pairs 0-7 right, the other 0-5: it differs on 2 pairs, both in its favour
+    write_llm_run(tmp_path, "a0", 1.0, 0, list(range(8)))
+    write_llm_run(tmp_path, "b0", 0.0, 0, list(range(6)))
+    write_llm_run(tmp_path, "a1", 1.0, 1, [0, 1, 2, 3, 4])
+    write_llm_run(tmp_path, "b1", 0.0, 1, [0, 1, 2, 3, 4, 5, 6])
+    md = report.llm_table(report.load_runs([tmp_path]))
+    rows = [r for r in md.splitlines() if r.startswith("| 0 |") or r.startswith("| 1 |") or r.startswith("| all")]
+    assert len(rows) == 3, md
+    assert "λ_D=0.0, demos=5 − λ_D=1.0, demos=5" in md or "λ_D=0.0 − λ_D=1.0" in md  # λ_D 0 first: 0 minus 1
+    d0, lo0, hi0 = stats.paired_difference([1] * 6 + [0] * 4, [1] * 8 + [0] * 2)
+    assert f"| 0 | 10 | 0.600" in rows[0] and f"{d0:+.3f} [{lo0:+.3f}, {hi0:+.3f}] | 2 |" in rows[0]
+    pooled = stats.corrected_resampled_t([-0.2, 0.2], 10, 40)
+    assert rows[2].startswith("| all 2 |") and f"{pooled[0]:+.3f} [{pooled[1]:+.3f}, {pooled[2]:+.3f}]" in rows[2]
+    assert "1 of 2 seeds > 0" in rows[2]
+    report.plot_llm_accuracy(report.load_runs([tmp_path]), tmp_path / "acc.png", "test")
+    assert (tmp_path / "acc.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_returns_the_metric(tmp_path):
     """hparams_search=aihf_hopper with Optuna: two short trials, each returning its normalised score."""

@@ -207,23 +207,87 @@ def plot_curves(runs: list[dict], out: Path, title: str) -> None:
 
 
 # -- language models ----------------------------------------------------------------------------------------------
+# (column, metric keys, digits): a column is shown when some run has its first metric
+LLM_COLUMNS = (("gold (sampled)", ("eval/gold_sampled",), 3), ("gold (greedy)", ("eval/gold_greedy",), 3),
+               ("KL(π‖π_ref) per sequence", ("eval/kl",), 2), ("KL per token", ("eval/kl_per_token",), 3),
+               ("held-out pref acc.", ("eval/pref_accuracy",), 3),
+               ("length only (direction fit on training pairs)", ("baseline/length_pref_accuracy",), 3),
+               ("π_ref zero-shot acc., summed / per token", ("eval/ref_loglik_pref_accuracy",
+                                                              "eval/ref_loglik_per_token_pref_accuracy"), 3),
+               ("demo log-lik./token", ("eval/demo_logp_per_token",), 3))
+
+
 def llm_table(runs: list[dict]) -> str:
     groups, varying, shared = group(runs, llm_config)
-    head = ["seeds", "gold (sampled)", "gold (greedy)", "KL(π‖π_ref)", "held-out pref acc. (length only)",
-            "demo log-lik./token"]
+    columns = [c for c in LLM_COLUMNS if any(c[1][0] in m for m in runs)]
+    held = sorted({len(m["heldout_pairs"]) for m in runs if m.get("heldout_pairs")})
     lines = [shared_line(shared, len(runs)), "",
-             "| " + " | ".join([*varying, *head]) + " |", "|" + "---|" * (len(varying) + len(head))]
+             "| " + " | ".join([*varying, "seeds", *(c[0] for c in columns)]) + " |",
+             "|" + "---|" * (len(varying) + 1 + len(columns))]
     for key, g in groups.items():
         conf = dict(key)
-        row = [str(conf[v]) for v in varying] + [
-            str(len(g)), cell([m.get("eval/gold_sampled") for m in g]), cell([m.get("eval/gold_greedy") for m in g]),
-            cell([m.get("eval/kl") for m in g], 2),
-            f"{cell([m.get('eval/pref_accuracy') for m in g])} "
-            f"({plain([m.get('baseline/length_pref_accuracy') for m in g])})",
-            cell([m.get("eval/demo_logp_per_token") for m in g])]
+        row = [str(conf[v]) for v in varying] + [str(len(g))]
+        for _, metrics, digits in columns:
+            row.append(" / ".join(cell([m.get(k) for m in g], digits) if k == metrics[0] and len(metrics) == 1
+                                  else plain([m.get(k) for m in g], digits) for k in metrics))
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Cells: mean over seeds [95 % t-interval] (min–max)."
+              + (f" Held-out pairs per run: {', '.join(map(str, held))}." if held else "")]
+    paired = paired_llm(groups, varying)
+    lines += ["", paired] if paired else []
     lines += ["", commits_line(runs)]
     return "\n".join(lines)
+
+
+def correct(pairs: list[dict]) -> dict[str, float]:
+    """Each held-out pair's credit for a run: 1 ranked right, 0 wrong, 0.5 a tie."""
+    return {p["pair"]: 1.0 if p["margin"] > 0 else 0.5 if p["margin"] == 0 else 0.0 for p in pairs}
+
+
+def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
+    """Held-out accuracy of every two methods run in the same context, compared pair by pair on each seed's split
+    (a paired interval over the pairs both scored) and over the seeds (Nadeau–Bengio's corrected interval, since
+    random splits of one dataset overlap)."""
+    cells: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in groups:
+        cells[tuple((k, v) for k, v in key if k not in METHOD)].append(key)
+    lines = []
+    for context, keys in cells.items():
+        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        methods = [v for v in varying if v in METHOD]
+        for i, ka in enumerate(keys):
+            for kb in keys[i + 1:]:
+                a = {m["seed"]: correct(m["heldout_pairs"]) for m in groups[ka] if m.get("heldout_pairs")}
+                b = {m["seed"]: correct(m["heldout_pairs"]) for m in groups[kb] if m.get("heldout_pairs")}
+                seeds = sorted(s for s in set(a) & set(b) if set(a[s]) == set(b[s]))
+                if not seeds:
+                    continue
+                name_a, name_b = label_of(ka, methods), label_of(kb, methods)
+                rows, deltas = [], []
+                for s in seeds:
+                    ids = sorted(a[s])
+                    xa, xb = [a[s][p] for p in ids], [b[s][p] for p in ids]
+                    d, lo, hi = stats.paired_difference(xa, xb)
+                    deltas.append(d)
+                    wa, wb = stats.wilson_interval(sum(xa), len(ids)), stats.wilson_interval(sum(xb), len(ids))
+                    rows.append(f"| {s} | {len(ids)} | {np.mean(xa):.3f} [{wa[0]:.3f}, {wa[1]:.3f}] "
+                                f"| {np.mean(xb):.3f} [{wb[0]:.3f}, {wb[1]:.3f}] | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                                f"| {sum(x != y for x, y in zip(xa, xb))} |")
+                n_test = int(np.mean([len(a[s]) for s in seeds]))
+                n_train = int(np.mean([m.get("num_prefs") or 0 for m in groups[ka] + groups[kb]]))
+                pooled = (stats.corrected_resampled_t(deltas, n_test, n_train) if n_train > 0
+                          else stats.t_interval(deltas))
+                ci = "" if math.isnan(pooled[1]) else f" [{pooled[1]:+.3f}, {pooled[2]:+.3f}]"
+                lines += [f"*{label}: {name_a} − {name_b}, held-out accuracy pair by pair*", "",
+                          f"| seed (split) | pairs | {name_a} [Wilson 95 %] | {name_b} [Wilson 95 %] "
+                          f"| difference [paired 95 %] | pairs ranked differently |", "|---|---|---|---|---|---|",
+                          *rows,
+                          f"| all {len(seeds)} | | | | {pooled[0]:+.3f}{ci} "
+                          f"| {sum(d > 0 for d in deltas)} of {len(seeds)} seeds > 0 |", "",
+                          "Over the seeds, the interval is Nadeau and Bengio's corrected resampled t "
+                          f"(variance × (1/J + n_test/n_train), n_test {n_test}, n_train {n_train}): the splits are "
+                          "random subsets of one dataset, so they overlap and a plain t-interval is too narrow.", ""]
+    return "\n".join(lines).rstrip()
 
 
 def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval/gold_sampled") -> None:
@@ -253,6 +317,35 @@ def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval
     fig.savefig(out, dpi=120)
 
 
+def plot_llm_accuracy(runs: list[dict], out: Path, title: str) -> None:
+    """Without a gold reward: each run's held-out preference accuracy (one dot per seed, the mean as a bar),
+    with the length-only baseline and π_ref's zero-shot accuracy of the same runs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups, varying, _ = group(runs, llm_config)
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 4.5))
+    shown = [("eval/pref_accuracy", "held-out accuracy", "C0"), ("baseline/length_pref_accuracy", "length only", "C1"),
+             ("eval/ref_loglik_pref_accuracy", "π_ref zero-shot (summed)", "C2")]
+    for i, (key, g) in enumerate(groups.items()):
+        for j, (metric, name, colour) in enumerate(shown):
+            ys = [m[metric] for m in g if metric in m]
+            if not ys:
+                continue
+            x = i + (j - 1) * 0.25
+            ax.bar(x, np.mean(ys), width=0.22, color=colour, alpha=0.35, label=name if i == 0 else None)
+            ax.scatter([x] * len(ys), ys, color=colour, s=14, zorder=3)
+    ax.axhline(0.5, ls=":", color="grey")
+    ax.set_xticks(range(len(groups)), [label_of(k, varying) for k in groups], fontsize=8)
+    ax.set_ylim(0.3, 0.8)
+    ax.set_ylabel("held-out preference accuracy")
+    ax.set_title(title + " (dots: seeds; bars: means)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path)
@@ -271,8 +364,11 @@ def main() -> None:
         plot_curves(mujoco, args.out.with_suffix(".png"), args.title)
     if llm:
         parts.append(llm_table(llm))
-        plot_llm_curves(llm, args.out.with_suffix(".png") if not mujoco else
-                        args.out.with_name(args.out.name + "-llm.png"), args.title)
+        png = args.out.with_suffix(".png") if not mujoco else args.out.with_name(args.out.name + "-llm.png")
+        if any("eval/gold_sampled" in m for m in llm):
+            plot_llm_curves(llm, png, args.title)
+        else:
+            plot_llm_accuracy(llm, png, args.title)
     md = "\n\n".join(parts)
     args.out.with_suffix(".md").write_text(md + "\n")
     print(md)

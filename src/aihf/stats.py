@@ -74,3 +74,36 @@ def probability_of_improvement_ci(x, y, seed: int = 0) -> tuple[float, float, fl
     draws = [probability_of_improvement(rng.choice(x, len(x)), rng.choice(y, len(y))) for _ in range(2000)]
     low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
     return point, float(low), float(high)
+
+
+def paired_difference(a, b) -> tuple[float, float, float]:
+    """(mean, low, high) of a − b over items scored by both (the same held-out pairs): the 95 % Student-t interval
+    of the mean per-item difference, which, unlike two independent intervals, removes what the items share."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else math.nan), math.nan, math.nan
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+
+def corrected_resampled_t(deltas, n_test: int, n_train: int) -> tuple[float, float, float]:
+    """(mean, low, high) of a difference measured on J random train/test splits of one dataset, with Nadeau and
+    Bengio's correction ("Inference for the Generalization Error", 2003): the splits overlap, so their differences
+    are correlated and the plain t-interval is too narrow; the variance is scaled by (1/J + n_test/n_train)."""
+    d = _finite(deltas)
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else math.nan), math.nan, math.nan
+    se = math.sqrt((1 / len(d) + n_test / n_train) * d.var(ddof=1))
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(d) - 1) * se)
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+
+def wilson_interval(successes: float, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion (an accuracy on n items)."""
+    if n == 0:
+        return math.nan, math.nan
+    z = stats.norm.ppf((1 + CONFIDENCE) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half

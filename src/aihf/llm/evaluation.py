@@ -132,13 +132,16 @@ class Evaluation:
             self._length_sign = 1.0 if gap.numel() == 0 or _accuracy(gap) >= 0.5 else -1.0
         return self._length_sign
 
-    def evaluate_and_log(self) -> dict:
+    def seeded_evaluate(self) -> dict:
         # Evaluation samples from its own stream, a function of (seed, step): the evaluation schedule never changes
         # what training samples, and an evaluation is the same whenever (and in whichever run) it is repeated.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.steps_done)
-            out = self.evaluate()
+            return self.evaluate()
+
+    def evaluate_and_log(self) -> dict:
+        out = self.seeded_evaluate()
         self.check_finite(out)
         out["time/wall_s"] = time.perf_counter() - self._t0
         self._log(out, self.steps_done)
