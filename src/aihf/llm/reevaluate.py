@@ -63,10 +63,12 @@ def compose_run(run: Path, overrides: list[str], out: Path):
     return cfg
 
 
-def reevaluate(run: Path, out: Path, overrides: list[str]) -> dict:
+def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = None) -> dict:
+    """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
     from aihf.llm.module import LLMAIHF
     from aihf.provenance import git_commit
     from aihf.run_dir import json_safe
+    commit = commit or git_commit()
     check_overrides(overrides)
     ckpt = run / "checkpoints" / "last.ckpt"
     trained = run / "metrics.json"
@@ -91,7 +93,7 @@ def reevaluate(run: Path, out: Path, overrides: list[str]) -> dict:
     metrics = module.seeded_evaluate()
     record = {**{k: before[k] for k in KEEP if k in before}, **metrics, "heldout_pairs": module.pair_outcomes,
               "reevaluation": {"run": str(run), "checkpoint": str(ckpt), "overrides": overrides,
-                               "git_commit": git_commit(), "heldout_pairs": held,
+                               "git_commit": commit, "heldout_pairs": held,
                                "wall_s": time.perf_counter() - t0,
                                "at_training": {k: before[k] for k in metrics if k in before}}}
     out.mkdir(parents=True)
@@ -105,6 +107,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="a new folder; each run's results go to <out>/<run name>")
     args, overrides = p.parse_known_args()
     check_overrides(overrides)
+    from aihf.provenance import git_commit
+    commit = git_commit()
     names = [r.resolve().name for r in args.runs]
     if len(set(names)) != len(names):
         raise ConfigError("reevaluate: two runs share a directory name; evaluate them into separate --out folders")
@@ -112,7 +116,7 @@ def main() -> None:
         if (args.out / run.resolve().name).exists():
             print(f"{args.out / run.resolve().name} exists: skipped (already evaluated)", flush=True)
             continue
-        r = reevaluate(run, args.out / run.resolve().name, overrides)
+        r = reevaluate(run, args.out / run.resolve().name, overrides, commit)
         shown = {k: round(r[k], 4) for k in ("eval/pref_accuracy", "baseline/length_pref_accuracy", "eval/kl",
                                              "eval/kl_se") if k in r}
         print(f"{run}: {shown} ({r['reevaluation']['wall_s']:.0f} s)", flush=True)
