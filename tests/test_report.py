@@ -118,6 +118,22 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
     assert (tmp_path / "acc.png").stat().st_size > 0
 
 
+def test_llm_figures_tabulate_their_runs_evaluated_again_at_one_commit(tmp_path):
+    from aihf import figures
+    root = tmp_path / "hh_dpo"
+    for name in ("0-s0/0-dpo-s0", "0-s0/1-aihf_dpo-s0"):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text("{}")
+    (root / "0-s1" / "0-dpo-s1").mkdir(parents=True)  # unfinished: not evaluated
+    cmd = figures.reevaluate_command("hh_dpo", root)
+    assert cmd[1:3] == ["-m", "aihf.llm.reevaluate"]
+    assert cmd[3:5] == [str(root / "0-s0/0-dpo-s0"), str(root / "0-s0/1-aihf_dpo-s0")]
+    assert cmd[5:7] == ["--out", str(tmp_path / "hh_dpo-reevaluated")] and "llm.train.eval_prompts=200" in cmd
+    assert figures.report_command("hh_dpo", root)[3] == str(tmp_path / "hh_dpo-reevaluated")
+    assert figures.reevaluate_command("comparison_hopper", root) is None
+    assert figures.report_command("comparison_hopper", root)[3] == str(root)
+
+
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_returns_the_metric(tmp_path):
     """hparams_search=aihf_hopper with Optuna: two short trials, each returning its normalised score."""

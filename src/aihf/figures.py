@@ -13,7 +13,10 @@ A sweep over seeds runs one seed at a time, every method of that seed before the
 part-way holds complete seeds of every method rather than all seeds of some methods. With `--root`, running the same
 command again continues the figure: sweeps whose runs all finished are skipped, the others continue their
 interrupted runs from their last checkpoints (`loop.resume=auto`) and start the ones not yet begun. `--report-only`
-writes the table and plot from the runs finished so far.
+writes the table and plot from the runs finished so far. An LLM figure with a `reevaluate` step first evaluates
+every finished run again from its last checkpoint, all at the current commit (`aihf.llm.reevaluate`, into
+`<root>-reevaluated`; runs already evaluated there are skipped), so that runs trained at different commits are
+measured by one code, with every held-out pair's outcome for the paired comparison; the table is made from those.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class Figure:
     runs: int  # how many training runs the sweeps make
     note: str = ""
     report: tuple[str, ...] = field(default=())  # extra report arguments
+    # LLM figures: evaluate every finished run again from its last checkpoint, all at this commit, with these
+    # evaluation overrides (aihf.llm.reevaluate), into <root>-reevaluated, and tabulate those
+    reevaluate: tuple[str, ...] | None = None
 
 
 FIGURES = {
@@ -70,10 +76,12 @@ FIGURES = {
                        (("experiment=num_envs", "env.num_envs=1,8", "seed=0,1,2,3,4,5,6,7,8,9"),), 20),
     # Issue 9's HH study, reward half: MiniLM on preferences alone vs preferences + demonstrations (SmolLM2 samples).
     "hh_reward": Figure("docs/results/hh_reward", "HH harmless-base: MiniLM reward, 3 held-out splits",
-                        (("experiment=hh_reward", "seed=0,1,2"),), 6),
+                        (("experiment=hh_reward", "seed=0,1,2"),), 6, reevaluate=("llm.train.torch_threads=1",)),
     # ... and its implicit-reward half: SmolLM2 by dpo vs aihf_dpo (held-out implicit-reward accuracy, KL).
+    # (the re-evaluation's KL: 200 held-out prompts × 2 samples, where training evaluated 8 × 2)
     "hh_dpo": Figure("docs/results/hh_dpo", "HH harmless-base: SmolLM2 dpo vs aihf_dpo, 3 held-out splits",
-                     (("experiment=hh_dpo", "seed=0,1,2"),), 6),
+                     (("experiment=hh_dpo", "seed=0,1,2"),), 6,
+                     reevaluate=("llm.train.torch_threads=1", "llm.train.eval_prompts=200", "llm.train.eval_samples=2")),
     "llm_sort": Figure(
         "docs/results/llm_sort", "sort task",
         (("experiment=sort_table", "algo=rlhf,aihf", "llm.data.num_prefs=30,100,300,1000,2000", SEEDS5),
@@ -150,9 +158,24 @@ def sweep_commands(name: str, root: Path, extra: list[str], resume: bool = False
     return [sweep_command(d, sweep, extra, resume) for d, sweep in pending_sweeps(name, root, resume)]
 
 
+def reevaluated_root(root: Path) -> Path:
+    return root.with_name(root.name + "-reevaluated")
+
+
+def reevaluate_command(name: str, root: Path) -> list[str] | None:
+    """Every finished run of the figure evaluated again at this commit (runs already evaluated are skipped)."""
+    fig = FIGURES[name]
+    if fig.reevaluate is None:
+        return None
+    runs = sorted(str(m.parent) for m in root.rglob("metrics.json")) if root.is_dir() else []
+    return [sys.executable, "-m", "aihf.llm.reevaluate", *runs, "--out", str(reevaluated_root(root)),
+            *fig.reevaluate] if runs else None
+
+
 def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
-    return [sys.executable, "-m", "aihf.report", str(root), "--out", str(PROJECT / fig.out), "--title", fig.title,
+    source = reevaluated_root(root) if fig.reevaluate is not None else root
+    return [sys.executable, "-m", "aihf.report", str(source), "--out", str(PROJECT / fig.out), "--title", fig.title,
             *fig.report]
 
 
@@ -180,14 +203,19 @@ def main() -> None:
         PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S"))
     resume = root.is_dir()
     pending = [] if args.report_only else pending_sweeps(args.name, root, resume)
-    commands = [*(sweep_command(d, sweep, args.extra, resume) for d, sweep in pending),
-                report_command(args.name, root)]
+    commands = [sweep_command(d, sweep, args.extra, resume) for d, sweep in pending]
     for sweep_dir, _ in pending if resume and not args.dry_run else ():
         for moved in set_aside_uncontinuable(sweep_dir):
             print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
+    run_all(commands, args.dry_run)
+    again = None if args.report_only else reevaluate_command(args.name, root)  # the runs the sweeps left
+    run_all([*([again] if again else []), report_command(args.name, root)], args.dry_run)
+
+
+def run_all(commands: list[list[str]], dry_run: bool) -> None:
     for cmd in commands:
         print(" ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
-        if not args.dry_run:
+        if not dry_run:
             code = subprocess.run(cmd, cwd=PROJECT).returncode
             if code != 0:
                 raise SystemExit(f"{cmd[1]} exited {code}: the figure was not regenerated")
