@@ -1,6 +1,12 @@
 """The expert table and learning curves: what each shipped dataset's expert is and how it was trained.
 
     python -m aihf.mujoco.experts <expert run dir> [...] --data data/mujoco --out docs/results/experts
+    python -m aihf.mujoco.experts experts/hopper:experts/hopper-2 ...   # an expert trained in parts
+
+An expert trained in parts (each part continued from the last one's checkpoint with loop.init_from into a run
+directory of its own) is named by its run directories joined by ":", as for collect.ladder_dir: its curve is
+the parts' evaluations in env-step order (a later part's at a step it shares with an earlier one), its wall time
+the last part's (init_from carries the earlier parts' time).
 
 For each expert run (an `experiment=expert` run directory: its csv/metrics.csv evaluation curve and ladder) and the
 dataset collected from it (`<data>/<env id>.npz` + `.json`): env steps trained, training wall time, the expert
@@ -33,28 +39,30 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def eval_curve(run: Path) -> tuple[list[int], list[float], float]:
-    """(env steps, deterministic evaluation return, training wall seconds) from a run's CSV log."""
-    steps, returns, wall = [], [], 0.0
-    with open(run / "csv" / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("time/wall_s"):
-                wall = max(wall, float(row["time/wall_s"]))
-            if row.get("eval/return_mean"):
-                steps.append(int(float(row["step"])))
-                returns.append(float(row["eval/return_mean"]))
-    return steps, returns, wall
+def eval_curve(run: str) -> tuple[list[int], list[float], float]:
+    """(env steps, deterministic evaluation return, training wall seconds) from a run's CSV log, or from its parts'
+    logs (run directories joined by os.pathsep)."""
+    curve, wall = {}, 0.0
+    for part in run.split(os.pathsep):
+        with open(Path(part) / "csv" / "metrics.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("time/wall_s"):
+                    wall = max(wall, float(row["time/wall_s"]))
+                if row.get("eval/return_mean"):
+                    curve[int(float(row["step"]))] = float(row["eval/return_mean"])
+    steps = sorted(curve)
+    return steps, [curve[s] for s in steps], wall
 
 
-def env_of(run: Path) -> str:
-    hparams = (run / "csv" / "hparams.yaml").read_text()
+def env_of(run: str) -> str:
+    hparams = (Path(run.split(os.pathsep)[-1]) / "csv" / "hparams.yaml").read_text()
     for line in hparams.splitlines():
         if line.strip().startswith("id:") and "-v" in line:
             return line.split(":", 1)[1].strip()
     raise SystemExit(f"{run}: no env id in csv/hparams.yaml")
 
 
-def table(runs: list[Path], data: Path) -> tuple[str, dict]:
+def table(runs: list[str], data: Path) -> tuple[str, dict]:
     lines = ["| env | env steps trained | training wall time | expert rung (env steps) | expert return, "
              "deterministic (mean ± std, episodes) | random return | rungs (env steps: eval return) |",
              "|---|---|---|---|---|---|---|"]
@@ -95,7 +103,7 @@ def plot(curves: dict, out: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("runs", nargs="+", help="expert run directories (one expert's parts joined by ':')")
     p.add_argument("--data", type=Path, default=Path("data/mujoco"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
