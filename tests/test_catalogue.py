@@ -132,6 +132,8 @@ CASES = [
          "loop.keep_checkpoints=0: expected an integer >= 1"),
     Case("updates_per_step_zero", [*MUJOCO, "policy.updates_per_step=0"],
          "policy.updates_per_step=0.0: expected a finite number > 0"),
+    Case("llm_split_fold_out_of_range", [*LLM, "llm.data.split_folds=5", "llm.data.split_fold=5"],
+         "llm.data.split_fold=5: expected 0 to 4 (llm.data.split_folds=5)"),
     Case("llm_batch_size_zero", [*LLM, "llm.train.batch_size=0"], "llm.train.batch_size=0: expected an integer >= 1"),
     Case("llm_policy_steps_negative", [*LLM, "llm.train.policy_steps=-5"],
          "llm.train.policy_steps=-5: expected an integer >= 0"),

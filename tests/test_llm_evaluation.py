@@ -123,3 +123,17 @@ def test_reevaluation_repeats_a_finished_runs_evaluation_and_takes_only_evaluati
         reevaluate(run, tmp_path / "lr", ["llm.policy.lr=1.0"])
     with pytest.raises(ConfigError, match="already exists"):
         reevaluate(run, tmp_path / "again", [])
+
+
+def test_k_fold_splits_hold_every_pair_out_exactly_once_by_prompt():
+    from aihf.llm.data_mix import fold_by_prompt
+    pairs = [{"prompt": f"p{i % 37}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(200)]
+    held = [fold_by_prompt(pairs, 5, k, seed=3) for k in range(5)]
+    ids = [sorted(p["chosen"] for p in h) for h, _ in held]
+    assert sorted(sum(ids, [])) == sorted(p["chosen"] for p in pairs)  # every pair held out exactly once
+    for h, train in held:
+        assert not {p["prompt"] for p in h} & {p["prompt"] for p in train}  # a prompt's pairs stay together
+        assert len(h) + len(train) == 200
+    sizes = [len(h) for h, _ in held]
+    assert max(sizes) - min(sizes) <= 6  # balanced to within one prompt's pairs (5 or 6 here)
+    assert held[0][0] != fold_by_prompt(pairs, 5, 0, seed=4)[0]  # the permutation is the split seed's

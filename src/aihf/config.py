@@ -327,6 +327,11 @@ class LLMDataConfig:
     # the permutation of prompts that heldout_fraction cuts: fixed across runs by default; ${seed} gives each seed
     # its own held-out split (a study over splits)
     split_seed: int = key(0, at_least(0))
+    # k-fold held-out splits instead of heldout_fraction: the prompts (permuted by split_seed) fall into split_folds
+    # disjoint folds of about equal pair counts, and fold split_fold is held out, whole (num_heldout does not cut
+    # it); a study over split_fold=0..k-1 holds every pair out exactly once, so its splits do not overlap
+    split_folds: int = key(0, at_least(0))
+    split_fold: int = key(0, at_least(0))
     demos_from_prefs: bool = False    # use (prompt, chosen) of the training pairs as demonstrations (HH)
     num_demos: int = key(1000, at_least(0))  # at most this many (0 = none)
     num_prefs: int = key(2000, at_least(0))

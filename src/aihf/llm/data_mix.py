@@ -34,6 +34,24 @@ def split_by_prompt(pairs: list[dict], fraction: float, cap: int, seed: int = 0)
     return [p for p in pairs if p["prompt"] in chosen], [p for p in pairs if p["prompt"] not in chosen]
 
 
+def fold_by_prompt(pairs: list[dict], folds: int, fold: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Fold `fold` of `folds` disjoint folds by prompt as (held out, training): prompts, permuted by `seed`, each go
+    to the fold with the fewest pairs so far, so the folds hold about equal numbers of pairs and every pair of a
+    prompt is in one fold."""
+    prompts = sorted({p["prompt"] for p in pairs})
+    random.Random(seed).shuffle(prompts)
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
+    sizes, chosen = [0] * folds, set()
+    for prompt in prompts:
+        k = min(range(folds), key=lambda i: (sizes[i], i))
+        sizes[k] += counts[prompt]
+        if k == fold:
+            chosen.add(prompt)
+    return [p for p in pairs if p["prompt"] in chosen], [p for p in pairs if p["prompt"] not in chosen]
+
+
 def drop_seen_prompts(parts: dict) -> dict:
     """Held-out rows and evaluation prompts whose prompt is also a training prompt are dropped (they would measure
     memorisation, not generalisation); returns how many of each, which the run logs and records."""
@@ -81,6 +99,8 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
         prefs = read("prefs", llm_data.to_pairs)
         if d.heldout_prefs:
             out["heldout_prefs"] = read("heldout_prefs", llm_data.to_pairs)[:d.num_heldout]
+        elif d.split_folds > 0:
+            out["heldout_prefs"], prefs = fold_by_prompt(prefs, d.split_folds, d.split_fold, d.split_seed)
         elif d.heldout_fraction > 0:
             out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout, d.split_seed)
         out["prefs"] = take(prefs, "num_prefs", "training preference pairs")

@@ -76,6 +76,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"llm.train.rl_samples={t.rl_samples}: RLOO's leave-one-out baseline needs at least 2")
     if isinstance(a.beta, bool) or not isinstance(a.beta, (int, float)) or a.beta <= 0:
         raise ConfigError(f"algo.beta={a.beta}: the LLM objectives need a KL coefficient β > 0")
+    d = cfg.llm.data
+    if d.split_folds > 0 and d.split_fold >= d.split_folds:
+        raise ConfigError(f"llm.data.split_fold={d.split_fold}: expected 0 to {d.split_folds - 1} "
+                          f"(llm.data.split_folds={d.split_folds})")
 
 
 class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule):
