@@ -137,3 +137,26 @@ def test_k_fold_splits_hold_every_pair_out_exactly_once_by_prompt():
     sizes = [len(h) for h, _ in held]
     assert max(sizes) - min(sizes) <= 6  # balanced to within one prompt's pairs (5 or 6 here)
     assert held[0][0] != fold_by_prompt(pairs, 5, 0, seed=4)[0]  # the permutation is the split seed's
+
+
+def test_without_a_gold_reward_only_the_sample_tables_prompts_are_greedily_decoded(sort_data, tmp_path, monkeypatch):
+    """Greedy responses serve the gold reward and the samples table; on real data (no gold) decoding all of them
+    would only cost time. The sampled responses, hence the KL, are the same either way."""
+    extra = ["llm.train.eval_prompts=8", "llm.train.eval_samples=2", "llm.train.eval_batch_size=3",
+             "llm.train.sample_table_rows=4"]
+    results = {}
+    for gold in ("sort", "null"):
+        module = LLMAIHF(llm_cfg("dpo", sort_data, tmp_path / gold, [*extra, f"llm.data.gold={gold}"]))
+        decoded, real = [], module.sample
+
+        def counting(model, prompts, greedy=False, real=real, decoded=decoded):
+            decoded.extend(prompts if greedy else [])
+            return real(model, prompts, greedy)
+        monkeypatch.setattr(module, "sample", counting)
+        torch.manual_seed(0)
+        out = module.evaluate()
+        results[gold] = (len(decoded), out, module.samples)
+    assert results["sort"][0] == 8 and results["null"][0] == 4
+    assert results["null"][1]["eval/kl"] == results["sort"][1]["eval/kl"]
+    assert len(results["null"][2]) == 4
+    assert [r["greedy"] for r in results["null"][2]] == [r["greedy"] for r in results["sort"][2]]

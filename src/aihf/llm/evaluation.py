@@ -36,9 +36,13 @@ class Evaluation:
         bs = t.eval_batch_size
         if prompts and self.trains_policy:
             greedy, sampled, kls, lengths = [], [], [], []
+            # greedy responses feed the gold reward and the samples table only: without a gold reward (real data),
+            # only the table's prompts are decoded (greedy decoding draws no random numbers: sampling is unchanged)
+            n_greedy = len(prompts) if self.gold is not None else min(t.sample_table_rows, len(prompts))
             for s in range(0, len(prompts), bs):
                 chunk = prompts[s:s + bs]
-                greedy += self.sample(self.policy, chunk, greedy=True)
+                if s < n_greedy:
+                    greedy += self.sample(self.policy, chunk[:n_greedy - s], greedy=True)
                 rep = [p for p in chunk for _ in range(t.eval_samples)]
                 ys = self.sample(self.policy, rep)
                 lp, n = self.repeated_logps(self.policy, rep, ys, t.eval_samples)
