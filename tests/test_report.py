@@ -114,6 +114,11 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
     pooled = stats.corrected_resampled_t([-0.2, 0.2], 10, 40)
     assert rows[2].startswith("| all 2 |") and f"{pooled[0]:+.3f} [{pooled[1]:+.3f}, {pooled[2]:+.3f}]" in rows[2]
     assert "1 of 2 seeds > 0" in rows[2]
+    assert "Commits: `abc` (4 runs)" in md
+    m = json.loads((tmp_path / "a0" / "metrics.json").read_text())
+    (tmp_path / "a0" / "metrics.json").write_text(json.dumps({**m, "reevaluation": {"git_commit": "def"}}))
+    assert "evaluated again from their last checkpoints at `def` (1 runs)" in report.llm_table(
+        report.load_runs([tmp_path]))
     report.plot_llm_accuracy(report.load_runs([tmp_path]), tmp_path / "acc.png", "test")
     assert (tmp_path / "acc.png").stat().st_size > 0
 

@@ -103,7 +103,13 @@ def shared_line(shared: dict, count: int) -> str:
 
 def commits_line(runs: list[dict]) -> str:
     counts = Counter(m.get("git_commit") or "unrecorded" for m in runs)
-    return "Commits: " + ", ".join(f"`{c}` ({n} runs)" for c, n in counts.most_common())
+    line = "Commits: " + ", ".join(f"`{c}` ({n} runs)" for c, n in counts.most_common())
+    again = Counter((m.get("reevaluation") or {}).get("git_commit") or "unrecorded" for m in runs
+                    if "reevaluation" in m)
+    if again:  # aihf.llm.reevaluate: the metrics are those of this later evaluation
+        line += "; evaluated again from their last checkpoints at " + ", ".join(
+            f"`{c}` ({n} runs)" for c, n in again.most_common())
+    return line
 
 
 def score_of(m: dict) -> float | None:
