@@ -34,6 +34,7 @@ import pytest
 import torch
 
 from aihf.app import train
+from aihf.errors import ConfigError
 from conftest import compose_cfg
 
 RUN_PY = str(Path(__file__).resolve().parents[1] / "run.py")
@@ -404,3 +405,20 @@ def test_resume_with_larger_budget_continues_the_run(followups):
     rows = _csv(d)
     assert _steps(rows) == list(range(100, 1501, 100))
     _assert_same_csv(_csv(followups["dirs"]["A"]), rows[:12])  # the first 1200 steps' rows are kept as they were
+
+
+def test_a_key_new_since_the_checkpoint_is_accepted_only_at_its_default():
+    """Checkpoints outlive schema changes: a key added later, left at its default, resumes (new options default to
+    what was done before); set to anything else, or a key the schema has since lost, still refuses."""
+    from aihf.resume import check_same_run, schema_defaults
+    saved = {"llm": {"data": {"split_seed": 1}}, "policy": {"hidden": [32, 32]}}
+    now = {"llm": {"data": {"split_seed": 1, "split_fold": 0, "split_folds": 0}}, "policy": {"hidden": [32, 32]}}
+    assert check_same_run(saved, now, "loop.resume", (), schema_defaults()) == ["llm.data.split_fold",
+                                                                              "llm.data.split_folds"]
+    with pytest.raises(ConfigError, match="llm.data.split_folds='<absent>', this run has llm.data.split_folds=5"):
+        check_same_run(saved, {**now, "llm": {"data": {**now["llm"]["data"], "split_folds": 5}}}, "loop.resume", (),
+                       schema_defaults())
+    with pytest.raises(ConfigError, match="policy.hidden=\\[32, 32\\], this run has policy.hidden='<absent>'"):
+        check_same_run(saved, {"llm": now["llm"]}, "loop.resume", (), schema_defaults())
+    with pytest.raises(ConfigError, match="llm.data.split_fold='<absent>'"):  # without the schema: strict
+        check_same_run(saved, now, "loop.resume", ())

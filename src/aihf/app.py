@@ -100,7 +100,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 
 def train(cfg: DictConfig) -> dict:
     from aihf.checks import check_config, job_overrides
-    from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of
+    from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of, schema_defaults
     from aihf.run_dir import check_new_run_dir, json_safe
     check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
@@ -114,8 +114,11 @@ def train(cfg: DictConfig) -> dict:
         state = ckpt.get(module_cls.STATE_KEY)
         if state is None or "hyper_parameters" not in ckpt:
             raise ConfigError(f"loop.resume={ckpt_path} is not a checkpoint of an aihf {module_cls.DOMAIN} run")
-        check_same_run(ckpt["hyper_parameters"]["cfg"], OmegaConf.to_container(cfg, resolve=True), "loop.resume",
-                       module_cls.RESUMABLE)
+        added = check_same_run(ckpt["hyper_parameters"]["cfg"], OmegaConf.to_container(cfg, resolve=True),
+                               "loop.resume", module_cls.RESUMABLE, schema_defaults())
+        if added:
+            print(f"loop.resume: {', '.join(added)} did not exist when the checkpoint was made; "
+                  f"resumed at {'its default' if len(added) == 1 else 'their defaults'}")
         run_dir = run_dir_of(ckpt_path)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)

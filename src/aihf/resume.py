@@ -135,13 +135,28 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_same_run(saved_cfg: dict, cfg: dict, what: str, resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
-    """Refuse to resume a checkpoint under settings that would make a different run, naming the first key."""
+def schema_defaults() -> dict:
+    """Every schema key's default (aihf.config.Config), flattened to dotted keys."""
+    from aihf.config import Config
+    return _flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=False))
+
+
+def check_same_run(saved_cfg: dict, cfg: dict, what: str, resumable: tuple[str, ...] = RESUMABLE_CHANGES,
+                   defaults: dict | None = None) -> list[str]:
+    """Refuse to resume a checkpoint under settings that would make a different run, naming the first key.
+
+    A key the schema gained after the checkpoint was made is accepted when it is at its schema default (`defaults`):
+    new options are added with the default that keeps what was done before. Returns those keys."""
     saved, now = _flatten(saved_cfg), _flatten(cfg)
+    added = []
     for key in sorted(set(saved) | set(now)):
         if key.startswith(resumable):
+            continue
+        if key not in saved and defaults is not None and key in defaults and now[key] == defaults[key]:
+            added.append(key)
             continue
         if saved.get(key, "<absent>") != now.get(key, "<absent>"):
             raise ConfigError(f"{what}: the checkpoint was made with {key}={saved.get(key, '<absent>')!r}, this run "
                               f"has {key}={now.get(key, '<absent>')!r}; resume with the same settings "
                               f"(or start a new run from it with loop.init_from)")
+    return added
