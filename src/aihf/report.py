@@ -330,7 +330,7 @@ def plot_llm_accuracy(runs: list[dict], out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups, varying, _ = group(runs, llm_config)
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.5, 2 + 1.6 * len(groups)), 4.5))
     shown = [("eval/pref_accuracy", "held-out accuracy", "C0"), ("baseline/length_pref_accuracy", "length only", "C1"),
              ("eval/ref_loglik_pref_accuracy", "π_ref zero-shot (summed)", "C2")]
     for i, (key, g) in enumerate(groups.items()):
@@ -345,7 +345,7 @@ def plot_llm_accuracy(runs: list[dict], out: Path, title: str) -> None:
     ax.set_xticks(range(len(groups)), [label_of(k, varying) for k in groups], fontsize=8)
     ax.set_ylim(0.3, 0.8)
     ax.set_ylabel("held-out preference accuracy")
-    ax.set_title(title + " (dots: seeds; bars: means)")
+    ax.set_title(f"{title}\n(dots: seeds; bars: means)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
