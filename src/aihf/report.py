@@ -220,7 +220,8 @@ LLM_COLUMNS = (("gold (sampled)", ("eval/gold_sampled",), 3), ("gold (greedy)", 
                ("length only (direction fit on training pairs)", ("baseline/length_pref_accuracy",), 3),
                ("π_ref zero-shot acc., summed / per token", ("eval/ref_loglik_pref_accuracy",
                                                               "eval/ref_loglik_per_token_pref_accuracy"), 3),
-               ("demo log-lik./token", ("eval/demo_logp_per_token",), 3))
+               ("sampled response tokens", ("eval/response_tokens",), 1),
+               ("held-out demo log-lik./token", ("eval/demo_logp_per_token",), 3))
 
 
 def llm_table(runs: list[dict]) -> str:
