@@ -187,8 +187,10 @@ def test_a_run_killed_before_its_first_checkpoint_is_kept_aside(tmp_path):
                                                            "3-rlhf-s0"]
 
 
-def test_a_sweep_whose_experiment_adds_its_own_parameters_is_never_counted_as_finished():
+def test_a_sweep_counts_the_runs_its_experiments_sweeper_adds():
     from aihf.figures import jobs_in
     assert jobs_in(("experiment=comparison", "algo=aihf,rlhf", "data=default,scarce", "seed=0")) == 4
-    assert jobs_in(("experiment=hh_reward", "seed=0")) is None  # its sweeper adds algo.demo_weight=0,1
-    assert jobs_in(("experiment=study_prefs",)) is None
+    assert jobs_in(("experiment=hh_reward", "seed=0")) == 2  # its sweeper adds algo.demo_weight=0.0,1.0
+    assert jobs_in(("experiment=study_prefs",)) == 2 * 4 * 5  # algo, data.num_prefs, seed: range(5)
+    # the command line's value replaces the sweeper's for its key
+    assert jobs_in(("experiment=study_prefs", "algo=irl", "data.num_prefs=0")) == 5

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 PROJECT = Path(__file__).resolve().parents[2]
 SEEDS5 = "seed=0,1,2,3,4"
@@ -110,12 +113,25 @@ def planned_sweeps(name: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def jobs_in(sweep: tuple[str, ...]) -> int | None:
-    """The number of runs a sweep's comma lists make; None when an experiment config adds its own sweep."""
+    """The number of runs a sweep makes: its comma lists, and its experiment's own sweeper params (comma lists or
+    range(...)) for the keys the sweep does not set itself; None when a param is anything else (choice, interval)."""
+    lists = {o.split("=", 1)[0]: len(o.split("=", 1)[1].split(",")) for o in sweep if "=" in o}
     for o in sweep:
-        if o.startswith("experiment=") and "sweeper:" in (PROJECT / "conf" / "experiment" /
-                                                         f"{o.split('=', 1)[1]}.yaml").read_text():
-            return None
-    return math.prod(len(o.split("=", 1)[1].split(",")) for o in sweep if "=" in o)
+        if o.startswith("experiment="):
+            conf = yaml.safe_load((PROJECT / "conf" / "experiment" / f"{o.split('=', 1)[1]}.yaml").read_text()) or {}
+            for key, value in (((conf.get("hydra") or {}).get("sweeper") or {}).get("params") or {}).items():
+                if key in lists:
+                    continue  # the command line's value replaces the experiment's
+                value = str(value)
+                ranged = re.fullmatch(r"range\((\d+)(?:,\s*(\d+))?\)", value)
+                if ranged:
+                    low, high = (0, int(ranged[1])) if ranged[2] is None else (int(ranged[1]), int(ranged[2]))
+                    lists[key] = max(0, high - low)
+                elif "(" in value:
+                    return None
+                else:
+                    lists[key] = len(value.split(","))
+    return math.prod(lists.values())
 
 
 def finished(sweep_dir: Path) -> int:
