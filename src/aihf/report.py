@@ -102,13 +102,12 @@ def shared_line(shared: dict, count: int) -> str:
 
 
 def commits_line(runs: list[dict]) -> str:
-    counts = Counter(m.get("git_commit") or "unrecorded" for m in runs)
-    line = "Commits: " + ", ".join(f"`{c}` ({n} runs)" for c, n in counts.most_common())
-    again = Counter((m.get("reevaluation") or {}).get("git_commit") or "unrecorded" for m in runs
-                    if "reevaluation" in m)
+    def listed(commits) -> str:
+        return ", ".join(f"`{c}` ({n} runs)" for c, n in Counter(c or "unrecorded" for c in commits).most_common())
+    line = "Commits: " + listed(m.get("git_commit") for m in runs)
+    again = [(m.get("reevaluation") or {}).get("git_commit") for m in runs if "reevaluation" in m]
     if again:  # aihf.llm.reevaluate: the metrics are those of this later evaluation
-        line += "; evaluated again from their last checkpoints at " + ", ".join(
-            f"`{c}` ({n} runs)" for c, n in again.most_common())
+        line += "; evaluated again from their last checkpoints at " + listed(again)
     return line
 
 

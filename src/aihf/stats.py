@@ -79,11 +79,7 @@ def probability_of_improvement_ci(x, y, seed: int = 0) -> tuple[float, float, fl
 def paired_difference(a, b) -> tuple[float, float, float]:
     """(mean, low, high) of a − b over items scored by both (the same held-out pairs): the 95 % Student-t interval
     of the mean per-item difference, which, unlike two independent intervals, removes what the items share."""
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if len(d) < 2:
-        return (float(d.mean()) if len(d) else math.nan), math.nan, math.nan
-    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+    return t_interval(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
 
 
 def corrected_resampled_t(deltas, n_test: int, n_train: int) -> tuple[float, float, float]:

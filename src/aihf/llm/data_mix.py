@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 
 from aihf.checks import overridden_keys
 from aihf.errors import ConfigError
@@ -15,16 +16,19 @@ from aihf.paths import resolve
 log = logging.getLogger("aihf.llm.module")
 
 
+def _shuffled_prompts(pairs: list[dict], seed: int) -> tuple[list[str], Counter]:
+    """The distinct prompts in the order the split seed permutes them, and each one's number of pairs."""
+    prompts = sorted({p["prompt"] for p in pairs})
+    random.Random(seed).shuffle(prompts)
+    return prompts, Counter(p["prompt"] for p in pairs)
+
+
 def split_by_prompt(pairs: list[dict], fraction: float, cap: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """A held-out split by prompt, fixed by its own seed (llm.data.split_seed, not the run's): every pair of a
     prompt falls on one side, so no held-out prompt is also a training prompt. About `fraction` of the pairs (at
     most `cap`) are held out."""
-    prompts = sorted({p["prompt"] for p in pairs})
-    random.Random(seed).shuffle(prompts)
+    prompts, counts = _shuffled_prompts(pairs, seed)
     target, held, chosen = min(cap, int(round(len(pairs) * fraction))), 0, set()
-    counts: dict[str, int] = {}
-    for p in pairs:
-        counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
     for prompt in prompts:
         if held >= target:
             break
@@ -38,11 +42,7 @@ def fold_by_prompt(pairs: list[dict], folds: int, fold: int, seed: int = 0) -> t
     """Fold `fold` of `folds` disjoint folds by prompt as (held out, training): prompts, permuted by `seed`, each go
     to the fold with the fewest pairs so far, so the folds hold about equal numbers of pairs and every pair of a
     prompt is in one fold."""
-    prompts = sorted({p["prompt"] for p in pairs})
-    random.Random(seed).shuffle(prompts)
-    counts: dict[str, int] = {}
-    for p in pairs:
-        counts[p["prompt"]] = counts.get(p["prompt"], 0) + 1
+    prompts, counts = _shuffled_prompts(pairs, seed)
     sizes, chosen = [0] * folds, set()
     for prompt in prompts:
         k = min(range(folds), key=lambda i: (sizes[i], i))

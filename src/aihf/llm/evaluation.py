@@ -120,21 +120,22 @@ class Evaluation:
 
     def length_gaps(self, part: str) -> torch.Tensor:
         """len(chosen) − len(rejected) of each pair of a data part, in policy tokens of the whole response: the
-        length a reader sees, not the one left after truncating to llm.data.max_length."""
-        rows = self.text[part]
+        length a reader sees, not the one left after truncating to llm.data.max_length. Tokenised once per part (the
+        texts do not change during a run)."""
+        if part not in self.length_gap_cache:
+            rows = self.text[part]
 
-        def lengths(key):
-            ids = self.tokenizer([r[key] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
-            return torch.tensor([len(x) for x in ids], dtype=torch.float32)
-        return lengths("chosen") - lengths("rejected")
+            def lengths(key):
+                ids = self.tokenizer([r[key] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
+                return torch.tensor([len(x) for x in ids], dtype=torch.float32)
+            self.length_gap_cache[part] = lengths("chosen") - lengths("rejected")
+        return self.length_gap_cache[part]
 
     def length_sign(self) -> float:
         """The length baseline's rule, fit on the training pairs as a learner could fit it: +1 when the longer
         response is preferred at least half the time there, −1 when the shorter is (HH harmless-base)."""
-        if getattr(self, "_length_sign", None) is None:
-            gap = self.length_gaps("prefs")
-            self._length_sign = 1.0 if gap.numel() == 0 or _accuracy(gap) >= 0.5 else -1.0
-        return self._length_sign
+        gap = self.length_gaps("prefs")
+        return 1.0 if gap.numel() == 0 or _accuracy(gap) >= 0.5 else -1.0
 
     def seeded_evaluate(self) -> dict:
         # Evaluation samples from its own stream, a function of (seed, step): the evaluation schedule never changes

@@ -164,6 +164,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         self.history: list[dict] = []
         self.samples: list[dict] = []
         self.pair_outcomes: list[dict] = []  # the last evaluation's held-out pairs (evaluation.py)
+        self.length_gap_cache: dict[str, torch.Tensor] = {}  # evaluation.py: the length baseline's inputs
         self.final_metrics: dict | None = None
         self.run_dir = Path(cfg.run_dir)
         self._t0 = time.perf_counter()
