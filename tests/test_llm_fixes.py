@@ -181,3 +181,26 @@ def test_shipped_paths_resolve_from_another_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["num_demos"] == 1000 and metrics["status"] == "finished"
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_reward_step_clips_its_gradient_norm(clip, sort_data, tmp_path, monkeypatch):
+    """llm.reward.grad_clip bounds the norm that the reward optimiser steps with (0: the raw gradient)."""
+    module = LLMAIHF(llm_cfg("rm", sort_data, tmp_path, ["llm.train.policy_steps=4",
+                                                          f"llm.reward.grad_clip={clip}"]))
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(opt, *args, **kwargs):
+        if any(p is q for p in module.reward.parameters() for g in opt.param_groups for q in g["params"]):
+            seen.append(float(torch.linalg.vector_norm(torch.stack(
+                [q.grad.norm() for g in opt.param_groups for q in g["params"] if q.grad is not None]))))
+        return step(opt, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    fit(module, tmp_path)
+    assert len(seen) == module.reward_updates > 0
+    if clip:
+        assert max(seen) <= clip * (1 + 1e-4)
+    else:
+        assert min(seen) > 1e-2  # the unclipped norms are far above the clip tested above

@@ -307,6 +307,7 @@ class LLMRewardConfig:
     max_length: int = key(512, at_least(2))
     lr: float = key(1e-4, above(0))
     weight_decay: float = key(0.0, at_least(0))
+    grad_clip: float = key(0.0, at_least(0))  # the reward step's gradient-norm clip; 0 = no clipping
     batch_size: int = key(32, at_least(1))  # preference pairs (and demonstration–sample pairs) per reward step
 
 

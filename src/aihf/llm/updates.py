@@ -143,7 +143,7 @@ class UpdateRules:
             demos = [self.reward_data["demos"][i] for i in idx]
             samples = self.sample(self.policy, [self.data["demos"][i]["prompt"] for i in idx])
         loss, metrics = self.reward_objective(demos, samples, prefs)
-        self._step(1, loss, None)
+        self._step(1, loss, self.cfg.llm.reward.grad_clip)
         self.reward_updates += 1
         return metrics
 
