@@ -191,3 +191,34 @@ def test_run_py_reports_bad_data_in_one_line_and_keeps_earlier_output(data_copy,
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"error: llm.data.demos: {data_copy / 'demos.jsonl'}:1: malformed JSON")
     assert not run_dir.exists()
+
+def _drawn(sort_data, tmp_path, *extra):
+    from aihf.llm.data_mix import load_text
+    cfg = llm_cfg("aihf", sort_data, tmp_path, ["llm.data.num_demos=20", *extra])
+    text, _, subset = load_text(cfg, None, True, True)
+    return text, subset
+
+
+def test_each_seed_draws_its_own_pairs_and_demonstrations(sort_data, tmp_path):
+    """llm.data.subset=random (the default): which N pairs and demonstrations a run trains on is drawn with its
+    seed, the same for every preset at that seed, nested across N, fixed by subset_seed; `first` is the old rule."""
+    rows = [json.loads(line) for line in (sort_data / "prefs.jsonl").read_text().splitlines()]
+    demos = [json.loads(line) for line in (sort_data / "demos.jsonl").read_text().splitlines()]
+    pairs = lambda text: [(p["prompt"], p["chosen"], p["rejected"]) for p in text["prefs"]]  # noqa: E731
+    s0, sub0 = _drawn(sort_data, tmp_path, "llm.data.num_prefs=16", "seed=0")
+    s1, sub1 = _drawn(sort_data, tmp_path, "llm.data.num_prefs=16", "seed=1")
+    assert len(s0["prefs"]) == len(s1["prefs"]) == 16 and pairs(s0) != pairs(s1)
+    assert s0["demos"] != s1["demos"] and len(s0["demos"]) == 20
+    assert sub0["rule"] == "random" and sub0["seed"] == 0 and sub0["num_prefs"] == sorted(sub0["num_prefs"])
+    assert pairs(s0) == [(rows[i]["prompt"], rows[i]["chosen"], rows[i]["rejected"]) for i in sub0["num_prefs"]]
+    assert [d["response"] for d in s0["demos"]] == [demos[i]["response"] for i in sub0["num_demos"]]
+    small, sub_small = _drawn(sort_data, tmp_path, "llm.data.num_prefs=8", "seed=0")
+    assert set(sub_small["num_prefs"]) < set(sub0["num_prefs"])  # the scarce set is part of the ample one
+    fixed_a, _ = _drawn(sort_data, tmp_path, "llm.data.num_prefs=16", "seed=0", "llm.data.subset_seed=7")
+    fixed_b, _ = _drawn(sort_data, tmp_path, "llm.data.num_prefs=16", "seed=3", "llm.data.subset_seed=7")
+    assert pairs(fixed_a) == pairs(fixed_b) != pairs(s0)
+    first, sub_first = _drawn(sort_data, tmp_path, "llm.data.num_prefs=16", "seed=1", "llm.data.subset=first")
+    assert sub_first == {"rule": "first", "seed": None, "num_prefs": list(range(16)), "num_demos": list(range(20))}
+    assert pairs(first) == [(r["prompt"], r["chosen"], r["rejected"]) for r in rows[:16]]
+    every, _ = _drawn(sort_data, tmp_path, f"llm.data.num_prefs={len(rows)}", "seed=1")
+    assert pairs(every) == [(r["prompt"], r["chosen"], r["rejected"]) for r in rows]  # all of them, in file order

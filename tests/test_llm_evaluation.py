@@ -160,3 +160,12 @@ def test_without_a_gold_reward_only_the_sample_tables_prompts_are_greedily_decod
     assert results["null"][1]["eval/kl"] == results["sort"][1]["eval/kl"]
     assert len(results["null"][2]) == 4
     assert [r["greedy"] for r in results["null"][2]] == [r["greedy"] for r in results["sort"][2]]
+
+
+def test_reevaluating_a_run_older_than_a_changed_default_uses_the_value_it_ran_with(tmp_path):
+    from aihf.llm.reevaluate import predating
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\nllm:\n  data:\n    num_prefs: 100\n")
+    assert predating(tmp_path) == ["llm.data.subset=first"]
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\nllm:\n  data:\n    subset: random\n")
+    assert predating(tmp_path) == []

@@ -422,3 +422,16 @@ def test_a_key_new_since_the_checkpoint_is_accepted_only_at_its_default():
         check_same_run(saved, {"llm": now["llm"]}, "loop.resume", (), schema_defaults())
     with pytest.raises(ConfigError, match="llm.data.split_fold='<absent>'"):  # without the schema: strict
         check_same_run(saved, now, "loop.resume", ())
+
+
+def test_a_key_whose_default_changed_resumes_only_at_the_value_the_run_had():
+    """llm.data.subset defaults to random draws, but runs made before it existed took the first rows: resuming one
+    needs subset=first (BEFORE_KEY_EXISTED), and the refusal says so."""
+    from aihf.resume import check_same_run, schema_defaults
+    saved = {"llm": {"data": {"split_seed": 1}}}
+    old = {"llm": {"data": {"split_seed": 1, "subset": "first", "subset_seed": None}}}
+    assert check_same_run(saved, old, "loop.resume", (), schema_defaults()) == ["llm.data.subset",
+                                                                              "llm.data.subset_seed"]
+    with pytest.raises(ConfigError, match="made before llm.data.subset existed.*resume with llm.data.subset=first"):
+        check_same_run(saved, {"llm": {"data": {**old["llm"]["data"], "subset": "random"}}}, "loop.resume", (),
+                       schema_defaults())

@@ -336,6 +336,11 @@ class LLMDataConfig:
     demos_from_prefs: bool = False    # use (prompt, chosen) of the training pairs as demonstrations (HH)
     num_demos: int = key(1000, at_least(0))  # at most this many (0 = none)
     num_prefs: int = key(2000, at_least(0))
+    # which num_demos demonstrations and num_prefs training pairs a run uses: random (drawn without replacement with
+    # subset_seed, null = the run's seed, so seeds vary the data as well as the learner; kept in file order, so the
+    # draw of every row is every row) or first (the first rows: the only rule before this key existed)
+    subset: str = key("random", one_of("random", "first"))
+    subset_seed: Optional[int] = key(None, at_least(0))
     num_heldout: int = key(300, at_least(0))  # at most this many held-out pairs / demos / eval prompts
     max_length: int = key(32, at_least(2))  # prompt + response tokens
     max_prompt_length: int = key(16, at_least(1))
@@ -438,6 +443,11 @@ class Config:
     loop: LoopConfig = field(default_factory=LoopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+# Keys added with a default that differs from what runs did before they existed: a run recorded without such a key
+# ran with the value here, and is resumed or evaluated again with it (aihf.resume, aihf.llm.reevaluate).
+BEFORE_KEY_EXISTED = {"llm.data.subset": "first"}
 
 
 def register_configs() -> None:

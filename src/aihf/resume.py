@@ -145,16 +145,23 @@ def check_same_run(saved_cfg: dict, cfg: dict, what: str, resumable: tuple[str, 
                    defaults: dict | None = None) -> list[str]:
     """Refuse to resume a checkpoint under settings that would make a different run, naming the first key.
 
-    A key the schema gained after the checkpoint was made is accepted when it is at its schema default (`defaults`):
-    new options are added with the default that keeps what was done before. Returns those keys."""
+    A key the schema gained after the checkpoint was made is accepted at the value that keeps what the run did:
+    its schema default (`defaults`), or for a key whose default changed that, its BEFORE_KEY_EXISTED value, which
+    the error names. Returns those keys."""
+    from aihf.config import BEFORE_KEY_EXISTED
     saved, now = _flatten(saved_cfg), _flatten(cfg)
     added = []
     for key in sorted(set(saved) | set(now)):
         if key.startswith(resumable):
             continue
-        if key not in saved and defaults is not None and key in defaults and now[key] == defaults[key]:
-            added.append(key)
-            continue
+        if key not in saved and defaults is not None and key in defaults:
+            before = BEFORE_KEY_EXISTED.get(key, defaults[key])
+            if now[key] == before:
+                added.append(key)
+                continue
+            if key in BEFORE_KEY_EXISTED:
+                raise ConfigError(f"{what}: the checkpoint was made before {key} existed, with what is now "
+                                  f"{key}={before}; this run has {key}={now[key]!r}: resume with {key}={before}")
         if saved.get(key, "<absent>") != now.get(key, "<absent>"):
             raise ConfigError(f"{what}: the checkpoint was made with {key}={saved.get(key, '<absent>')!r}, this run "
                               f"has {key}={now.get(key, '<absent>')!r}; resume with the same settings "

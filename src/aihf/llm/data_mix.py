@@ -8,6 +8,8 @@ import logging
 import random
 from collections import Counter
 
+import numpy as np
+
 from aihf.checks import overridden_keys
 from aihf.errors import ConfigError
 from aihf.llm import data as llm_data
@@ -68,13 +70,14 @@ def drop_seen_prompts(parts: dict) -> dict:
     return dropped
 
 
-def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dict]:
-    """The texts of every data part, as llm.data asks (files, held-out split, counts), and how many held-out
-    rows were dropped for sharing a training prompt. Chat data needs the tokenizer (its template): `tok`."""
+def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dict, dict]:
+    """The texts of every data part, as llm.data asks (files, held-out split, counts), how many held-out rows were
+    dropped for sharing a training prompt, and which training rows were drawn (the rule, its seed and the indices
+    per part). Chat data needs the tokenizer (its template): `tok`."""
     d = cfg.llm.data
     out = {k: [] for k in ("demos", "prefs", "heldout_demos", "heldout_prefs", "eval_prompts")}
     if d.format == "chat" and tok is None:
-        return out, {}  # rendered once the tokenizer (with its chat template) exists
+        return out, {}, {}  # rendered once the tokenizer (with its chat template) exists
 
     if d.empty_responses not in ("error", "drop"):
         raise ConfigError(f"llm.data.empty_responses={d.empty_responses!r}: expected error or drop")
@@ -87,13 +90,21 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
             raise ConfigError(f"llm.data.{key}: {exc}") from None
 
     asked = overridden_keys()
+    subset_seed = cfg.seed if d.subset_seed is None else d.subset_seed
+    subset = {"rule": d.subset, "seed": subset_seed if d.subset == "random" else None}
 
-    def take(rows: list, key: str, what: str) -> list:
-        """The first llm.data.<key> rows: a preset's count is a cap, a count set on the command line a demand."""
+    def take(rows: list, key: str, what: str, stream: int) -> list:
+        """llm.data.<key> of the rows (llm.data.subset): a preset's count is a cap, a count set on the command line
+        a demand. The chosen rows' indices are recorded."""
         n = d[key]
         if len(rows) < n and f"llm.data.{key}" in asked:
             raise ConfigError(f"llm.data.{key}={n}, but the data holds {len(rows)} {what}")
-        return rows[:n]
+        if d.subset == "first" or n >= len(rows):
+            chosen = list(range(min(n, len(rows))))
+        else:  # its own stream of the subset seed per part; a smaller count draws a subset of a larger one's rows
+            chosen = sorted(np.random.default_rng([subset_seed, stream]).permutation(len(rows))[:n].tolist())
+        subset[key] = chosen
+        return [rows[i] for i in chosen]
 
     if d.prefs:
         prefs = read("prefs", llm_data.to_pairs)
@@ -103,12 +114,12 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
             out["heldout_prefs"], prefs = fold_by_prompt(prefs, d.split_folds, d.split_fold, d.split_seed)
         elif d.heldout_fraction > 0:
             out["heldout_prefs"], prefs = split_by_prompt(prefs, d.heldout_fraction, d.num_heldout, d.split_seed)
-        out["prefs"] = take(prefs, "num_prefs", "training preference pairs")
+        out["prefs"] = take(prefs, "num_prefs", "training preference pairs", 1)
     if d.demos:
-        out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations")
+        out["demos"] = take(read("demos", llm_data.to_demos), "num_demos", "demonstrations", 0)
     elif d.demos_from_prefs and d.prefs:
         out["demos"] = take([{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"]],
-                            "num_demos", "demonstrations (chosen responses of the training pairs)")
+                            "num_demos", "demonstrations (chosen responses of the training pairs)", 0)
     if d.heldout_demos:
         out["heldout_demos"] = read("heldout_demos", llm_data.to_demos)[:d.num_heldout]
     elif d.demos_from_prefs:
@@ -124,7 +135,7 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
     if needs_prefs and not out["prefs"]:
         raise ConfigError(f"algo={cfg.algo.name} needs preference pairs: set llm.data.prefs and "
                           f"llm.data.num_prefs > 0")
-    return out, dropped
+    return out, dropped, subset
 
 def encode(text: dict, enc: llm_data.Encoder, parts=("demos", "heldout_demos", "prefs", "heldout_prefs",
                                                       "eval_prompts")) -> dict:

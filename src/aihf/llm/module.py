@@ -111,14 +111,15 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         needs_demos = (a.bc_warmstart_steps > 0 and self.trains_policy) or a.policy_update == "bc" or (
             a.demo_weight != 0 and a.policy_update in ("rloo", "direct", "none"))
         needs_prefs = a.pref_weight != 0 and a.policy_update in ("rloo", "direct", "none")
-        self.text, self.dropped_overlap = data_mix.load_text(cfg, None, needs_demos, needs_prefs)
+        self.text, self.dropped_overlap, self.data_subset = data_mix.load_text(cfg, None, needs_demos, needs_prefs)
         corpus = [r["prompt"] + " " + r["response"] for r in self.text["demos"] + self.text["heldout_demos"]]
         corpus += [r["prompt"] + " " + r[k] for r in self.text["prefs"] + self.text["heldout_prefs"]
                    for k in ("chosen", "rejected")]
         corpus += self.text["eval_prompts"]
         self.tokenizer = build_tokenizer(cfg.llm.tokenizer, corpus)
         if d.format == "chat":  # message lists are rendered by the tokenizer's chat template
-            self.text, self.dropped_overlap = data_mix.load_text(cfg, self.tokenizer, needs_demos, needs_prefs)
+            self.text, self.dropped_overlap, self.data_subset = data_mix.load_text(cfg, self.tokenizer, needs_demos,
+                                                                                   needs_prefs)
         self.encoder = llm_data.Encoder(self.tokenizer, d.max_length, d.max_prompt_length, d.prompt_truncation)
         self.data = data_mix.encode(self.text, self.encoder)
 
@@ -377,7 +378,8 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             "demo_weight": a.demo_weight, "pref_weight": a.pref_weight, **commit_record(self.started_commit),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
             "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates,
-            "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, **final,
+            "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, "data_subset": self.data_subset,
+            **final,
             "samples": self.samples, "history": self.history,
             # each held-out pair's margin (by the pair's text hash), for paired comparisons of runs on one split
             "heldout_pairs": self.pair_outcomes,

@@ -31,7 +31,7 @@ EVAL_KEYS = ("llm.train.eval_prompts", "llm.train.eval_samples", "llm.train.eval
 # Entries of the run's metrics.json that describe its training, not its evaluation, and so are kept.
 KEEP = ("domain", "task", "algo", "seed", "weighting", "beta", "num_demos", "num_prefs", "demo_weight", "pref_weight",
         "git_commit", "git_commit_resumed", "steps", "sft_updates", "reward_updates", "policy_updates",
-        "skipped_updates", "heldout_rows_with_training_prompts_dropped")
+        "skipped_updates", "heldout_rows_with_training_prompts_dropped", "data_subset")
 
 
 def run_overrides(run: Path) -> list[str]:
@@ -51,12 +51,21 @@ def check_overrides(overrides: list[str]) -> None:
                               f"{', '.join(EVAL_KEYS)}")
 
 
+def predating(run: Path) -> list[str]:
+    """Overrides that give keys added since the run was made the value the run ran with (BEFORE_KEY_EXISTED)."""
+    from aihf.config import BEFORE_KEY_EXISTED
+    from aihf.resume import _flatten
+    path = run / ".hydra" / "config.yaml"
+    saved = _flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return [f"{k}={v}" for k, v in BEFORE_KEY_EXISTED.items() if saved and k not in saved]
+
+
 def compose_run(run: Path, overrides: list[str], out: Path):
     from hydra import compose, initialize_config_dir
     from aihf.config import register_configs
     register_configs()
     with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*run_overrides(run), *overrides])
+        cfg = compose(config_name="config", overrides=[*run_overrides(run), *predating(run), *overrides])
     with open_dict(cfg):
         cfg.run_dir = str(out)
         cfg.trainer.enable_checkpointing = False
