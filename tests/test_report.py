@@ -123,6 +123,40 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
     assert (tmp_path / "acc.png").stat().st_size > 0
 
 
+def write_gold_run(root: Path, algo: str, pairs: int, seed: int, gold: float, steps: int = 10) -> None:
+    d = root / f"{algo}-{pairs}-{seed}"
+    d.mkdir(parents=True)
+    m = {"domain": "llm", "task": "t", "algo": algo, "seed": seed, "weighting": "mean", "beta": 0.1, "num_demos": 5,
+         "num_prefs": pairs, "demo_weight": 1.0, "pref_weight": 1.0 if pairs else 0.0, "steps": steps,
+         "eval/gold_sampled": gold, "eval/pref_accuracy": 0.5, "git_commit": "abc", "history": []}
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def test_llm_methods_are_compared_within_each_pair_count_paired_by_seed(tmp_path):
+    """Methods are compared within one pair count (their own step counts do not split them), paired by seed; a
+    method that uses no pairs is compared at every count."""
+    base = {0: 0.2, 1: 0.9, 2: 0.5}  # large differences between seeds, which pairing removes
+    for seed, b in base.items():
+        for pairs in (10, 100):
+            write_gold_run(tmp_path, "method_x", pairs, seed, b + 0.10 + 0.01 * seed, steps=30)
+            write_gold_run(tmp_path, "method_y", pairs, seed, b, steps=20)
+        write_gold_run(tmp_path, "method_z", 0, seed, b - 0.05, steps=20)
+    md = report.llm_table(report.load_runs([tmp_path]))
+    for pairs in (10, 100):
+        block = md.split(f"*pairs = {pairs}: gold reward of sampled responses")[1].split("*pairs")[0]
+        row = next(r for r in block.splitlines() if r.startswith("| method_x |"))
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        names = [c.strip() for c in block.splitlines()[2].strip("|").split("|")][1:]
+        assert names == ["method_x", "method_y", "method_z"]
+        d, lo, hi = stats.t_interval([0.10, 0.11, 0.12])
+        assert cells[1] == f"**{d:+.3f} [{lo:+.3f}, {hi:+.3f}]**"  # paired: a tight interval around +0.11
+        d, lo, hi = stats.t_interval([0.15, 0.16, 0.17])
+        assert cells[2] == f"**{d:+.3f} [{lo:+.3f}, {hi:+.3f}]**"
+    assert "*pairs = 0" not in md
+    report.plot_llm_scarcity(report.load_runs([tmp_path]), tmp_path / "pairs.png", "test")
+    assert (tmp_path / "pairs.png").stat().st_size > 0
+
+
 def test_llm_figures_tabulate_their_runs_evaluated_again_at_one_commit(tmp_path):
     from aihf import figures
     root = tmp_path / "hh_dpo"

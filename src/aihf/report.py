@@ -8,7 +8,10 @@ never by preset names: settings shared by every run are printed once above the t
 Each cell is the mean over seeds with a 95 % bootstrap interval (aihf.stats); MuJoCo tables add the interquartile
 mean and, beside each reward metric, what a constant reward and the episode-length proxy score on the same data.
 Within each group of runs that differ only in their preset, the probability of improvement P(A > B) of the
-normalised score is listed. The commits that produced the runs are named under the table.
+normalised score is listed. LLM runs are compared within each preference-pair count (presets that use no pairs
+join every count): two methods pair by pair on the held-out pairs, more as matrices of differences paired by seed;
+with several counts, a second figure plots the metrics against the count. The commits that produced the runs are
+named under the table.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ def mujoco_config(m: dict) -> dict:
 
 # The settings that make a method (compared by the probability of improvement within everything else).
 METHOD = ("algo", "λ_D", "λ_P", "β", "weighting", "demos", "pairs")
+# LLM: the pair count is the data regime that methods are compared within, and a preset's step count is its own
+# (stages differ by preset), so it is part of the method.
+LLM_METHOD = ("algo", "λ_D", "λ_P", "β", "weighting", "demos", "steps")
 
 
 def llm_config(m: dict) -> dict:
@@ -239,8 +245,8 @@ def llm_table(runs: list[dict]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Cells: mean over seeds [95 % t-interval] (min–max)."
               + (f" Held-out pairs per run: {', '.join(map(str, held))}." if held else "")]
-    paired = paired_llm(groups, varying)
-    lines += ["", paired] if paired else []
+    for part in (paired_llm(groups, varying), llm_matrices(groups, varying)):
+        lines += ["", part] if part else []
     lines += ["", commits_line(runs)]
     return "\n".join(lines)
 
@@ -250,17 +256,90 @@ def correct(pairs: list[dict]) -> dict[str, float]:
     return {p["pair"]: 1.0 if p["margin"] > 0 else 0.5 if p["margin"] == 0 else 0.0 for p in pairs}
 
 
-def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
-    """Held-out accuracy of every two methods run in the same context, compared pair by pair on each seed's split
-    (a paired interval over the pairs both scored) and over the seeds (Nadeau–Bengio's corrected interval, since
-    random splits of one dataset overlap)."""
+def llm_contexts(groups: dict[tuple, list[dict]]) -> dict[tuple, list[tuple]]:
+    """The groups by context (everything but LLM_METHOD: task, pair count). Methods that use no pairs (sft,
+    spin, π_ref itself) do not depend on the count, so they join every context with pairs, as baselines."""
     cells: dict[tuple, list[tuple]] = defaultdict(list)
     for key in groups:
-        cells[tuple((k, v) for k, v in key if k not in METHOD)].append(key)
+        cells[tuple((k, v) for k, v in key if k not in LLM_METHOD)].append(key)
+    without = {c: keys for c, keys in cells.items() if dict(c).get("pairs") == 0}
+    rest = lambda c: tuple((k, v) for k, v in c if k != "pairs")  # noqa: E731
+    for c in [c for c in cells if c not in without]:
+        cells[c] += [k for w, keys in without.items() if rest(w) == rest(c) for k in keys]
+    if len(without) < len(cells):
+        for c in without:
+            del cells[c]
+    return dict(sorted(cells.items(), key=lambda kv: [str(v) for _, v in kv[0]]))
+
+
+def paired_matrix(keys: list[tuple], groups: dict[tuple, list[dict]], names: list[str], value, digits: int = 3
+                  ) -> list[str]:
+    """row − column of `value(run)`, paired by seed (the runs of one seed draw the same data and start from the
+    same initialisation): the mean difference with its 95 % paired t-interval over the seeds both have, in bold
+    where the interval excludes 0."""
+    lines = ["| row − column | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for a, ka in zip(names, keys):
+        row = []
+        for kb in keys:
+            xa = {m["seed"]: value(m) for m in groups[ka] if value(m) is not None}
+            xb = {m["seed"]: value(m) for m in groups[kb] if value(m) is not None}
+            seeds = sorted(set(xa) & set(xb))
+            if ka == kb or not seeds:
+                row.append("–")
+                continue
+            d, lo, hi = stats.t_interval([xa[s] - xb[s] for s in seeds])
+            text = f"{d:+.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")
+            row.append(f"**{text}**" if lo > 0 or hi < 0 else text)
+        lines.append(f"| {a} | " + " | ".join(row) + " |")
+    return lines
+
+
+# (metric, what it is) compared between methods in a matrix when a context holds more than two
+MATRIX_METRICS = (("eval/gold_sampled", "gold reward of sampled responses"),
+                  ("eval/pref_accuracy", "held-out preference accuracy"))
+
+
+def distinguishing(keys: list[tuple], methods: list[str]) -> list[str]:
+    """The method settings that name these groups apart: the preset alone where it does, else every one that
+    varies among them."""
+    varies = [v for v in methods if len({dict(k)[v] for k in keys}) > 1]
+    return ["algo"] if "algo" in varies and len({dict(k)["algo"] for k in keys}) == len(keys) else varies
+
+
+def llm_matrices(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
+    """For each context of more than two methods, the paired differences between every two, per metric."""
+    methods = [v for v in varying if v in LLM_METHOD]
     lines = []
-    for context, keys in cells.items():
+    for context, keys in llm_contexts(groups).items():
+        if len(keys) <= 2:
+            continue
         label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
-        methods = [v for v in varying if v in METHOD]
+        names = [label_of(k, distinguishing(keys, methods)) for k in keys]
+        for metric, what in MATRIX_METRICS:
+            if not any(metric in m for k in keys for m in groups[k]):
+                continue
+            seeds = sorted({m["seed"] for k in keys for m in groups[k]})
+            lines += [f"*{label}: {what}, row − column, paired by seed ({len(seeds)} seeds) [95 % t-interval]*", "",
+                      *paired_matrix(keys, groups, names, lambda m: m.get(metric)), ""]
+    if lines:
+        lines.append("Paired by seed: at one seed every preset draws the same training rows and starts from the same "
+                     "initialisation, so the difference removes what they share. The interval is over seeds (the "
+                     "training randomness: initialisation, the data drawn, sampling) on one fixed set of evaluation "
+                     "prompts and held-out pairs; the error of that set's own sampling is not in it. Bold: the "
+                     "interval excludes 0. Presets that use no preference pairs appear in every pair count.")
+    return "\n".join(lines).rstrip()
+
+
+def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
+    """Held-out accuracy of two methods run in the same context (where it holds exactly two), compared pair by
+    pair on each seed's split (a paired interval over the pairs both scored) and over the seeds (Nadeau–Bengio's
+    corrected interval, since random splits of one dataset overlap)."""
+    lines = []
+    for context, keys in llm_contexts(groups).items():
+        if len(keys) != 2:
+            continue
+        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        methods = [v for v in varying if v in LLM_METHOD]
         for i, ka in enumerate(keys):
             for kb in keys[i + 1:]:
                 a = {m["seed"]: correct(m["heldout_pairs"]) for m in groups[ka] if m.get("heldout_pairs")}
@@ -323,6 +402,57 @@ def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval
     fig.savefig(out, dpi=120)
 
 
+def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> None:
+    """Gold reward and held-out accuracy against the number of preference pairs, one line per method (mean over
+    seeds with its 95 % t-interval); methods that use no pairs are bands across the plot, the length-only rule a
+    dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups, varying, _ = group(runs, llm_config)
+    methods = [v for v in varying if v in LLM_METHOD]
+    lines: dict[tuple, dict[int, list[dict]]] = defaultdict(dict)
+    for key, g in groups.items():
+        conf = dict(key)
+        lines[tuple((k, v) for k, v in key if k != "pairs")][conf["pairs"]] = g
+    sizes = sorted({dict(k)["pairs"] for k in groups} - {0})
+    panels = [("eval/gold_sampled", "gold reward (sampled)"), ("eval/pref_accuracy", "held-out preference accuracy")]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, (metric, name) in zip(axes, panels):
+        ordered = sorted(lines.items(), key=lambda kv: str(kv[0]))
+        names = distinguishing([k for k, _ in ordered], methods)
+        for i, (key, by_size) in enumerate(ordered):
+            colour, label = f"C{i % 10}", label_of(key, names)
+            shift = 1.03 ** (i - len(ordered) / 2)  # side by side, so the intervals do not hide each other
+            cis = {n: stats.t_interval([m.get(metric) for m in g if m.get(metric) is not None])
+                   for n, g in by_size.items()}
+            if set(by_size) == {0}:  # no pairs used: the same at every count
+                point, low, high = cis[0]
+                ax.axhline(point, color=colour, ls=":", label=label)
+                if not math.isnan(low):
+                    ax.axhspan(low, high, color=colour, alpha=0.05)
+                continue
+            xs = [n for n in sizes if n in cis]
+            ys = np.array([cis[n] for n in xs])
+            ax.errorbar([x * shift for x in xs], ys[:, 0], yerr=[ys[:, 0] - ys[:, 1], ys[:, 2] - ys[:, 0]], color=colour, marker="o",
+                        ms=4, capsize=3, label=label)
+        if metric == "eval/pref_accuracy":
+            base = {n: [m["baseline/length_pref_accuracy"] for k, g in groups.items() if dict(k)["pairs"] == n
+                        for m in g if "baseline/length_pref_accuracy" in m] for n in sizes}
+            xs = [n for n in sizes if base[n]]
+            if xs:
+                ax.plot(xs, [np.mean(base[n]) for n in xs], "k--", label="length only (direction fit on the pairs)")
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.set_xlabel("preference pairs")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: mean over seeds with 95 % t-intervals; dotted: presets that use no pairs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def plot_llm_accuracy(runs: list[dict], out: Path, title: str) -> None:
     """Without a gold reward: each run's held-out preference accuracy (one dot per seed, the mean as a bar),
     with the length-only baseline and π_ref's zero-shot accuracy of the same runs."""
@@ -373,6 +503,8 @@ def main() -> None:
         png = args.out.with_suffix(".png") if not mujoco else args.out.with_name(args.out.name + "-llm.png")
         if any("eval/gold_sampled" in m for m in llm):
             plot_llm_curves(llm, png, args.title)
+            if len({m.get("num_prefs") for m in llm} - {0, None}) > 1:
+                plot_llm_scarcity(llm, png.with_name(png.stem + "-pairs.png"), args.title)
         else:
             plot_llm_accuracy(llm, png, args.title)
     md = "\n\n".join(parts)
