@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from aihf.errors import ConfigError
 from aihf.llm import data as llm_data
@@ -195,7 +196,7 @@ def test_run_py_reports_bad_data_in_one_line_and_keeps_earlier_output(data_copy,
 def _drawn(sort_data, tmp_path, *extra):
     from aihf.llm.data_mix import load_text
     cfg = llm_cfg("aihf", sort_data, tmp_path, ["llm.data.num_demos=20", *extra])
-    text, _, subset = load_text(cfg, None, True, True)
+    text, _, subset, _ = load_text(cfg, None, True, True)
     return text, subset
 
 
@@ -222,3 +223,32 @@ def test_each_seed_draws_its_own_pairs_and_demonstrations(sort_data, tmp_path):
     assert pairs(first) == [(r["prompt"], r["chosen"], r["rejected"]) for r in rows[:16]]
     every, _ = _drawn(sort_data, tmp_path, f"llm.data.num_prefs={len(rows)}", "seed=1")
     assert pairs(every) == [(r["prompt"], r["chosen"], r["rejected"]) for r in rows]  # all of them, in file order
+
+
+def test_draws_at_one_seed_share_the_tokenizer_the_initial_policy_and_the_evaluation(sort_data, tmp_path):
+    """A word-level tokenizer's ids follow token frequencies: trained on the drawn rows, it would differ between
+    pair counts, and so would π_ref's initialisation at one seed. It is trained on the pool the rows are drawn
+    from (the first-N rule keeps the old corpus, which does follow the draw)."""
+    import pytorch_lightning as pl
+
+    def built(n, *extra):
+        pl.seed_everything(0, verbose=False)
+        return LLMAIHF(llm_cfg("dpo", sort_data, tmp_path / f"{n}{extra}", [f"llm.data.num_prefs={n}", *extra]))
+    few, many = built(4), built(48)
+    assert few.tokenizer.get_vocab() == many.tokenizer.get_vocab()
+    assert all(torch.equal(a, b) for a, b in zip(few.policy.state_dict().values(), many.policy.state_dict().values()))
+    assert few.text["heldout_prefs"] == many.text["heldout_prefs"]
+    assert few.text["eval_prompts"] == many.text["eval_prompts"]
+    first = [built(n, "llm.data.subset=first").tokenizer.get_vocab() for n in (4, 48)]
+    assert first[0] != first[1]
+
+
+def test_sort_baselines_against_a_hand_computation(sort_data):
+    from aihf.llm.sort_task import baselines, parse_prompt
+    out = baselines(sort_data, draws=5)
+    lengths = [len(parse_prompt(json.loads(line)["prompt"]))
+               for line in (sort_data / "eval_prompts.jsonl").read_text().splitlines()]
+    # the demonstrator's mode swaps the last two of 5 or more digits: n − 2 of n positions right
+    assert out["demonstrator_mode"] == pytest.approx(sum((n - 2) / n if n >= 5 else 1.0 for n in lengths) / len(lengths))
+    assert out["exact_sort"] == 1.0 and out["copy_prompt"] < out["demonstrator_sampled"] < out["demonstrator_mode"]
+    assert 0.5 < out["heldout_labels_agreeing_with_gold"] <= 1.0

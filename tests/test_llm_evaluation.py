@@ -68,6 +68,22 @@ def test_each_heldout_pair_outcome_is_kept_with_its_identity(sort_data, tmp_path
         ((per_token > 0).float() + 0.5 * (per_token == 0).float()).mean())
 
 
+def test_an_explicit_reward_is_shown_beside_pi_refs_own_ranking(sort_data, tmp_path):
+    """rlhf's held-out accuracy is its reward model's; π_ref's zero-shot ranking of the same pairs, by summed
+    log-probs, is reported beside it as for the implicit presets."""
+    module = LLMAIHF(llm_cfg("rlhf", sort_data, tmp_path))
+    out = module.preference_metrics()
+    rows = module.data["heldout_prefs"]
+    with torch.no_grad():
+        (rc, rr), _ = module.pair_logps(module.reference, [r["prompt"] for r in rows], [r["chosen"] for r in rows],
+                                        [r["rejected"] for r in rows])
+    ref = rc - rr
+    assert out["eval/ref_loglik_pref_accuracy"] == pytest.approx(((ref > 0).float() + 0.5 * (ref == 0).float()).mean())
+    assert [o["ref_margin"] for o in module.pair_outcomes] == pytest.approx(ref.tolist(), abs=1e-5)
+    margins = torch.tensor([o["margin"] for o in module.pair_outcomes])
+    assert not torch.allclose(margins, ref)  # the accuracy itself stays the reward model's
+
+
 def test_kl_is_reported_per_sequence_and_per_token_with_standard_errors(sort_data, tmp_path, monkeypatch):
     module = LLMAIHF(llm_cfg("dpo", sort_data, tmp_path, ["llm.train.eval_prompts=4", "llm.train.eval_samples=2",
                                                             "llm.train.eval_batch_size=4"]))

@@ -123,12 +123,14 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
     assert (tmp_path / "acc.png").stat().st_size > 0
 
 
-def write_gold_run(root: Path, algo: str, pairs: int, seed: int, gold: float, steps: int = 10) -> None:
+def write_gold_run(root: Path, algo: str, pairs: int, seed: int, gold: float, steps: int = 10, acc: float = 0.5,
+                   **extra) -> None:
     d = root / f"{algo}-{pairs}-{seed}"
     d.mkdir(parents=True)
     m = {"domain": "llm", "task": "t", "algo": algo, "seed": seed, "weighting": "mean", "beta": 0.1, "num_demos": 5,
          "num_prefs": pairs, "demo_weight": 1.0, "pref_weight": 1.0 if pairs else 0.0, "steps": steps,
-         "eval/gold_sampled": gold, "eval/pref_accuracy": 0.5, "git_commit": "abc", "history": []}
+         "eval/gold_sampled": gold, "eval/pref_accuracy": acc, "git_commit": "abc", "history": [],
+         "data_subset": {"rule": "random", "seed": seed}, **extra}
     (d / "metrics.json").write_text(json.dumps(m))
 
 
@@ -155,6 +157,42 @@ def test_llm_methods_are_compared_within_each_pair_count_paired_by_seed(tmp_path
     assert "*pairs = 0" not in md
     report.plot_llm_scarcity(report.load_runs([tmp_path]), tmp_path / "pairs.png", "test")
     assert (tmp_path / "pairs.png").stat().st_size > 0
+
+
+def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
+    gold = {"method_x": [0.5, 0.9, 0.1, 0.7, 0.3], "method_y": [0.4, 0.8, 0.0, 0.6, 0.1]}
+    for algo, values in gold.items():
+        for pairs in (10, 100):
+            for seed, g in enumerate(values):
+                write_gold_run(tmp_path, algo, pairs, seed, g + (0.05 if pairs == 100 else 0.0), acc=0.6 + 0.01 * seed,
+                               git_commit_resumed="def" if seed == 4 else None)
+    for seed in range(5):
+        write_gold_run(tmp_path, "method_z", 0, seed, 0.2)
+    md = report.llm_table(report.load_runs([tmp_path]), [("method_x", "method_y"), ("method_x", "method_z")])
+    rows = [r for r in md.split("Primary contrasts")[1].split("\n\n")[1].splitlines()[2:]]
+    assert [r.split(" | ")[:2] for r in rows] == [["| pairs = 10", "method_x − method_y"],
+                                                  ["| pairs = 10", "method_x − method_z"],
+                                                  ["| pairs = 100", "method_x − method_y"],
+                                                  ["| pairs = 100", "method_x − method_z"]]
+    diffs = [0.1, 0.1, 0.1, 0.1, 0.2]
+    d, lo, hi = stats.t_interval(diffs)
+    p = stats.t_test_p(diffs)
+    p_z = [stats.t_test_p(np.array(gold["method_x"]) + shift - 0.2) for shift in (0.0, 0.05)]
+    holm = stats.holm([p, p_z[0], p, p_z[1]])  # the family: every contrast at every count, in table order
+    assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
+    assert rows[1].endswith("| – | – | – |")  # method_z learns from no pairs: no accuracy contrast
+    assert "*pairs = 10: held-out preference accuracy" in md and "| method_z |" not in md.split(
+        "*pairs = 10: held-out preference accuracy")[1].split("*pairs")[0]
+    assert md.index("| pairs = 10 |") < md.index("| pairs = 100 |")  # counts in numeric order
+    assert "resumed at `def` (4 runs)" in md
+    assert "rows drawn = random" in md
+
+
+def test_holm_against_a_hand_computation():
+    # p = (0.01, 0.04, 0.03, 0.5): sorted 0.01·4 = 0.04, 0.03·3 = 0.09, 0.04·2 = 0.08 → 0.09 (monotone), 0.5·1
+    assert stats.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert np.isnan(stats.holm([0.2, float("nan")])[1]) and stats.holm([0.2, float("nan")])[0] == 0.2
+    assert stats.t_test_p([0.1, 0.2, 0.3]) == pytest.approx(0.0742, abs=1e-4)
 
 
 def test_llm_figures_tabulate_their_runs_evaluated_again_at_one_commit(tmp_path):

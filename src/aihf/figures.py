@@ -91,7 +91,8 @@ FIGURES = {
          ("experiment=sort_table", "algo=dpo,rpo,aihf_dpo,aihf_selfplay", "llm.data.num_prefs=30,100,300,1000,2000",
           SEEDS5),
          ("experiment=sort_table", "algo=sft,spin", SEEDS5),
-         ("experiment=sort_table", "algo=sft", "algo.name=reference", "llm.train.policy_steps=0", SEEDS5)), 165),
+         ("experiment=sort_table", "algo=sft", "algo.name=reference", "llm.train.policy_steps=0", SEEDS5)), 165,
+        report=("--contrasts", "aihf:rlhf,aihf:dpo,aihf:sft,aihf_dpo:dpo,aihf_dpo:sft")),
 }
 
 

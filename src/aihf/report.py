@@ -63,7 +63,9 @@ LLM_METHOD = ("algo", "λ_D", "λ_P", "β", "weighting", "demos", "steps")
 def llm_config(m: dict) -> dict:
     return {"task": m["task"], "algo": m["algo"], "weighting": m.get("weighting", "–"), "β": m.get("beta", "–"),
             "λ_D": m.get("demo_weight", "–"), "λ_P": m.get("pref_weight", "–"), "demos": m.get("num_demos", 0),
-            "pairs": m.get("num_prefs", 0), "steps": m.get("steps")}
+            "pairs": m.get("num_prefs", 0), "steps": m.get("steps"),
+            # how the training rows were chosen (llm.data.subset; runs that predate it took the first rows)
+            "rows drawn": (m.get("data_subset") or {}).get("rule", "first")}
 
 
 def group(runs: list[dict], config) -> tuple[dict[tuple, list[dict]], list[str], dict]:
@@ -75,7 +77,12 @@ def group(runs: list[dict], config) -> tuple[dict[tuple, list[dict]], list[str],
     values = {n: {dict(k)[n] for k in groups} for n in names}
     varying = [n for n in names if len(values[n]) > 1]
     shared = {n: next(iter(values[n])) for n in names if len(values[n]) == 1}
-    return dict(sorted(groups.items(), key=lambda kv: [str(v) for _, v in kv[0]])), varying, shared
+    return dict(sorted(groups.items(), key=lambda kv: in_order(kv[0]))), varying, shared
+
+
+def in_order(key: tuple) -> list:
+    """A sort key for a configuration: numbers by value (30 before 100), anything else by its text."""
+    return [(0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for _, v in key]
 
 
 def cell(values, digits: int = 3) -> str:
@@ -111,6 +118,9 @@ def commits_line(runs: list[dict]) -> str:
     def listed(commits) -> str:
         return ", ".join(f"`{c}` ({n} runs)" for c, n in Counter(c or "unrecorded" for c in commits).most_common())
     line = "Commits: " + listed(m.get("git_commit") for m in runs)
+    resumed = [m["git_commit_resumed"] for m in runs if m.get("git_commit_resumed")]
+    if resumed:  # an interrupted run continued at another commit: its later steps ran that code
+        line += "; resumed at " + listed(resumed)
     again = [(m.get("reevaluation") or {}).get("git_commit") for m in runs if "reevaluation" in m]
     if again:  # aihf.llm.reevaluate: the metrics are those of this later evaluation
         line += "; evaluated again from their last checkpoints at " + listed(again)
@@ -229,7 +239,7 @@ LLM_COLUMNS = (("gold (sampled)", ("eval/gold_sampled",), 3), ("gold (greedy)", 
                ("held-out demo log-lik./token", ("eval/demo_logp_per_token",), 3))
 
 
-def llm_table(runs: list[dict]) -> str:
+def llm_table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     groups, varying, shared = group(runs, llm_config)
     columns = [c for c in LLM_COLUMNS if any(c[1][0] in m for m in runs)]
     held = sorted({len(m["heldout_pairs"]) for m in runs if m.get("heldout_pairs")})
@@ -245,7 +255,8 @@ def llm_table(runs: list[dict]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Cells: mean over seeds [95 % t-interval] (min–max)."
               + (f" Held-out pairs per run: {', '.join(map(str, held))}." if held else "")]
-    for part in (paired_llm(groups, varying), llm_matrices(groups, varying)):
+    for part in (primary_contrasts(groups, varying, contrasts), paired_llm(groups, varying),
+                 llm_matrices(groups, varying)):
         lines += ["", part] if part else []
     lines += ["", commits_line(runs)]
     return "\n".join(lines)
@@ -269,14 +280,14 @@ def llm_contexts(groups: dict[tuple, list[dict]]) -> dict[tuple, list[tuple]]:
     if len(without) < len(cells):
         for c in without:
             del cells[c]
-    return dict(sorted(cells.items(), key=lambda kv: [str(v) for _, v in kv[0]]))
+    return dict(sorted(cells.items(), key=lambda kv: in_order(kv[0])))
 
 
-def paired_matrix(keys: list[tuple], groups: dict[tuple, list[dict]], names: list[str], value, digits: int = 3
-                  ) -> list[str]:
+def paired_matrix(keys: list[tuple], groups: dict[tuple, list[dict]], names: list[str], value, seeds_all: int,
+                  digits: int = 3) -> list[str]:
     """row − column of `value(run)`, paired by seed (the runs of one seed draw the same data and start from the
     same initialisation): the mean difference with its 95 % paired t-interval over the seeds both have, in bold
-    where the interval excludes 0."""
+    where the interval excludes 0, marked † where fewer than `seeds_all` seeds are paired."""
     lines = ["| row − column | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for a, ka in zip(names, keys):
         row = []
@@ -289,14 +300,16 @@ def paired_matrix(keys: list[tuple], groups: dict[tuple, list[dict]], names: lis
                 continue
             d, lo, hi = stats.t_interval([xa[s] - xb[s] for s in seeds])
             text = f"{d:+.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")
-            row.append(f"**{text}**" if lo > 0 or hi < 0 else text)
+            text = f"**{text}**" if lo > 0 or hi < 0 else text
+            row.append(text + (f" †{len(seeds)}" if len(seeds) < seeds_all else ""))
         lines.append(f"| {a} | " + " | ".join(row) + " |")
     return lines
 
 
-# (metric, what it is) compared between methods in a matrix when a context holds more than two
-MATRIX_METRICS = (("eval/gold_sampled", "gold reward of sampled responses"),
-                  ("eval/pref_accuracy", "held-out preference accuracy"))
+# (metric, what it is, only methods that learn from pairs) compared between methods when a context holds more than
+# two: a preset trained on no pairs has no preference accuracy of its own (π_ref itself: all ties)
+MATRIX_METRICS = (("eval/gold_sampled", "gold reward of sampled responses", False),
+                  ("eval/pref_accuracy", "held-out preference accuracy", True))
 
 
 def distinguishing(keys: list[tuple], methods: list[str]) -> list[str]:
@@ -315,19 +328,64 @@ def llm_matrices(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
             continue
         label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
         names = [label_of(k, distinguishing(keys, methods)) for k in keys]
-        for metric, what in MATRIX_METRICS:
-            if not any(metric in m for k in keys for m in groups[k]):
+        for metric, what, learned in MATRIX_METRICS:
+            shown = [(k, n) for k, n in zip(keys, names) if not learned or dict(k)["pairs"] > 0]
+            if len(shown) < 2 or not any(metric in m for k, _ in shown for m in groups[k]):
                 continue
-            seeds = sorted({m["seed"] for k in keys for m in groups[k]})
+            seeds = sorted({m["seed"] for k, _ in shown for m in groups[k]})
             lines += [f"*{label}: {what}, row − column, paired by seed ({len(seeds)} seeds) [95 % t-interval]*", "",
-                      *paired_matrix(keys, groups, names, lambda m: m.get(metric)), ""]
+                      *paired_matrix([k for k, _ in shown], groups, [n for _, n in shown],
+                                     lambda m: m.get(metric), len(seeds)), ""]
     if lines:
         lines.append("Paired by seed: at one seed every preset draws the same training rows and starts from the same "
                      "initialisation, so the difference removes what they share. The interval is over seeds (the "
                      "training randomness: initialisation, the data drawn, sampling) on one fixed set of evaluation "
                      "prompts and held-out pairs; the error of that set's own sampling is not in it. Bold: the "
-                     "interval excludes 0. Presets that use no preference pairs appear in every pair count.")
+                     "interval excludes 0 (unadjusted: the matrices hold many comparisons, so some bold cells are "
+                     "expected by chance; the primary contrasts, if any, are adjusted below). †n: only n seeds "
+                     "paired. Presets that use no preference pairs appear in every pair count (gold only).")
     return "\n".join(lines).rstrip()
+
+
+def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contrasts) -> str:
+    """The comparisons declared before looking (`--contrasts A:B,...`, by the algo each run recorded), in every
+    context that has both: the paired-by-seed difference with its 95 % t-interval and the t-test's p-value, Holm-
+    adjusted over the whole family (every contrast in every context) of each metric."""
+    found = []  # (context label, contrast, key a, key b)
+    for context, keys in llm_contexts(groups).items():
+        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        for a, b in contrasts:
+            ka = [k for k in keys if dict(k)["algo"] == a]
+            kb = [k for k in keys if dict(k)["algo"] == b]
+            if len(ka) == 1 and len(kb) == 1:
+                found.append((label, f"{a} − {b}", ka[0], kb[0]))
+    if not found:
+        return ""
+    cells: dict[str, list[tuple[str, float]]] = {}
+    for metric, _, learned in MATRIX_METRICS:
+        results = []
+        for _, _, ka, kb in found:
+            xa = {m["seed"]: m.get(metric) for m in groups[ka] if m.get(metric) is not None}
+            xb = {m["seed"]: m.get(metric) for m in groups[kb] if m.get(metric) is not None}
+            seeds = sorted(set(xa) & set(xb))
+            if not seeds or (learned and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
+                results.append(("–", math.nan))
+                continue
+            diffs = [xa[s] - xb[s] for s in seeds]
+            d, lo, hi = stats.t_interval(diffs)
+            text = f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]") + f" (n={len(seeds)})"
+            results.append((text, stats.t_test_p(diffs)))
+        adjusted = stats.holm([p for _, p in results])
+        cells[metric] = [(t, p, q) for (t, p), q in zip(results, adjusted)]
+    fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
+    head = " | ".join(f"{what}: difference [95 %] | p | Holm p" for _, what, _ in MATRIX_METRICS)
+    lines = ["Primary contrasts (declared in advance), paired by seed; Holm's adjustment over every contrast and "
+             "count of each metric:", "", f"| | contrast | {head} |", "|---|---|" + "---|---|---|" * len(MATRIX_METRICS)]
+    for i, (label, name, _, _) in enumerate(found):
+        row = [f"{t} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
+               for t, p, q in (cells[metric][i] for metric, _, _ in MATRIX_METRICS)]
+        lines.append(f"| {label} | {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
@@ -487,7 +545,12 @@ def main() -> None:
     p.add_argument("roots", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True, help="prefix: writes <out>.md and <out>.png")
     p.add_argument("--title", default="")
+    p.add_argument("--contrasts", default="", help="LLM: comparisons declared in advance, A:B,... by recorded algo "
+                                                   "(paired by seed, Holm-adjusted)")
     args = p.parse_args()
+    contrasts = [tuple(c.split(":", 1)) for c in args.contrasts.split(",") if c]
+    if any(len(c) != 2 for c in contrasts):
+        raise SystemExit(f"--contrasts={args.contrasts}: expected A:B pairs joined by commas")
     runs = load_runs(args.roots)
     if not runs:
         raise SystemExit(f"no metrics.json under {[str(r) for r in args.roots]}")
@@ -499,7 +562,7 @@ def main() -> None:
         parts.append(table(mujoco))
         plot_curves(mujoco, args.out.with_suffix(".png"), args.title)
     if llm:
-        parts.append(llm_table(llm))
+        parts.append(llm_table(llm, contrasts))
         png = args.out.with_suffix(".png") if not mujoco else args.out.with_name(args.out.name + "-llm.png")
         if any("eval/gold_sampled" in m for m in llm):
             plot_llm_curves(llm, png, args.title)

@@ -103,3 +103,24 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+def t_test_p(differences) -> float:
+    """Two-sided p-value of Student's one-sample t-test that the mean difference is 0 (NaN below 2 values or
+    without spread)."""
+    d = _finite(differences)
+    if len(d) < 2 or d.std(ddof=1) == 0:
+        return math.nan
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate): the k-th smallest
+    of m is multiplied by m − k + 1, made monotone, capped at 1; NaN values are left out of the family."""
+    p = [(v, i) for i, v in enumerate(p_values) if not math.isnan(v)]
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (v, i) in enumerate(sorted(p)):
+        running = max(running, min(1.0, (len(p) - rank) * v))
+        adjusted[i] = running
+    return adjusted

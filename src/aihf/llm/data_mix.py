@@ -54,10 +54,11 @@ def fold_by_prompt(pairs: list[dict], folds: int, fold: int, seed: int = 0) -> t
     return [p for p in pairs if p["prompt"] in chosen], [p for p in pairs if p["prompt"] not in chosen]
 
 
-def drop_seen_prompts(parts: dict) -> dict:
-    """Held-out rows and evaluation prompts whose prompt is also a training prompt are dropped (they would measure
-    memorisation, not generalisation); returns how many of each, which the run logs and records."""
-    seen = {r["prompt"] for r in parts["demos"] + parts["prefs"]}
+def drop_seen_prompts(parts: dict, training: list[dict] | None = None) -> dict:
+    """Held-out rows and evaluation prompts whose prompt is also a training prompt (of `training`, by default the
+    parts' own demos and prefs) are dropped (they would measure memorisation, not generalisation); returns how many
+    of each, which the run logs and records."""
+    seen = {r["prompt"] for r in (parts["demos"] + parts["prefs"] if training is None else training)}
     dropped = {}
     for part in ("heldout_demos", "heldout_prefs", "eval_prompts"):
         rows = parts[part]
@@ -70,14 +71,19 @@ def drop_seen_prompts(parts: dict) -> dict:
     return dropped
 
 
-def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dict, dict]:
+def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dict, dict, dict]:
     """The texts of every data part, as llm.data asks (files, held-out split, counts), how many held-out rows were
-    dropped for sharing a training prompt, and which training rows were drawn (the rule, its seed and the indices
-    per part). Chat data needs the tokenizer (its template): `tok`."""
+    dropped for sharing a training prompt, which training rows were drawn (the rule, its seed and the indices per
+    part), and the pool they were drawn from (demos, prefs). Chat data needs the tokenizer (its template): `tok`.
+
+    Under llm.data.subset=random what does not depend on the draw is made from the pool: the held-out rows dropped
+    for sharing a training prompt (so every draw is evaluated on the same rows) and, in the caller, the corpus a
+    tokenizer is trained on (so every draw at one seed starts from the same π_ref). Under `first` both come from
+    the drawn rows, as before the key existed."""
     d = cfg.llm.data
     out = {k: [] for k in ("demos", "prefs", "heldout_demos", "heldout_prefs", "eval_prompts")}
     if d.format == "chat" and tok is None:
-        return out, {}, {}  # rendered once the tokenizer (with its chat template) exists
+        return out, {}, {}, {}  # rendered once the tokenizer (with its chat template) exists
 
     if d.empty_responses not in ("error", "drop"):
         raise ConfigError(f"llm.data.empty_responses={d.empty_responses!r}: expected error or drop")
@@ -92,6 +98,7 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
     asked = overridden_keys()
     subset_seed = cfg.seed if d.subset_seed is None else d.subset_seed
     subset = {"rule": d.subset, "seed": subset_seed if d.subset == "random" else None}
+    pool: dict[str, list] = {"demos": [], "prefs": []}
 
     def take(rows: list, key: str, what: str, stream: int) -> list:
         """llm.data.<key> of the rows (llm.data.subset): a preset's count is a cap, a count set on the command line
@@ -104,7 +111,9 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
         else:  # its own stream of the subset seed per part; a smaller count draws a subset of a larger one's rows
             chosen = sorted(np.random.default_rng([subset_seed, stream]).permutation(len(rows))[:n].tolist())
         subset[key] = chosen
-        return [rows[i] for i in chosen]
+        drawn = [rows[i] for i in chosen]
+        pool[key.removeprefix("num_")] = rows if d.subset == "random" else drawn
+        return drawn
 
     if d.prefs:
         prefs = read("prefs", llm_data.to_pairs)
@@ -120,6 +129,8 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
     elif d.demos_from_prefs and d.prefs:
         out["demos"] = take([{"prompt": p["prompt"], "response": p["chosen"]} for p in out["prefs"]],
                             "num_demos", "demonstrations (chosen responses of the training pairs)", 0)
+        if d.subset == "random":  # drawn from the drawn pairs, whose own pool is every training pair
+            pool["demos"] = [{"prompt": p["prompt"], "response": p["chosen"]} for p in pool["prefs"]]
     if d.heldout_demos:
         out["heldout_demos"] = read("heldout_demos", llm_data.to_demos)[:d.num_heldout]
     elif d.demos_from_prefs:
@@ -128,14 +139,14 @@ def load_text(cfg, tok, needs_demos: bool, needs_prefs: bool) -> tuple[dict, dic
         out["eval_prompts"] = read("eval_prompts", llm_data.to_prompts)[:d.num_heldout]
     else:
         out["eval_prompts"] = [r["prompt"] for r in out["heldout_prefs"] or out["heldout_demos"]][:d.num_heldout]
-    dropped = drop_seen_prompts(out)
+    dropped = drop_seen_prompts(out, pool["demos"] + pool["prefs"])
     if needs_demos and not out["demos"]:
         raise ConfigError(f"algo={cfg.algo.name} needs demonstrations: set llm.data.demos (or "
                           f"llm.data.demos_from_prefs=true) and llm.data.num_demos > 0")
     if needs_prefs and not out["prefs"]:
         raise ConfigError(f"algo={cfg.algo.name} needs preference pairs: set llm.data.prefs and "
                           f"llm.data.num_prefs > 0")
-    return out, dropped, subset
+    return out, dropped, subset, pool
 
 def encode(text: dict, enc: llm_data.Encoder, parts=("demos", "heldout_demos", "prefs", "heldout_prefs",
                                                       "eval_prompts")) -> dict:

@@ -80,7 +80,8 @@ class Evaluation:
 
     def preference_metrics(self) -> dict:
         """Held-out accuracy and margin of the explicit reward, or of the implicit one β·log π/π_ref, beside a
-        length-only baseline; each pair's outcome is kept in `pair_outcomes` for paired comparisons between runs."""
+        length-only baseline and π_ref's zero-shot ranking (log π_ref(chosen) > log π_ref(rejected), for every run
+        with a policy); each pair's outcome is kept in `pair_outcomes` for paired comparisons between runs."""
         held = self.data["heldout_prefs"]
         if not held:
             return {}
@@ -93,6 +94,13 @@ class Evaluation:
                 sc, sr = self.pair_scores([p["prompt"] for p in rc], [p["chosen"] for p in rc],
                                           [p["rejected"] for p in rc])
                 m = sc - sr
+                if self.trains_policy:  # π_ref's own ranking: the baseline any learned reward has to beat
+                    with torch.no_grad():
+                        (rc, rr), (nc, nr) = self.pair_logps(self.fixed_reference, [p["prompt"] for p in chunk],
+                                                             [p["chosen"] for p in chunk],
+                                                             [p["rejected"] for p in chunk])
+                    ref_margins.append((rc - rr).float())
+                    ref_per_token.append((rc / nc.clamp(min=1) - rr / nr.clamp(min=1)).float())
             else:
                 prompts = [p["prompt"] for p in chunk]
                 chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]

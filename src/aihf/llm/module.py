@@ -111,15 +111,18 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
         needs_demos = (a.bc_warmstart_steps > 0 and self.trains_policy) or a.policy_update == "bc" or (
             a.demo_weight != 0 and a.policy_update in ("rloo", "direct", "none"))
         needs_prefs = a.pref_weight != 0 and a.policy_update in ("rloo", "direct", "none")
-        self.text, self.dropped_overlap, self.data_subset = data_mix.load_text(cfg, None, needs_demos, needs_prefs)
-        corpus = [r["prompt"] + " " + r["response"] for r in self.text["demos"] + self.text["heldout_demos"]]
-        corpus += [r["prompt"] + " " + r[k] for r in self.text["prefs"] + self.text["heldout_prefs"]
+        self.text, self.dropped_overlap, self.data_subset, pool = data_mix.load_text(cfg, None, needs_demos,
+                                                                                     needs_prefs)
+        # a tokenizer trained here learns from the pool the training rows were drawn from, not the draw: token ids
+        # follow frequencies, so a corpus that changed with the draw would change π_ref's initialisation
+        corpus = [r["prompt"] + " " + r["response"] for r in pool["demos"] + self.text["heldout_demos"]]
+        corpus += [r["prompt"] + " " + r[k] for r in pool["prefs"] + self.text["heldout_prefs"]
                    for k in ("chosen", "rejected")]
         corpus += self.text["eval_prompts"]
         self.tokenizer = build_tokenizer(cfg.llm.tokenizer, corpus)
         if d.format == "chat":  # message lists are rendered by the tokenizer's chat template
-            self.text, self.dropped_overlap, self.data_subset = data_mix.load_text(cfg, self.tokenizer, needs_demos,
-                                                                                   needs_prefs)
+            self.text, self.dropped_overlap, self.data_subset, _ = data_mix.load_text(cfg, self.tokenizer,
+                                                                                      needs_demos, needs_prefs)
         self.encoder = llm_data.Encoder(self.tokenizer, d.max_length, d.max_prompt_length, d.prompt_truncation)
         self.data = data_mix.encode(self.text, self.encoder)
 

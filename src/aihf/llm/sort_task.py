@@ -4,13 +4,16 @@ Why it is a fair offline test of alignment methods (docs/llm.md has the long for
 - the gold reward g(x, y) is known exactly, so alignment quality is measured, not judged by another model;
 - it is graded, not pass/fail: partial credit per correct position, a penalty per missing or extra digit;
 - a tiny transformer can learn it in minutes on a CPU, yet an untrained model scores below 0 and the
-  demonstrator is imperfect (it swaps two neighbours half of the time), so the best achievable score (1.0) is
-  above what imitation of the demonstrations can reach, and only the preferences say how to go beyond them;
+  demonstrator is imperfect (it always swaps the last two of 5 or more digits, and one time in five swaps a random
+  pair of neighbours), so the best achievable score (1.0) is above what imitation of the demonstrations can reach
+  (its most likely response scores about 0.84), and only the preferences say how to go beyond them;
 - preference pairs compare responses of a quality ladder, labelled by the simulated Bradley–Terry teacher of
   DESIGN.md §4 on the gold reward (the same teacher class as MuJoCo's), so label noise and scarcity are sweepable.
 
 `python -m aihf.llm.sort_task --out data/llm/sort` writes the shipped files: demos.jsonl, prefs.jsonl,
-heldout_prefs.jsonl, heldout_demos.jsonl, eval_prompts.jsonl and meta.json.
+heldout_prefs.jsonl, heldout_demos.jsonl, eval_prompts.jsonl and meta.json. `python -m aihf.llm.sort_task
+--baselines data/llm/sort` prints what trivial and imitation policies score on its evaluation prompts, and how often
+its held-out labels agree with the gold reward (the ceiling of a held-out preference accuracy).
 """
 
 from __future__ import annotations
@@ -163,14 +166,40 @@ def build(out: Path, seed: int = 0, num_demos: int = 1000, num_prefs: int = 2000
     return meta
 
 
+def baselines(data: Path, draws: int = 100, seed: int = 0) -> dict:
+    """Mean gold reward on the evaluation prompts of policies that need no learning from preferences: copying the
+    prompt's digits, the demonstrator (sampled, averaged over `draws` draws per prompt), its most likely response
+    (the systematic swap, no random error: what perfect imitation decodes greedily) and the exact sort; and the share
+    of held-out pairs whose label agrees with the gold reward."""
+    prompts = [json.loads(line)["prompt"] for line in (data / "eval_prompts.jsonl").read_text().splitlines()]
+    held = [json.loads(line) for line in (data / "heldout_prefs.jsonl").read_text().splitlines()]
+    meta = json.loads((data / "meta.json").read_text())
+    rng = np.random.default_rng(seed)
+    mean = lambda respond: float(np.mean([gold_reward(p, respond(parse_prompt(p))) for p in prompts]))  # noqa: E731
+    return {"prompts": len(prompts), "copy_prompt": mean(lambda d: " ".join(map(str, d))),
+            "demonstrator_sampled": float(np.mean([mean(lambda d: expert_response(d, rng, meta["expert_error_prob"]))
+                                                   for _ in range(draws)])),
+            "demonstrator_mode": mean(lambda d: expert_response(d, rng, 0.0)),
+            "exact_sort": mean(lambda d: " ".join(map(str, sorted(d)))),
+            "heldout_labels_agreeing_with_gold": float(np.mean([gold_reward(p["prompt"], p["chosen"])
+                                                                > gold_reward(p["prompt"], p["rejected"])
+                                                                for p in held]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--baselines", type=Path, help="a sort task folder: print its baselines, write nothing")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-demos", type=int, default=1000)
     parser.add_argument("--num-prefs", type=int, default=2000)
     args = parser.parse_args()
-    print(json.dumps(build(args.out, args.seed, args.num_demos, args.num_prefs), indent=2))
+    if args.baselines:
+        print(json.dumps(baselines(args.baselines), indent=2))
+    elif args.out:
+        print(json.dumps(build(args.out, args.seed, args.num_demos, args.num_prefs), indent=2))
+    else:
+        parser.error("give --out (build the task) or --baselines (score trivial policies on a built one)")
 
 
 if __name__ == "__main__":
