@@ -8,6 +8,11 @@
 
 A figure is a list of `run.py --multirun` sweeps and the `aihf.report` call that turns their runs into
 `<out>.md` and `<out>.png`; the report names the git commit of every run, so a table always says what made it.
+Runs read the code when they start, so a figure that takes hours is best made from a git worktree pinned to one
+commit, while work goes on in the checkout (its report is then written into the worktree's docs/results):
+
+    git worktree add --detach ../aihf-at-<commit> <commit> && cd ../aihf-at-<commit>
+    PYTHONPATH=$PWD/src python -m aihf.figures run llm_sort --root runs/llm_sort -- launcher=joblib
 
 A sweep over seeds runs one seed at a time, every method of that seed before the next seed, so a figure stopped
 part-way holds complete seeds of every method rather than all seeds of some methods. With `--root`, running the same
