@@ -484,7 +484,9 @@ def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> None:
             shift = 1.03 ** (i - len(ordered) / 2)  # side by side, so the intervals do not hide each other
             cis = {n: stats.t_interval([m.get(metric) for m in g if m.get(metric) is not None])
                    for n, g in by_size.items()}
-            if set(by_size) == {0}:  # no pairs used: the same at every count
+            if set(by_size) == {0}:  # no pairs used: the same at every count (and no preference accuracy of its own)
+                if metric == "eval/pref_accuracy":
+                    continue
                 point, low, high = cis[0]
                 ax.axhline(point, color=colour, ls=":", label=label)
                 if not math.isnan(low):
@@ -495,11 +497,15 @@ def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> None:
             ax.errorbar([x * shift for x in xs], ys[:, 0], yerr=[ys[:, 0] - ys[:, 1], ys[:, 2] - ys[:, 0]], color=colour, marker="o",
                         ms=4, capsize=3, label=label)
         if metric == "eval/pref_accuracy":
-            base = {n: [m["baseline/length_pref_accuracy"] for k, g in groups.items() if dict(k)["pairs"] == n
-                        for m in g if "baseline/length_pref_accuracy" in m] for n in sizes}
-            xs = [n for n in sizes if base[n]]
-            if xs:
-                ax.plot(xs, [np.mean(base[n]) for n in xs], "k--", label="length only (direction fit on the pairs)")
+            for baseline, style, what in (
+                    ("baseline/length_pref_accuracy", "k--", "length only (direction fit on the pairs)"),
+                    ("eval/ref_loglik_pref_accuracy", "k-.", "π_ref zero-shot: log π_ref(y_w) > log π_ref(y_l)")):
+                base = {n: [m[baseline] for k, g in groups.items() if dict(k)["pairs"] == n
+                            for m in g if baseline in m] for n in sizes}
+                xs = [n for n in sizes if base[n]]
+                if xs:
+                    ax.plot(xs, [np.mean(base[n]) for n in xs], style, label=what)
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.set_xlabel("preference pairs")
