@@ -42,7 +42,9 @@ BASE = ["algo=aihf", "debug=fast", "data.num_prefs=20", "algo.reward_pretrain_st
         "trainer.enable_checkpointing=true", "loop.checkpoint_every=300", "loop.total_env_steps=1200",
         "loop.eval_every=600", "loop.torch_threads=1"]
 TIMEOUT = 300  # seconds for any one process: a hang fails the test instead of blocking the suite
-WALL_KEYS = ("time/wall_s", "train_wall_s", "wall_s")  # wall-clock time: the only thing a resume may change
+# wall-clock time, the only state a resume may change; and the commits a run records, provenance rather than
+# state, which differ when a commit is made in the checkout while the test's runs start
+WALL_KEYS = ("time/wall_s", "train_wall_s", "wall_s", "git_commit", "git_commit_resumed")
 EVAL_STEPS = [600, 1200]
 
 # Run as a script: SIGKILL this process right after the first checkpoint is complete (last.ckpt in place),
