@@ -180,7 +180,7 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     for context, keys in cells.items():
         if len(keys) < 2:
             continue
-        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        label = context_label(context, varying)
         names = [label_of(k, [v for v in varying if v in METHOD]) for k in keys]
         lines += [f"*{label}*", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for a, ka in zip(names, keys):
@@ -195,6 +195,10 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
             lines.append(f"| {a} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() if len(lines) > 2 else ""
+
+
+def context_label(context: tuple, varying: list[str]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
 
 
 def label_of(key: tuple, varying: list[str]) -> str:
@@ -292,18 +296,27 @@ def paired_matrix(keys: list[tuple], groups: dict[tuple, list[dict]], names: lis
     for a, ka in zip(names, keys):
         row = []
         for kb in keys:
-            xa = {m["seed"]: value(m) for m in groups[ka] if value(m) is not None}
-            xb = {m["seed"]: value(m) for m in groups[kb] if value(m) is not None}
-            seeds = sorted(set(xa) & set(xb))
-            if ka == kb or not seeds:
+            diffs = seed_differences(groups[ka], groups[kb], value)
+            if ka == kb or not diffs:
                 row.append("–")
                 continue
-            d, lo, hi = stats.t_interval([xa[s] - xb[s] for s in seeds])
-            text = f"{d:+.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")
+            d, lo, hi = stats.t_interval(diffs)
+            text = difference_text(d, lo, hi, digits)
             text = f"**{text}**" if lo > 0 or hi < 0 else text
-            row.append(text + (f" †{len(seeds)}" if len(seeds) < seeds_all else ""))
+            row.append(text + (f" †{len(diffs)}" if len(diffs) < seeds_all else ""))
         lines.append(f"| {a} | " + " | ".join(row) + " |")
     return lines
+
+
+def seed_differences(a: list[dict], b: list[dict], value) -> list[float]:
+    """value(run of a) − value(run of b) for each seed both groups have a value at, in seed order."""
+    xa = {m["seed"]: value(m) for m in a if value(m) is not None}
+    xb = {m["seed"]: value(m) for m in b if value(m) is not None}
+    return [xa[s] - xb[s] for s in sorted(set(xa) & set(xb))]
+
+
+def difference_text(d: float, lo: float, hi: float, digits: int = 3) -> str:
+    return f"{d:+.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")
 
 
 # (metric, what it is, only methods that learn from pairs) compared between methods when a context holds more than
@@ -326,7 +339,7 @@ def llm_matrices(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     for context, keys in llm_contexts(groups).items():
         if len(keys) <= 2:
             continue
-        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        label = context_label(context, varying)
         names = [label_of(k, distinguishing(keys, methods)) for k in keys]
         for metric, what, learned in MATRIX_METRICS:
             shown = [(k, n) for k, n in zip(keys, names) if not learned or dict(k)["pairs"] > 0]
@@ -353,7 +366,7 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
     adjusted over the whole family (every contrast in every context) of each metric."""
     found = []  # (context label, contrast, key a, key b)
     for context, keys in llm_contexts(groups).items():
-        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        label = context_label(context, varying)
         for a, b in contrasts:
             ka = [k for k in keys if dict(k)["algo"] == a]
             kb = [k for k in keys if dict(k)["algo"] == b]
@@ -365,16 +378,11 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
     for metric, _, learned in MATRIX_METRICS:
         results = []
         for _, _, ka, kb in found:
-            xa = {m["seed"]: m.get(metric) for m in groups[ka] if m.get(metric) is not None}
-            xb = {m["seed"]: m.get(metric) for m in groups[kb] if m.get(metric) is not None}
-            seeds = sorted(set(xa) & set(xb))
-            if not seeds or (learned and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
+            diffs = seed_differences(groups[ka], groups[kb], lambda m: m.get(metric))
+            if not diffs or (learned and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
                 results.append(("–", math.nan))
                 continue
-            diffs = [xa[s] - xb[s] for s in seeds]
-            d, lo, hi = stats.t_interval(diffs)
-            text = f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]") + f" (n={len(seeds)})"
-            results.append((text, stats.t_test_p(diffs)))
+            results.append((f"{difference_text(*stats.t_interval(diffs))} (n={len(diffs)})", stats.t_test_p(diffs)))
         adjusted = stats.holm([p for _, p in results])
         cells[metric] = [(t, p, q) for (t, p), q in zip(results, adjusted)]
     fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
@@ -396,7 +404,7 @@ def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     for context, keys in llm_contexts(groups).items():
         if len(keys) != 2:
             continue
-        label = ", ".join(f"{k} = {v}" for k, v in context if k in varying) or "all runs"
+        label = context_label(context, varying)
         methods = [v for v in varying if v in LLM_METHOD]
         for i, ka in enumerate(keys):
             for kb in keys[i + 1:]:

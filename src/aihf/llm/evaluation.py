@@ -89,24 +89,24 @@ class Evaluation:
         margins, ref_margins, ref_per_token = [], [], []
         for s in range(0, len(held), bs):
             chunk = held[s:s + bs]
+            prompts = [p["prompt"] for p in chunk]
+            chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
+            ref = None  # π_ref's (chosen, rejected) log-probs and token counts: its own ranking, the baseline
             if self.reward is not None:
-                rc = self.reward_data["heldout_prefs"][s:s + bs]
-                sc, sr = self.pair_scores([p["prompt"] for p in rc], [p["chosen"] for p in rc],
-                                          [p["rejected"] for p in rc])
+                rows = self.reward_data["heldout_prefs"][s:s + bs]
+                sc, sr = self.pair_scores([p["prompt"] for p in rows], [p["chosen"] for p in rows],
+                                          [p["rejected"] for p in rows])
                 m = sc - sr
-                if self.trains_policy:  # π_ref's own ranking: the baseline any learned reward has to beat
+                if self.trains_policy:
                     with torch.no_grad():
-                        (rc, rr), (nc, nr) = self.pair_logps(self.fixed_reference, [p["prompt"] for p in chunk],
-                                                             [p["chosen"] for p in chunk],
-                                                             [p["rejected"] for p in chunk])
-                    ref_margins.append((rc - rr).float())
-                    ref_per_token.append((rc / nc.clamp(min=1) - rr / nr.clamp(min=1)).float())
+                        ref = self.pair_logps(self.fixed_reference, prompts, chosen, rejected)
             else:
-                prompts = [p["prompt"] for p in chunk]
-                chosen, rejected = [p["chosen"] for p in chunk], [p["rejected"] for p in chunk]
-                (pc, pr), (nc, nr) = self.pair_logps(self.policy, prompts, chosen, rejected)
-                rc, rr = self.reference_pair_logps(chunk, "heldout_prefs", list(range(s, s + len(chunk))))
+                (pc, pr), counts = self.pair_logps(self.policy, prompts, chosen, rejected)
+                ref = self.reference_pair_logps(chunk, "heldout_prefs", list(range(s, s + len(chunk)))), counts
+                (rc, rr), _ = ref
                 m = beta * ((pc - rc) - (pr - rr))
+            if ref is not None:
+                (rc, rr), (nc, nr) = ref
                 ref_margins.append((rc - rr).float())
                 ref_per_token.append((rc / nc.clamp(min=1) - rr / nr.clamp(min=1)).float())
             margins.append(m.float())
