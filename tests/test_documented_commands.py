@@ -57,11 +57,11 @@ def test_documented_command_passes_the_checks(where, args):
 
 
 def figure_commands() -> list[tuple[str, list[str]]]:
-    from aihf.figures import FIGURES
+    from aihf.figures import FIGURES, overrides_of
     found = []
     for name, fig in FIGURES.items():
         for i, sweep in enumerate(fig.sweeps):
-            found.append((f"figures:{name}:{i}", [_first_of_sweep(w) for w in sweep]))
+            found.append((f"figures:{name}:{i}", [_first_of_sweep(w) for w in overrides_of(sweep)]))
     return found
 
 

@@ -13,11 +13,12 @@ PRESETS = ("sac", "bc", "irl", "rlhf", "aihf", "sft", "dpo", "ipo", "rpo", "spin
 
 
 def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_weight: float = 1.0,
-              recipe: str = "cpu_budget", teacher="the dataset's", status: str = "finished") -> None:
+              recipe: str = "cpu_budget", teacher="the dataset's", status: str = "finished",
+              num_prefs: int = 20) -> None:
     d = root / name
     d.mkdir(parents=True)
     m = {"env_id": "Hopper-v5", "algo": algo, "seed": seed, "env_steps": 1000, "num_envs": 1, "num_demos": 1,
-         "num_prefs": 20, "weighting": "mean", "demo_weight": 1.0, "pref_weight": pref_weight,
+         "num_prefs": num_prefs, "weighting": "mean", "demo_weight": 1.0, "pref_weight": pref_weight,
          "recipe": {"name": recipe, "beta": 1.0}, "eval/return_mean": 100 * score, "eval/normalised_score": score,
          "eval/epic": 0.4, "eval/pref_accuracy": 0.8, "eval/pref_accuracy_equal_length": 0.7,
          "eval/return_correlation": 0.9, "git_commit": "abc123", "teacher": teacher, "status": status,
@@ -45,6 +46,23 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
     report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_mujoco_scarcity_plot_shows_each_method_against_its_pair_count(tmp_path):
+    """Score against pairs: one line per method at the counts it ran, a no-pair method as one level, diverged seeds
+    left out, and the constant and length rewards' accuracies beside the learned ones."""
+    for s in range(3):
+        for n, score in ((10, 0.2), (100, 0.5)):
+            write_run(tmp_path, f"x{n}-{s}", "method_x", s, score + 0.01 * s, num_prefs=n)
+            write_run(tmp_path, f"y{n}-{s}", "method_y", s, score / 2, num_prefs=n)
+        write_run(tmp_path, f"z{s}", "method_z", s, 0.3, num_prefs=0)
+    write_run(tmp_path, "x100-bad", "method_x", 7, float("nan"), num_prefs=100, status="diverged")
+    plotted = report.plot_mujoco_scarcity(report.load_runs([tmp_path]), tmp_path / "pairs.png", "test")
+    score = plotted["eval/normalised_score"]
+    assert score["method_x"] == pytest.approx({10: 0.21, 100: 0.51})
+    assert score["method_y"] == pytest.approx({10: 0.1, 100: 0.25}) and score["method_z"] == pytest.approx({0: 0.3})
+    assert plotted["eval/pref_accuracy_equal_length"]["method_x"] == pytest.approx({10: 0.7, 100: 0.7})
+    assert (tmp_path / "pairs.png").stat().st_size > 0
 
 
 def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):
@@ -208,7 +226,7 @@ def test_llm_figures_tabulate_their_runs_evaluated_again_at_one_commit(tmp_path)
     assert cmd[5:7] == ["--out", str(tmp_path / "hh_dpo-reevaluated")] and "llm.train.eval_prompts=200" in cmd
     assert figures.report_command("hh_dpo", root)[3] == str(tmp_path / "hh_dpo-reevaluated")
     assert figures.reevaluate_command("comparison_hopper", root) is None
-    assert figures.report_command("comparison_hopper", root)[3] == str(root)
+    assert figures.report_command("comparison_halfcheetah", root)[3] == str(root / "0-s0")
 
 
 @pytest.mark.slow
@@ -232,18 +250,56 @@ def test_figure_runs_seed_major_and_continues_only_unfinished_sweeps(tmp_path):
     runs have all finished and continues the others in place (loop.resume=auto)."""
     from aihf.figures import sweep_commands
     subdirs = [c[-1].removeprefix(f"hydra.sweep.dir={tmp_path}/") for c in
-               sweep_commands("comparison_hopper", tmp_path, [])]
+               sweep_commands("comparison_halfcheetah", tmp_path, [])]
     assert subdirs == [f"{i}-s{s}" for s in range(5) for i in range(2)]
-    first = sweep_commands("comparison_hopper", tmp_path, [])[0]
+    first = sweep_commands("comparison_halfcheetah", tmp_path, [])[0]
     assert "seed=0" in first and "algo=aihf,rlhf" in first and "loop.resume=auto" not in first
-    for job in range(4):  # sweep 0 of seed 0: aihf, rlhf x default, scarce, all finished
+    for job in range(4):  # sweep 0 of seed 0: aihf, rlhf x 10, 100 pairs, all finished
         (tmp_path / "0-s0" / str(job)).mkdir(parents=True)
         (tmp_path / "0-s0" / str(job) / "metrics.json").write_text("{}")
     (tmp_path / "1-s0" / "0").mkdir(parents=True)  # sweep 1 of seed 0: one of its three runs finished
     (tmp_path / "1-s0" / "0" / "metrics.json").write_text("{}")
-    again = sweep_commands("comparison_hopper", tmp_path, [], resume=True)
+    again = sweep_commands("comparison_halfcheetah", tmp_path, [], resume=True)
     assert [c[-1].rsplit("/", 1)[1] for c in again][:2] == ["1-s0", "0-s1"]
     assert all("loop.resume=auto" in c for c in again)
+
+
+def _finish(sweep_dir: Path, runs: int) -> None:
+    for job in range(runs):
+        (sweep_dir / str(job)).mkdir(parents=True)
+        (sweep_dir / str(job) / "metrics.json").write_text("{}")
+
+
+def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own(tmp_path):
+    """comparison_hopper's runs are the scarcity study's 10- and 100-pair cells and its N = 0 (irl), and the
+    recipe ablation's full-recipe cell: made in the same --root they are run once, and each report reads only the
+    sweeps of its own figure."""
+    from aihf import figures
+    comparison = dict(figures.planned_sweeps("comparison_hopper"))
+    assert sorted(comparison) == sorted(f"hopper-{n}-s{s}" for s in range(5)
+                                        for n in ("pairs-10", "pairs-100", "no-pairs"))
+    for sub, overrides in comparison.items():
+        _finish(tmp_path / sub, figures.jobs_in(overrides))
+    left = [d.name for d, _ in figures.pending_sweeps("study_prefs", tmp_path, resume=True)]
+    assert left == [f"hopper-pairs-{n}-s{s}" for s in range(5) for n in (30, 300)]
+    left = [d.name for d, _ in figures.pending_sweeps("recipe_ablation", tmp_path, resume=True)]
+    assert left == [f"hopper-{n}-s{s}" for s in range(5) for n in ("no-warm-start", "warm-start-only")]
+    assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("recipe_ablation")) == 40
+    assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("study_prefs")) == 55
+    report = figures.report_command("comparison_hopper", tmp_path)
+    sources = report[3:report.index("--out")]
+    assert sorted(sources) == sorted(str(tmp_path / sub) for sub in comparison)
+
+
+def test_a_shared_sweep_name_means_one_set_of_runs():
+    """Two figures that name the same Sweep must run the same overrides, or one would continue the other's runs."""
+    from aihf.figures import FIGURES, Sweep
+    seen: dict[str, tuple] = {}
+    for fig in FIGURES.values():
+        for sweep in fig.sweeps:
+            if isinstance(sweep, Sweep):
+                assert seen.setdefault(sweep.name, sweep.overrides) == sweep.overrides, sweep.name
+    assert len(seen) >= 5
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_kept_aside(tmp_path):

@@ -42,10 +42,19 @@ SEEDS5 = "seed=0,1,2,3,4"
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """A named sweep: its runs go to <root>/<name>-s<seed> (not <root>/<index>-s<seed>), so figures that list the
+    same Sweep share its runs when they are made in the same --root: the preference-scarcity study adds two pair
+    counts to the comparison, and the recipe ablation three recipes to its 100-pair cell."""
+    name: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Figure:
     out: str
     title: str
-    sweeps: tuple[tuple[str, ...], ...]
+    sweeps: tuple[tuple[str, ...] | Sweep, ...]
     runs: int  # how many training runs the sweeps make
     note: str = ""
     report: tuple[str, ...] = field(default=())  # extra report arguments
@@ -54,28 +63,45 @@ class Figure:
     reevaluate: tuple[str, ...] | None = None
 
 
+def _hopper() -> dict[str, Sweep]:
+    """Hopper-v5's shared sweeps (experiment=comparison: 100k env steps, recipe=cpu_budget, 5 seeds)."""
+    base = ("experiment=comparison",)
+    sweeps = {f"pairs-{n}": (*base, "algo=aihf,rlhf", f"data.num_prefs={n}", SEEDS5) for n in (10, 30, 100, 300)}
+    sweeps["no-pairs"] = (*base, "algo=irl,sac,bc", SEEDS5)
+    # the 100-pair cell's other three recipes (pairs-100 is the fourth: warm start and replay)
+    sweeps["no-warm-start"] = (*base, "algo=aihf,rlhf", "data.num_prefs=100", "recipe.bc_warmstart_steps=0",
+                               "recipe.demo_replay_fraction=0.0,0.25", SEEDS5)
+    sweeps["warm-start-only"] = (*base, "algo=aihf,rlhf", "data.num_prefs=100", "recipe.demo_replay_fraction=0.0",
+                                 SEEDS5)
+    return {name: Sweep(f"hopper-{name}", overrides) for name, overrides in sweeps.items()}
+
+
+HOPPER = _hopper()
+
 FIGURES = {
     # Every preset under one recipe, 5 seeds (each its own data subset), 100k env steps, both pair counts.
+    # Hopper: the comparison at 10 and 100 pairs; the scarcity study adds 30 and 300 pairs (N = 0 is irl) and the
+    # recipe ablation the cpu_budget recipe's parts at 100 pairs, both from the same --root (shared Sweeps).
     "comparison_hopper": Figure(
         "docs/results/comparison_hopper", "Hopper-v5, 100k env steps, recipe=cpu_budget",
-        (("experiment=comparison", "algo=aihf,rlhf", "data=default,scarce", SEEDS5),
-         ("experiment=comparison", "algo=irl,sac,bc", SEEDS5)), 35),
+        (HOPPER["pairs-10"], HOPPER["pairs-100"], HOPPER["no-pairs"]), 35,
+        "shares its runs with study_prefs and recipe_ablation given the same --root"),
+    "study_prefs": Figure(
+        "docs/results/study_prefs", "Hopper-v5, 100k env steps: preference scarcity",
+        (HOPPER["no-pairs"], HOPPER["pairs-10"], HOPPER["pairs-30"], HOPPER["pairs-100"], HOPPER["pairs-300"]), 55,
+        "N = 0 is irl; 20 runs beyond comparison_hopper in the same --root"),
+    "recipe_ablation": Figure(
+        "docs/results/recipe_ablation", "Hopper-v5, 100k env steps, 100 pairs: the cpu_budget recipe's parts",
+        (HOPPER["pairs-100"], HOPPER["no-warm-start"], HOPPER["warm-start-only"]), 40,
+        "30 runs beyond comparison_hopper in the same --root"),
     "comparison_hopper_paper": Figure(
         "docs/results/comparison_hopper_paper", "Hopper-v5, 100k env steps, recipe=paper",
-        (("experiment=comparison", "recipe=paper", "algo=aihf,rlhf", "data=default,scarce", SEEDS5),
+        (("experiment=comparison", "recipe=paper", "algo=aihf,rlhf", "data.num_prefs=10,100", SEEDS5),
          ("experiment=comparison", "recipe=paper", "algo=irl,sac,bc", SEEDS5)), 35),
     "comparison_halfcheetah": Figure(
         "docs/results/comparison_halfcheetah", "HalfCheetah-v5, 100k env steps, recipe=cpu_budget",
-        (("experiment=comparison", "env=halfcheetah", "algo=aihf,rlhf", "data=default,scarce", SEEDS5),
+        (("experiment=comparison", "env=halfcheetah", "algo=aihf,rlhf", "data.num_prefs=10,100", SEEDS5),
          ("experiment=comparison", "env=halfcheetah", "algo=irl,sac,bc", SEEDS5)), 35),
-    # The recipe's parts one at a time (aihf and rlhf, 100 pairs): neither, warm start only, replay only, both.
-    "recipe_ablation": Figure(
-        "docs/results/recipe_ablation", "Hopper-v5, 100k env steps: the cpu_budget recipe's parts",
-        (("experiment=comparison", "algo=aihf,rlhf", "data.num_prefs=100", "recipe.bc_warmstart_steps=0,2000",
-          "recipe.demo_replay_fraction=0.0,0.25", SEEDS5),), 40),
-    "study_prefs": Figure("docs/results/study_prefs", "Hopper-v5: preference scarcity",
-                          (("experiment=study_prefs",), ("experiment=study_prefs", "algo=irl", "data.num_prefs=0")),
-                          45, "N = 0 is irl"),
     "study_ratio": Figure("docs/results/study_ratio", "Hopper-v5: λ_P/λ_D", (("experiment=study_ratio",),), 40),
     "study_demos": Figure("docs/results/study_demos", "Hopper-v5: demonstration count and quality",
                           (("experiment=study_demos",),), 60),
@@ -101,20 +127,27 @@ FIGURES = {
 }
 
 
+def overrides_of(sweep: tuple[str, ...] | Sweep) -> tuple[str, ...]:
+    return sweep.overrides if isinstance(sweep, Sweep) else sweep
+
+
 def _seeds(sweep: tuple[str, ...]) -> list[str] | None:
     found = [o for o in sweep if o.startswith("seed=")]
     return found[0].removeprefix("seed=").split(",") if found else None
 
 
 def planned_sweeps(name: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(subdirectory, overrides) of each sweep, seed-major: seed 0 of every sweep, then seed 1, ..."""
+    """(subdirectory, overrides) of each sweep, seed-major: seed 0 of every sweep, then seed 1, ... A sweep's
+    subdirectory is its index in the figure, or its name if it is a shared Sweep."""
     fig = FIGURES[name]
-    seeds = {s for sweep in fig.sweeps for s in (_seeds(sweep) or [])}
-    out = [(str(i), sweep) for i, sweep in enumerate(fig.sweeps) if _seeds(sweep) is None]
+    labels = [s.name if isinstance(s, Sweep) else str(i) for i, s in enumerate(fig.sweeps)]
+    sweeps = [overrides_of(s) for s in fig.sweeps]
+    seeds = {s for sweep in sweeps for s in (_seeds(sweep) or [])}
+    out = [(label, sweep) for label, sweep in zip(labels, sweeps) if _seeds(sweep) is None]
     for seed in sorted(seeds, key=int):
-        for i, sweep in enumerate(fig.sweeps):
+        for label, sweep in zip(labels, sweeps):
             if seed in (_seeds(sweep) or []):
-                out.append((f"{i}-s{seed}", tuple(f"seed={seed}" if o.startswith("seed=") else o for o in sweep)))
+                out.append((f"{label}-s{seed}", tuple(f"seed={seed}" if o.startswith("seed=") else o for o in sweep)))
     return out
 
 
@@ -196,9 +229,11 @@ def reevaluate_command(name: str, root: Path) -> list[str] | None:
 
 def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
-    source = reevaluated_root(root) if fig.reevaluate is not None else root
-    return [sys.executable, "-m", "aihf.report", str(source), "--out", str(PROJECT / fig.out), "--title", fig.title,
-            *fig.report]
+    # the figure's own sweeps only: a root may also hold the runs of other figures that share some of its sweeps
+    sources = ([reevaluated_root(root)] if fig.reevaluate is not None
+               else [root / sub for sub, _ in planned_sweeps(name)])
+    return [sys.executable, "-m", "aihf.report", *map(str, sources), "--out", str(PROJECT / fig.out), "--title",
+            fig.title, *fig.report]
 
 
 def main() -> None:

@@ -468,61 +468,104 @@ def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval
     fig.savefig(out, dpi=120)
 
 
-def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> None:
-    """Gold reward and held-out accuracy against the number of preference pairs, one line per method (mean over
-    seeds with its 95 % t-interval); methods that use no pairs are bands across the plot, the length-only rule a
-    dashed line."""
+def plot_scarcity(groups: dict[tuple, list[dict]], methods: list[str], panels, out: Path, title: str,
+                  baselines=None) -> dict[str, dict[str, dict[int, float]]]:
+    """Metrics against the number of preference pairs, one line per method (mean over seeds with its 95 %
+    t-interval); methods that use no pairs are bands across the plot. `panels`: (metric, axis label, whether
+    no-pair methods have it); `baselines(ax, metric, sizes)` draws a panel's trivial baselines. Returns the
+    plotted means: metric -> method -> pair count (0: a method that uses no pairs) -> mean."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    groups, varying, _ = group(runs, llm_config)
-    methods = [v for v in varying if v in LLM_METHOD]
     lines: dict[tuple, dict[int, list[dict]]] = defaultdict(dict)
     for key, g in groups.items():
-        conf = dict(key)
-        lines[tuple((k, v) for k, v in key if k != "pairs")][conf["pairs"]] = g
+        lines[tuple((k, v) for k, v in key if k != "pairs")][dict(key)["pairs"]] = g
     sizes = sorted({dict(k)["pairs"] for k in groups} - {0})
-    panels = [("eval/gold_sampled", "gold reward (sampled)"), ("eval/pref_accuracy", "held-out preference accuracy")]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, (metric, name) in zip(axes, panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5))
+    plotted: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
+    for ax, (metric, name, without_pairs) in zip(np.atleast_1d(axes), panels):
         ordered = sorted(lines.items(), key=lambda kv: str(kv[0]))
-        names = distinguishing([k for k, _ in ordered], methods)
+        names = distinguishing([k for k, _ in ordered], [v for v in methods if v != "pairs"])  # pairs: the x axis
         for i, (key, by_size) in enumerate(ordered):
             colour, label = f"C{i % 10}", label_of(key, names)
             shift = 1.03 ** (i - len(ordered) / 2)  # side by side, so the intervals do not hide each other
             cis = {n: stats.t_interval([m.get(metric) for m in g if m.get(metric) is not None])
                    for n, g in by_size.items()}
-            if set(by_size) == {0}:  # no pairs used: the same at every count (and no preference accuracy of its own)
-                if metric == "eval/pref_accuracy":
-                    continue
+            if set(by_size) == {0}:  # no pairs used: the same at every count
                 point, low, high = cis[0]
+                if not without_pairs or math.isnan(point):
+                    continue
                 ax.axhline(point, color=colour, ls=":", label=label)
                 if not math.isnan(low):
                     ax.axhspan(low, high, color=colour, alpha=0.05)
+                plotted[metric][label] = {0: point}
                 continue
-            xs = [n for n in sizes if n in cis]
+            xs = [n for n in sizes if n in cis and not math.isnan(cis[n][0])]
+            if not xs:
+                continue
             ys = np.array([cis[n] for n in xs])
-            ax.errorbar([x * shift for x in xs], ys[:, 0], yerr=[ys[:, 0] - ys[:, 1], ys[:, 2] - ys[:, 0]], color=colour, marker="o",
-                        ms=4, capsize=3, label=label)
-        if metric == "eval/pref_accuracy":
-            for baseline, style, what in (
-                    ("baseline/length_pref_accuracy", "k--", "length only (direction fit on the pairs)"),
-                    ("eval/ref_loglik_pref_accuracy", "k-.", "π_ref zero-shot: log π_ref(y_w) > log π_ref(y_l)")):
-                base = {n: [m[baseline] for k, g in groups.items() if dict(k)["pairs"] == n
-                            for m in g if baseline in m] for n in sizes}
-                xs = [n for n in sizes if base[n]]
-                if xs:
-                    ax.plot(xs, [np.mean(base[n]) for n in xs], style, label=what)
-            ax.legend(fontsize=7, loc="lower right")
+            plotted[metric][label] = {n: float(y) for n, y in zip(xs, ys[:, 0])}
+            low, high = np.nan_to_num(ys[:, 0] - ys[:, 1]), np.nan_to_num(ys[:, 2] - ys[:, 0])
+            ax.errorbar([x * shift for x in xs], ys[:, 0], yerr=[low, high], color=colour, marker="o", ms=4,
+                        capsize=3, label=label)
+        if baselines is not None:
+            baselines(ax, metric, sizes)
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.set_xlabel("preference pairs")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{title}: mean over seeds with 95 % t-intervals; dotted: presets that use no pairs", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: mean over seeds with 95 % t-intervals; dotted: methods that use no pairs", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return dict(plotted)
+
+
+def _mean_by_size(groups: dict[tuple, list[dict]], value, sizes: list[int]) -> dict[int, float]:
+    """The mean of value(run) over the runs at each pair count (where some run has it)."""
+    found = {n: [value(m) for k, g in groups.items() if dict(k)["pairs"] == n for m in g] for n in sizes}
+    found = {n: [x for x in v if x is not None] for n, v in found.items()}
+    return {n: float(np.mean(v)) for n, v in found.items() if v}
+
+
+def plot_mujoco_scarcity(runs: list[dict], out: Path, title: str) -> dict:
+    """Normalised score, EPIC distance and equal-length pair accuracy against the pair count, with the constant
+    and episode-length rewards' values of the same held-out data."""
+    groups, varying, _ = group([m for m in runs if m.get("status", "finished") == "finished"], mujoco_config)
+
+    def baselines(ax, metric, sizes):
+        name = metric.removeprefix("eval/")
+        for proxy, style in (("constant", "k--"), ("length", "k-.")):
+            base = _mean_by_size(groups, lambda m: (m.get("baselines") or {}).get(f"baseline/{proxy}/{name}"), sizes)
+            if base:
+                ax.plot(list(base), list(base.values()), style, label=f"{proxy} reward")
+
+    return plot_scarcity(groups, [v for v in varying if v in METHOD],
+                  (("eval/normalised_score", "expert-normalised score", True), ("eval/epic", "EPIC distance ↓", True),
+                   ("eval/pref_accuracy_equal_length", "held-out pair accuracy, equal lengths", True)),
+                  out, title, baselines)
+
+
+def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> dict:
+    """Gold reward and held-out accuracy against the number of preference pairs, with the length-only rule and
+    π_ref's zero-shot ranking as baselines of the accuracy."""
+    groups, varying, _ = group(runs, llm_config)
+
+    def baselines(ax, metric, sizes):
+        if metric != "eval/pref_accuracy":
+            return
+        for key, style, what in (("baseline/length_pref_accuracy", "k--", "length only (direction fit on the pairs)"),
+                                 ("eval/ref_loglik_pref_accuracy", "k-.",
+                                  "π_ref zero-shot: log π_ref(y_w) > log π_ref(y_l)")):
+            base = _mean_by_size(groups, lambda m: m.get(key), sizes)
+            if base:
+                ax.plot(list(base), list(base.values()), style, label=what)
+
+    return plot_scarcity(groups, [v for v in varying if v in LLM_METHOD],
+                  (("eval/gold_sampled", "gold reward (sampled)", True),
+                   ("eval/pref_accuracy", "held-out preference accuracy", False)), out, title, baselines)
 
 
 def plot_llm_accuracy(runs: list[dict], out: Path, title: str) -> None:
@@ -575,6 +618,8 @@ def main() -> None:
     if mujoco:
         parts.append(table(mujoco))
         plot_curves(mujoco, args.out.with_suffix(".png"), args.title)
+        if len({m.get("num_prefs") for m in mujoco} - {0, None}) > 1:
+            plot_mujoco_scarcity(mujoco, args.out.with_name(args.out.name + "-pairs.png"), args.title)
     if llm:
         parts.append(llm_table(llm, contrasts))
         png = args.out.with_suffix(".png") if not mujoco else args.out.with_name(args.out.name + "-llm.png")
