@@ -124,12 +124,13 @@ def _select(d: dict, dotted: str):
     return d
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dicts as one level of dotted keys (a config as `algo.beta: ...`)."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -138,7 +139,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def schema_defaults() -> dict:
     """Every schema key's default (aihf.config.Config), flattened to dotted keys."""
     from aihf.config import Config
-    return _flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=False))
+    return flatten(OmegaConf.to_container(OmegaConf.structured(Config), resolve=False))
 
 
 def check_same_run(saved_cfg: dict, cfg: dict, what: str, resumable: tuple[str, ...] = RESUMABLE_CHANGES,
@@ -149,7 +150,7 @@ def check_same_run(saved_cfg: dict, cfg: dict, what: str, resumable: tuple[str, 
     its schema default (`defaults`), or for a key whose default changed that, its BEFORE_KEY_EXISTED value, which
     the error names. Returns those keys."""
     from aihf.config import BEFORE_KEY_EXISTED
-    saved, now = _flatten(saved_cfg), _flatten(cfg)
+    saved, now = flatten(saved_cfg), flatten(cfg)
     added = []
     for key in sorted(set(saved) | set(now)):
         if key.startswith(resumable):

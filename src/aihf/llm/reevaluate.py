@@ -54,9 +54,9 @@ def check_overrides(overrides: list[str]) -> None:
 def predating(run: Path) -> list[str]:
     """Overrides that give keys added since the run was made the value the run ran with (BEFORE_KEY_EXISTED)."""
     from aihf.config import BEFORE_KEY_EXISTED
-    from aihf.resume import _flatten
+    from aihf.resume import flatten
     path = run / ".hydra" / "config.yaml"
-    saved = _flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    saved = flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
     return [f"{k}={v}" for k, v in BEFORE_KEY_EXISTED.items() if saved and k not in saved]
 
 
