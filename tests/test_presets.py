@@ -8,7 +8,7 @@ import torch
 from aihf.app import train
 from conftest import fast_cfg
 
-PRESETS = ["aihf", "irl", "rlhf", "bc", "sac"]
+PRESETS = ["aihf", "irl", "rlhf", "bc", "sac", "constant"]
 
 
 @pytest.mark.parametrize("algo", PRESETS)
@@ -29,6 +29,19 @@ def test_preset_runs_and_writes_metrics(algo, hopper_data, tmp_path):
         assert metrics["reward_updates"] > 0
     else:
         assert metrics["reward_updates"] == 0
+
+
+def test_constant_control_gets_the_recipe_and_a_constant_reward_only(hopper_data, tmp_path):
+    """The control runs exactly what the learned-reward presets run (BC warm start, demonstrations in a quarter of
+    SAC's batch) with r ≡ algo.constant_reward in place of r_θ, for the agent's steps and the replayed demos alike."""
+    from aihf.mujoco.module import MuJoCoAIHF
+    module = MuJoCoAIHF(fast_cfg("constant", hopper_data, tmp_path, ["algo.constant_reward=2.5"]))
+    aihf = MuJoCoAIHF(fast_cfg("aihf", hopper_data, tmp_path / "aihf"))
+    assert module.recipe == aihf.recipe and module.recipe.demo_replay_fraction > 0
+    assert module.reward is None and len(module.configure_optimizers()) == 2  # actor and critic: no r_θ to fit
+    demo = module.data.demo_replay_batch(8, torch.Generator().manual_seed(0))
+    assert torch.isnan(demo["env_reward"]).all()  # the demos carry no env reward; the control scores them 2.5
+    assert torch.equal(module.batch_rewards(demo), torch.full((8,), 2.5))
 
 
 def test_rlhf_freezes_reward_after_its_fit(hopper_data, tmp_path):

@@ -12,9 +12,10 @@ LEARNED = ("aihf", "irl", "rlhf")
 
 @pytest.mark.parametrize("recipe", ["cpu_budget", "paper"])
 def test_every_learned_reward_preset_gets_the_same_recipe(recipe):
-    applied = {algo: Recipe.of(compose_cfg([f"algo={algo}", f"recipe={recipe}"])) for algo in (*LEARNED, "sac", "bc")}
+    applied = {algo: Recipe.of(compose_cfg([f"algo={algo}", f"recipe={recipe}"]))
+               for algo in (*LEARNED, "constant", "sac", "bc")}
     tricks = {algo: (r.bc_warmstart_steps, r.demo_replay_fraction) for algo, r in applied.items()}
-    assert len({tricks[a] for a in LEARNED}) == 1
+    assert len({tricks[a] for a in (*LEARNED, "constant")}) == 1
     assert tricks["sac"] == tricks["bc"] == (0, 0.0)  # the oracle's replayed demos would carry no env reward
     if recipe == "cpu_budget":
         assert tricks["aihf"] == (2000, 0.25)

@@ -331,6 +331,24 @@ def test_resume_with_budget_below_progress_is_refused(runs, tmp_path):
         train(_in_process_cfg(runs["data"], run_dir, "loop.resume=auto", "loop.total_env_steps=200"))
 
 
+def test_resume_on_a_replaced_dataset_is_refused_before_anything_is_written(runs, tmp_path):
+    """The config can be unchanged while the file under data.path (the shipped one, say) was replaced: a run that
+    learned from other data must not go on with this one. (Its checkpoint's record is edited to another file's.)"""
+    import torch
+    from aihf.errors import ConfigError
+    run_dir = tmp_path / "M"
+    shutil.copytree(runs["dirs"]["M"], run_dir, copy_function=shutil.copy2)
+    ckpt_file = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+    assert len(ckpt["aihf"]["dataset_sha256"]) == 64  # recorded when the checkpoint was written
+    ckpt["aihf"]["dataset_sha256"] = "0" * 64
+    torch.save(ckpt, ckpt_file)
+    before = _snapshot(run_dir)
+    with pytest.raises(ConfigError, match="sha256 000000000000, but .* now has [0-9a-f]{12}"):
+        train(_in_process_cfg(runs["data"], run_dir, "loop.resume=auto", "loop.total_env_steps=600"))
+    assert _snapshot(run_dir) == before
+
+
 # -- one step axis in metrics.csv ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("run", ["A", "B"])
 def test_csv_has_one_monotone_step_axis(runs, run):

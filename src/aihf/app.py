@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> dict:
     check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
     ckpt_path = resolve_resume(cfg.loop.resume, Path(cfg.run_dir))
-    resume_step = None
+    resume_step, resumed_state = None, None
     if ckpt_path is not None:
         if not getattr(module_cls, "EXACT_RESUME", False):
             raise ConfigError(f"loop.resume: the {cfg.domain.name} domain does not resume exactly yet; "
@@ -140,10 +140,14 @@ def train(cfg: DictConfig) -> dict:
                 raise ConfigError(f"loop.resume={ckpt_path} is at step {resume_step}, but the run's last checkpoint "
                                   f"is at step {newest}: resuming the older one would overwrite the run's later "
                                   f"outputs; start a new run from it with loop.init_from={ckpt_path}")
-        del ckpt
+        # what the module checks against its own inputs once built (not the buffer: it is loaded by Lightning)
+        resumed_state = {k: v for k, v in state.items() if k != "buffer"}
+        del ckpt, state
     check_new_run_dir(Path(cfg.run_dir), resuming=ckpt_path is not None, resume_asked=cfg.loop.resume is not None)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = module_cls(cfg)  # validates config and data: bad input stops here, before any training
+    if resumed_state is not None and hasattr(module, "check_resume"):
+        module.check_resume(resumed_state)
     if cfg.loop.init_from:
         module.init_from(cfg.loop.init_from)
         if hasattr(module, "progress") and module.progress >= module.budget:

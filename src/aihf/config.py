@@ -54,8 +54,10 @@ class AlgoConfig:
     # temperature β of the lower level (and the KL coefficient of the LLM presets): a number, or alpha (MuJoCo:
     # SAC's current entropy coefficient α, so λ_D/β follows the policy's temperature); null = alpha
     beta: Any = key(None, either(above(0), one_of("alpha")))
-    # learned: explicit r_θ | env: true reward (MuJoCo oracle) | implicit: β·log π/π_ref (LLM)
-    reward_source: str = key("learned", one_of("learned", "env", "implicit"))
+    # learned: explicit r_θ | env: true reward (MuJoCo oracle) | implicit: β·log π/π_ref (LLM) | constant:
+    # r ≡ algo.constant_reward (MuJoCo control: what the recipe and the env's termination give without a reward)
+    reward_source: str = key("learned", one_of("learned", "env", "implicit", "constant"))
+    constant_reward: float = key(1.0, finite(), scope="mujoco")
     # MuJoCo: sac | bc.  LLM: rloo (RL on r_θ) | bc (SFT) | direct (implicit-reward loss) | none
     policy_update: str = key("sac", one_of("sac", "bc", "rloo", "direct", "none"))
     # alternating (AIHF loop) | sequential (fit reward, freeze, then RL)

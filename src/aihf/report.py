@@ -49,7 +49,10 @@ def mujoco_config(m: dict) -> dict:
             "weighting": m.get("weighting", "–"), "β": recipe.get("beta", "–"),
             "α learned": m.get("alpha_learned", "–"), "demos": m.get("num_demos", 0),
             "demo policy": subset.get("demo_policy", "–"), "pairs": m.get("num_prefs", 0), "teacher": teacher,
-            "dataset": Path(subset["dataset"]).name if subset.get("dataset") else "–",
+            # the file's name and the start of its hash: a file replaced under the same name is other data
+            "dataset": (Path(subset["dataset"]).name + (f" ({subset['dataset_sha256'][:8]})"
+                                                        if subset.get("dataset_sha256") else "")
+                        if subset.get("dataset") else "–"),
             "budget": m.get("budget", m.get("env_steps")), "envs": m.get("num_envs", 1)}
 
 

@@ -73,7 +73,8 @@ class DataMix:
     def subset(self) -> dict:
         """Which data this run learned from, for its metrics.json."""
         return {"seed": self.subset_seed, "demos": self.demo_trajs.tolist(), "demo_policy": self.demo_policy,
-                "pairs": self.train_pairs.tolist(), "relabelled": self.relabelled, "dataset": str(self.dataset.path)}
+                "pairs": self.train_pairs.tolist(), "relabelled": self.relabelled, "dataset": str(self.dataset.path),
+                "dataset_sha256": self.dataset.sha256}
 
     def _demo_candidates(self, demo_policy: str | None) -> tuple[np.ndarray, str]:
         """The trajectories demonstrations are drawn from: the dataset's (the expert's), or the train trajectories

@@ -12,6 +12,7 @@ a random policy's returns, the teacher, seeds and library versions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ class TrajectoryDataset:
     arrays: dict[str, np.ndarray]
     metadata: dict
     path: Path | None = None
+    sha256: str | None = None  # of the .npz file: a run records which data it learned from, not only a path
 
     # -- trajectories --------------------------------------------------------------------------------------
     def trajectories(self, split: int) -> np.ndarray:
@@ -122,7 +124,7 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
     except json.JSONDecodeError as exc:
         raise ConfigError(f"metadata {meta_file} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
     validate(arrays, metadata, str(path), obs_dim, act_dim, env_id, action_bounds, anchors_given, str(meta_file))
-    return TrajectoryDataset(arrays, metadata, path)
+    return TrajectoryDataset(arrays, metadata, path, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def validate(arrays: dict[str, np.ndarray], metadata, where: str, obs_dim: int | None = None,

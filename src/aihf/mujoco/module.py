@@ -48,7 +48,7 @@ from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import json_safe
 from aihf.teachers import SimulatedTeacher
 
-REWARD_SOURCES = ("learned", "env")
+REWARD_SOURCES = ("learned", "env", "constant")
 POLICY_UPDATES = ("sac", "bc")
 SCHEDULES = ("alternating", "sequential")
 MULTI_PROCESS = ("ddp", "fsdp", "deepspeed")
@@ -77,10 +77,17 @@ def learns_reward(algo: DictConfig) -> bool:
     return algo.reward_source == "learned" and algo.policy_update == "sac"
 
 
+def takes_recipe(algo: DictConfig) -> bool:
+    """The recipe's tricks apply: SAC on a reward that is not the env's (the learned-reward presets, and the
+    constant-reward control, which must get exactly what they get but r_θ)."""
+    return algo.reward_source in ("learned", "constant") and algo.policy_update == "sac"
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """The recipe as this run applies it: its tricks for a preset that learns a reward with SAC, none otherwise
-    (the sac oracle's replayed demonstrations would have no env reward; bc takes no RL steps)."""
+    """The recipe as this run applies it: its tricks for a preset that learns a reward with SAC (and the
+    constant-reward control), none otherwise (the sac oracle's replayed demonstrations would have no env reward;
+    bc takes no RL steps)."""
     name: str
     bc_warmstart_steps: int
     demo_replay_fraction: float
@@ -91,9 +98,9 @@ class Recipe:
     @classmethod
     def of(cls, cfg: DictConfig) -> "Recipe":
         a, r = cfg.algo, cfg.recipe
-        learns = learns_reward(a)
+        learns, applies = learns_reward(a), takes_recipe(a)
         beta = r.beta if r.beta is not None and learns else a.beta
-        return cls(r.name, r.bc_warmstart_steps if learns else 0, r.demo_replay_fraction if learns else 0.0,
+        return cls(r.name, r.bc_warmstart_steps if applies else 0, r.demo_replay_fraction if applies else 0.0,
                    r.reward_every or a.reward_every, r.reward_steps or a.reward_steps,
                    "alpha" if beta is None else beta)
 
@@ -382,6 +389,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return metrics
 
     def batch_rewards(self, batch: dict) -> torch.Tensor:
+        if self.cfg.algo.reward_source == "constant":
+            return torch.full_like(batch["env_reward"], self.cfg.algo.constant_reward)
         if self.reward is None:
             return batch["env_reward"]
         with torch.no_grad():
@@ -576,7 +585,17 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                               "warmstart_done": self.warmstart_done, "last_episode_return": self.last_episode_return,
                               "skipped_updates": self.skipped_updates, "history": self.history,
                               "final_metrics": self.final_metrics, "wall_s": self.wall_s,
-                              "progress": self.progress, "git_commit": self.started_commit}
+                              "progress": self.progress, "git_commit": self.started_commit,
+                              "dataset_sha256": self.data.dataset.sha256 if self.data else None}
+
+    def check_resume(self, state: dict) -> None:
+        """Before a resumed run writes anything: the data it learned from is the data it will go on with (the
+        config may be the same while the file under data.path, e.g. the shipped one, was replaced)."""
+        saved, now = state.get("dataset_sha256"), self.data.dataset.sha256 if self.data else None
+        if saved is not None and saved != now:
+            raise ConfigError(f"loop.resume: the run learned from a dataset with sha256 {saved[:12]}, but "
+                              f"{self.data.dataset.path if self.data else 'this run'} now has "
+                              f"{now[:12] if now else 'no dataset'}: resume with the file it started on")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf"]
