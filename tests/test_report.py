@@ -14,12 +14,12 @@ PRESETS = ("sac", "bc", "irl", "rlhf", "aihf", "sft", "dpo", "ipo", "rpo", "spin
 
 def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_weight: float = 1.0,
               recipe: str = "cpu_budget", teacher="the dataset's", status: str = "finished",
-              num_prefs: int = 20) -> None:
+              num_prefs: int = 20, tricks: tuple = (2000, 0.25)) -> None:
     d = root / name
     d.mkdir(parents=True)
     m = {"env_id": "Hopper-v5", "algo": algo, "seed": seed, "env_steps": 1000, "num_envs": 1, "num_demos": 1,
          "num_prefs": num_prefs, "weighting": "mean", "demo_weight": 1.0, "pref_weight": pref_weight,
-         "recipe": {"name": recipe, "beta": 1.0}, "eval/return_mean": 100 * score, "eval/normalised_score": score,
+         "recipe": {"name": recipe, "beta": 1.0, "bc_warmstart_steps": tricks[0], "demo_replay_fraction": tricks[1]}, "eval/return_mean": 100 * score, "eval/normalised_score": score,
          "eval/epic": 0.4, "eval/pref_accuracy": 0.8, "eval/pref_accuracy_equal_length": 0.7,
          "eval/return_correlation": 0.9, "git_commit": "abc123", "teacher": teacher, "status": status,
          "baselines": {"baseline/constant/pref_accuracy": 0.72, "baseline/length/pref_accuracy": 0.7,
@@ -36,12 +36,15 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
         write_run(tmp_path, f"y{s}", "method_y", s, 0.2 + 0.01 * s)
         write_run(tmp_path, f"z{s}", "method_x", s, 0.9, pref_weight=5.0)  # same name, other weights: its own row
     md = report.table(report.load_runs([tmp_path]))
-    main = md.split("Probability of improvement")[0]
+    main = md.split("Cells:")[0]
     rows = [line for line in main.splitlines() if line.startswith("| method_")]
     assert len(rows) == 3 and all("| 4 (4) |" in r for r in rows)
     assert "shared by all: env = Hopper-v5" in md and "recipe = cpu_budget" in md
     x_row = next(r for r in rows if r.startswith("| method_x | 1.0 |"))
     assert "0.515 [0.494, 0.536] (0.500–0.530)" in x_row  # mean [95 % t-interval] (min–max)
+    # the headline: each run's last evaluations averaged (here its two: 0.1 at step 500 and its final score)
+    assert "| 0.307 [0.297, 0.318] (0.300–0.315) |" in x_row
+    assert "score, last 3 evaluations, row − column, paired by seed (4 seeds)" in md
     assert "(0.720 / 0.700)" in x_row  # the constant's and the length proxy's pair accuracy beside the learned one
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
     report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
@@ -65,9 +68,27 @@ def test_mujoco_scarcity_plot_shows_each_method_against_its_pair_count(tmp_path)
     assert (tmp_path / "pairs.png").stat().st_size > 0
 
 
+def test_mujoco_methods_without_pairs_or_recipe_join_every_pair_count_in_paired_contrasts(tmp_path):
+    """sac takes no pairs and none of the recipe's tricks, yet it is compared with the presets at each pair count:
+    paired by seed (seed s of one method against seed s of the other) and Holm-adjusted over the family."""
+    for s in range(4):
+        for n, gain in ((10, 0.1), (100, 0.3)):
+            write_run(tmp_path, f"a{n}-{s}", "method_a", s, 0.4 + gain + 0.02 * s, num_prefs=n)
+        write_run(tmp_path, f"o{s}", "method_o", s, 0.4 + 0.02 * s + 0.01 * (s % 2), num_prefs=0, tricks=(0, 0.0))
+    md = report.table(report.load_runs([tmp_path]), contrasts=[("method_a", "method_o")])
+    contrasts = md.split("Primary contrasts")[1].split("\n\n")[1].splitlines()
+    rows = [r for r in contrasts if "method_a − method_o" in r]
+    assert len(rows) == 2 and rows[0].startswith("| pairs = 10 |") and rows[1].startswith("| pairs = 100 |")
+    # final score: differences 0.1 − 0.01·(s % 2) per seed → mean 0.095; p and Holm p beside it
+    assert "| +0.095 [" in rows[0] and "(n=4)" in rows[0] and "| +0.295 [" in rows[1]
+    improvement = md.split("Probability of improvement")[1]
+    assert "*pairs = 10*" in improvement and "*pairs = 100*" in improvement
+    assert improvement.count("| method_o | 0.00 [0.00, 0.00] | – |") == 2
+
+
 def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):
     """Runs that differ in a recorded setting that is not the method (here the teacher) are separate rows, and a
-    diverged seed is counted but not averaged."""
+    diverged seed is counted and scores the random level: leaving it out would favour the less stable method."""
     for s in range(3):
         write_run(tmp_path, f"clean{s}", "method_x", s, 0.5, teacher={"mistake_prob": 0.0})
         write_run(tmp_path, f"noisy{s}", "method_x", s, 0.3, teacher={"mistake_prob": 0.3})
@@ -76,7 +97,10 @@ def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):
     rows = [r for r in md.split("Cells:")[0].splitlines() if r.startswith("| ")][1:]
     assert len(rows) == 2
     noisy = next(r for r in rows if "mistake_prob=0.3" in r)
-    assert "| 4 (3) |" in noisy and "0.300 [0.300, 0.300]" in noisy
+    # the diverged seed scores 0 (the random policy's level) in the score columns: (3 × 0.3 + 0) / 4 = 0.225 final,
+    # (3 × (0.1 + 0.3) / 2 + 0) / 4 = 0.15 over the last evaluations; the true return averages the finished seeds
+    assert "| 4 (3) |" in noisy and "| 0.225 [" in noisy and "| 0.150 [" in noisy
+    assert "| 30.0 [30.0, 30.0] (30.0–30.0) |" in noisy
 
 
 def test_report_code_names_no_preset():
@@ -226,7 +250,7 @@ def test_llm_figures_tabulate_their_runs_evaluated_again_at_one_commit(tmp_path)
     assert cmd[5:7] == ["--out", str(tmp_path / "hh_dpo-reevaluated")] and "llm.train.eval_prompts=200" in cmd
     assert figures.report_command("hh_dpo", root)[3] == str(tmp_path / "hh_dpo-reevaluated")
     assert figures.reevaluate_command("comparison_hopper", root) is None
-    assert figures.report_command("comparison_halfcheetah", root)[3] == str(root / "0-s0")
+    assert figures.report_command("comparison_hopper_paper", root)[3] == str(root / "0-s0")
 
 
 @pytest.mark.slow
@@ -250,17 +274,19 @@ def test_figure_runs_seed_major_and_continues_only_unfinished_sweeps(tmp_path):
     runs have all finished and continues the others in place (loop.resume=auto)."""
     from aihf.figures import sweep_commands
     subdirs = [c[-1].removeprefix(f"hydra.sweep.dir={tmp_path}/") for c in
-               sweep_commands("comparison_halfcheetah", tmp_path, [])]
-    assert subdirs == [f"{i}-s{s}" for s in range(5) for i in range(2)]
-    first = sweep_commands("comparison_halfcheetah", tmp_path, [])[0]
+               sweep_commands("comparison_hopper_paper", tmp_path, [])]
+    assert subdirs == [f"{i}-s{s}" for s in range(5) for i in range(4)]
+    first = sweep_commands("comparison_hopper_paper", tmp_path, [])[0]
     assert "seed=0" in first and "algo=aihf,rlhf" in first and "loop.resume=auto" not in first
-    for job in range(4):  # sweep 0 of seed 0: aihf, rlhf x 10, 100 pairs, all finished
-        (tmp_path / "0-s0" / str(job)).mkdir(parents=True)
-        (tmp_path / "0-s0" / str(job) / "metrics.json").write_text("{}")
-    (tmp_path / "1-s0" / "0").mkdir(parents=True)  # sweep 1 of seed 0: one of its three runs finished
+    assert "recipe=paper" in first
+    (tmp_path / "0-s0" / "0").mkdir(parents=True)  # sweep 0 of seed 0: aihf, rlhf at 10 pairs, all finished
+    (tmp_path / "0-s0" / "0" / "metrics.json").write_text("{}")
+    (tmp_path / "0-s0" / "1").mkdir(parents=True)
+    (tmp_path / "0-s0" / "1" / "metrics.json").write_text("{}")
+    (tmp_path / "1-s0" / "0").mkdir(parents=True)  # sweep 1 of seed 0: one of its two runs finished
     (tmp_path / "1-s0" / "0" / "metrics.json").write_text("{}")
-    again = sweep_commands("comparison_halfcheetah", tmp_path, [], resume=True)
-    assert [c[-1].rsplit("/", 1)[1] for c in again][:2] == ["1-s0", "0-s1"]
+    again = sweep_commands("comparison_hopper_paper", tmp_path, [], resume=True)
+    assert [c[-1].rsplit("/", 1)[1] for c in again][:4] == ["1-s0", "2-s0", "3-s0", "0-s1"]
     assert all("loop.resume=auto" in c for c in again)
 
 
@@ -277,7 +303,7 @@ def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own
     from aihf import figures
     comparison = dict(figures.planned_sweeps("comparison_hopper"))
     assert sorted(comparison) == sorted(f"hopper-{n}-s{s}" for s in range(5)
-                                        for n in ("pairs-10", "pairs-100", "no-pairs"))
+                                        for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs"))
     for sub, overrides in comparison.items():
         _finish(tmp_path / sub, figures.jobs_in(overrides))
     left = [d.name for d, _ in figures.pending_sweeps("study_prefs", tmp_path, resume=True)]
@@ -285,7 +311,8 @@ def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own
     left = [d.name for d, _ in figures.pending_sweeps("recipe_ablation", tmp_path, resume=True)]
     assert left == [f"hopper-{n}-s{s}" for s in range(5) for n in ("no-warm-start", "warm-start-only")]
     assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("recipe_ablation")) == 40
-    assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("study_prefs")) == 55
+    assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("study_prefs")) == 60
+    assert sum(figures.jobs_in(o) for _, o in comparison.items()) == 50
     report = figures.report_command("comparison_hopper", tmp_path)
     sources = report[3:report.index("--out")]
     assert sorted(sources) == sorted(str(tmp_path / sub) for sub in comparison)
@@ -300,6 +327,13 @@ def test_a_shared_sweep_name_means_one_set_of_runs():
             if isinstance(sweep, Sweep):
                 assert seen.setdefault(sweep.name, sweep.overrides) == sweep.overrides, sweep.name
     assert len(seen) >= 5
+
+
+def test_every_figure_says_how_many_runs_its_sweeps_make():
+    from aihf.figures import FIGURES, jobs_in, planned_sweeps
+    for name, fig in FIGURES.items():
+        counts = [jobs_in(overrides) for _, overrides in planned_sweeps(name)]
+        assert None in counts or sum(counts) == fig.runs, name
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_kept_aside(tmp_path):

@@ -63,20 +63,36 @@ class Figure:
     reevaluate: tuple[str, ...] | None = None
 
 
+# The contrasts every MuJoCo comparison declares before its runs: aihf against each single-source reward (rlhf's
+# sequential pipeline, irl, and aihf_prefs: aihf's own loop with λ_D = 0) and against the constant-reward control.
+MUJOCO_CONTRASTS = ("--contrasts", "aihf:rlhf,aihf:irl,aihf:aihf_prefs,aihf:constant")
+
+
+def comparison_sweeps(env: str, pair_counts=(10, 100)) -> dict[str, tuple[str, ...]]:
+    """experiment=comparison (100k env steps, recipe=cpu_budget, 5 seeds) on one env: aihf and rlhf at each pair
+    count, aihf_prefs (aihf with λ_D = 0: the same loop on preferences alone) at 10 and 100 pairs, and the methods
+    that use no pairs (irl, the sac oracle, bc, the constant-reward control)."""
+    base = ("experiment=comparison", *([f"env={env}"] if env != "hopper" else []))
+    sweeps = {f"pairs-{n}": (*base, "algo=aihf,rlhf", f"data.num_prefs={n}", SEEDS5) for n in pair_counts}
+    sweeps["prefs-only"] = (*base, "algo=aihf", "algo.demo_weight=0", "algo.name=aihf_prefs",
+                            "data.num_prefs=10,100", SEEDS5)
+    sweeps["no-pairs"] = (*base, "algo=irl,sac,bc,constant", SEEDS5)
+    return sweeps
+
+
 def _hopper() -> dict[str, Sweep]:
-    """Hopper-v5's shared sweeps (experiment=comparison: 100k env steps, recipe=cpu_budget, 5 seeds)."""
-    base = ("experiment=comparison",)
-    sweeps = {f"pairs-{n}": (*base, "algo=aihf,rlhf", f"data.num_prefs={n}", SEEDS5) for n in (10, 30, 100, 300)}
-    sweeps["no-pairs"] = (*base, "algo=irl,sac,bc", SEEDS5)
-    # the 100-pair cell's other three recipes (pairs-100 is the fourth: warm start and replay)
-    sweeps["no-warm-start"] = (*base, "algo=aihf,rlhf", "data.num_prefs=100", "recipe.bc_warmstart_steps=0",
-                               "recipe.demo_replay_fraction=0.0,0.25", SEEDS5)
-    sweeps["warm-start-only"] = (*base, "algo=aihf,rlhf", "data.num_prefs=100", "recipe.demo_replay_fraction=0.0",
-                                 SEEDS5)
+    """Hopper-v5's shared sweeps: the comparison's, 30 and 300 pairs for the scarcity study, and the 100-pair
+    cell's other three recipes (pairs-100 is the fourth: warm start and replay) for the recipe ablation."""
+    sweeps = comparison_sweeps("hopper", (10, 30, 100, 300))
+    base = ("experiment=comparison", "algo=aihf,rlhf", "data.num_prefs=100")
+    sweeps["no-warm-start"] = (*base, "recipe.bc_warmstart_steps=0", "recipe.demo_replay_fraction=0.0,0.25", SEEDS5)
+    sweeps["warm-start-only"] = (*base, "recipe.demo_replay_fraction=0.0", SEEDS5)
     return {name: Sweep(f"hopper-{name}", overrides) for name, overrides in sweeps.items()}
 
 
 HOPPER = _hopper()
+HALFCHEETAH = {name: Sweep(f"halfcheetah-{name}", overrides)
+               for name, overrides in comparison_sweeps("halfcheetah").items()}
 
 FIGURES = {
     # Every preset under one recipe, 5 seeds (each its own data subset), 100k env steps, both pair counts.
@@ -84,24 +100,23 @@ FIGURES = {
     # recipe ablation the cpu_budget recipe's parts at 100 pairs, both from the same --root (shared Sweeps).
     "comparison_hopper": Figure(
         "docs/results/comparison_hopper", "Hopper-v5, 100k env steps, recipe=cpu_budget",
-        (HOPPER["pairs-10"], HOPPER["pairs-100"], HOPPER["no-pairs"]), 35,
-        "shares its runs with study_prefs and recipe_ablation given the same --root"),
+        tuple(HOPPER[n] for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs")), 50,
+        "shares its runs with study_prefs and recipe_ablation given the same --root", report=MUJOCO_CONTRASTS),
     "study_prefs": Figure(
         "docs/results/study_prefs", "Hopper-v5, 100k env steps: preference scarcity",
-        (HOPPER["no-pairs"], HOPPER["pairs-10"], HOPPER["pairs-30"], HOPPER["pairs-100"], HOPPER["pairs-300"]), 55,
-        "N = 0 is irl; 20 runs beyond comparison_hopper in the same --root"),
+        tuple(HOPPER[n] for n in ("no-pairs", "pairs-10", "pairs-30", "pairs-100", "pairs-300")), 60,
+        "N = 0 is irl; 20 runs beyond comparison_hopper in the same --root", report=MUJOCO_CONTRASTS),
     "recipe_ablation": Figure(
         "docs/results/recipe_ablation", "Hopper-v5, 100k env steps, 100 pairs: the cpu_budget recipe's parts",
         (HOPPER["pairs-100"], HOPPER["no-warm-start"], HOPPER["warm-start-only"]), 40,
         "30 runs beyond comparison_hopper in the same --root"),
     "comparison_hopper_paper": Figure(
         "docs/results/comparison_hopper_paper", "Hopper-v5, 100k env steps, recipe=paper",
-        (("experiment=comparison", "recipe=paper", "algo=aihf,rlhf", "data.num_prefs=10,100", SEEDS5),
-         ("experiment=comparison", "recipe=paper", "algo=irl,sac,bc", SEEDS5)), 35),
+        tuple((*sweep[:1], "recipe=paper", *sweep[1:]) for sweep in comparison_sweeps("hopper").values()), 50,
+        report=MUJOCO_CONTRASTS),
     "comparison_halfcheetah": Figure(
         "docs/results/comparison_halfcheetah", "HalfCheetah-v5, 100k env steps, recipe=cpu_budget",
-        (("experiment=comparison", "env=halfcheetah", "algo=aihf,rlhf", "data.num_prefs=10,100", SEEDS5),
-         ("experiment=comparison", "env=halfcheetah", "algo=irl,sac,bc", SEEDS5)), 35),
+        tuple(HALFCHEETAH.values()), 50, report=MUJOCO_CONTRASTS),
     "study_ratio": Figure("docs/results/study_ratio", "Hopper-v5: λ_P/λ_D", (("experiment=study_ratio",),), 40),
     "study_demos": Figure("docs/results/study_demos", "Hopper-v5: demonstration count and quality",
                           (("experiment=study_demos",),), 60),

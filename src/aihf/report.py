@@ -20,7 +20,9 @@ import argparse
 import json
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -35,6 +37,14 @@ def load_runs(roots: list[Path]) -> list[dict]:
             m["_path"] = str(f.parent)
             runs.append(m)
     return runs
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A metric compared between methods: its value of a run (None: the run has none)."""
+    what: str
+    value: Callable[[dict], float | None]
+    pairs_only: bool = False  # only methods trained on pairs have it (an LLM preset without pairs: all ties)
 
 
 # -- configuration as recorded ------------------------------------------------------------------------------------
@@ -56,8 +66,10 @@ def mujoco_config(m: dict) -> dict:
             "budget": m.get("budget", m.get("env_steps")), "envs": m.get("num_envs", 1)}
 
 
-# The settings that make a method (compared by the probability of improvement within everything else).
-METHOD = ("algo", "λ_D", "λ_P", "β", "weighting", "demos", "pairs")
+# MuJoCo: the settings that make a method, compared within everything else (env, recipe, dataset, teacher,
+# budget, the pair count); the recipe's tricks are the method's, so that sac and bc (which take none) are compared
+# with the presets that take them.
+METHOD = ("algo", "λ_D", "λ_P", "β", "weighting", "demos", "BC warm start", "demo replay")
 # LLM: the pair count is the data regime that methods are compared within, and a preset's step count is its own
 # (stages differ by preset), so it is part of the method.
 LLM_METHOD = ("algo", "λ_D", "λ_P", "β", "weighting", "demos", "steps")
@@ -130,18 +142,37 @@ def commits_line(runs: list[dict]) -> str:
     return line
 
 
-def score_of(m: dict) -> float | None:
-    """The normalised score (the return without anchors); a diverged run scores nothing (None: left out)."""
+# The headline score averages the last evaluations (at 100k env steps: 80k, 90k and the final one), so that one
+# checkpoint's swing does not decide a comparison.
+HEADLINE_EVALS = 3
+
+
+def last_evaluations(m: dict, k: int) -> list[dict]:
+    """The run's last k evaluations in step order (the final one replaces a regular one at its step)."""
+    by_step = {h["step"]: h for h in m.get("history") or []}
+    return [by_step[s] for s in sorted(by_step)[-k:]]
+
+
+def score_of(m: dict, last: int = 1) -> float | None:
+    """The expert-normalised score (the true return for a run without anchors): of its final evaluation, or the mean
+    of its last `last` evaluations. A diverged run scores 0, the uniform random policy's level, rather than being
+    left out, which would favour the less stable method (without anchors it has no score: None)."""
+    normalised = m.get("expert_return") is not None or "eval/normalised_score" in m
+    key = "eval/normalised_score" if normalised else "eval/return_mean"
     if m.get("status", "finished") != "finished":
-        return None
-    return m.get("eval/normalised_score", m.get("eval/return_mean"))
+        return 0.0 if normalised else None
+    if last == 1:
+        return m.get(key)
+    values = [h[key] for h in last_evaluations(m, last) if h.get(key) is not None]
+    return float(np.mean(values)) if values else None
 
 
 # -- MuJoCo -------------------------------------------------------------------------------------------------------
-def table(runs: list[dict]) -> str:
+def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     groups, varying, shared = group(runs, mujoco_config)
     base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
-    head = ["seeds (finished)", "reward updates", "normalised score", "IQM", "true return", "EPIC ↓ (constant 0.707)",
+    head = ["seeds (finished)", "reward updates", f"score, last {HEADLINE_EVALS} evaluations", "IQM",
+            "final score", "true return", "EPIC ↓ (constant 0.707)",
             "pair acc., equal lengths (constant / length)", "pair acc. (constant / length)",
             "return corr. (length)"]
     lines = [shared_line(shared, len(runs)), "",
@@ -149,10 +180,10 @@ def table(runs: list[dict]) -> str:
     for key, g in groups.items():
         conf = dict(key)
         done = [m for m in g if m.get("status", "finished") == "finished"]
+        headline = [score_of(m, HEADLINE_EVALS) for m in g]
         row = [str(conf[v]) for v in varying] + [
             f"{len(g)} ({len(done)})", plain([m.get("reward_updates") for m in done], 0),
-            cell([m.get("eval/normalised_score") for m in done]),
-            iqm_cell([m.get("eval/normalised_score") for m in done]),
+            cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
             cell([m.get("eval/return_mean") for m in done], 1), cell([m.get("eval/epic") for m in done]),
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
             f"({base(g, 'constant', 'pref_accuracy_equal_length')} / {base(g, 'length', 'pref_accuracy_equal_length')})",
@@ -160,44 +191,68 @@ def table(runs: list[dict]) -> str:
             f"({base(g, 'constant', 'pref_accuracy')} / {base(g, 'length', 'pref_accuracy')})",
             f"{cell([m.get('eval/return_correlation') for m in done])} ({base(g, 'length', 'return_correlation')})"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", CAVEAT, "", improvement(groups, varying), "", commits_line(runs)]
+    lines += ["", CAVEAT]
+    for part in (primary_contrasts(groups, varying, contrasts, METHOD, MUJOCO_MEASURES),
+                 matrices(groups, varying, METHOD, MUJOCO_MEASURES[:1], MUJOCO_MATRIX_NOTE),
+                 improvement(groups, varying)):
+        lines += ["", part] if part else []
+    lines += ["", commits_line(runs)]
     return "\n".join(lines)
 
 
-CAVEAT = ("Cells: mean over finished seeds [95 % t-interval] (min–max); a diverged seed counts in the seeds column "
-          "but not in the mean. IQM and the probability of improvement use a percentile bootstrap, which is too "
-          "narrow with fewer than about 10 seeds (it covered 76 % at 3 and 83 % at 5 seeds in a simulation); with "
-          "fewer than 4 seeds the IQM trims nothing and equals the mean.")
+CAVEAT = (f"Cells: mean over seeds [95 % t-interval] (min–max). Scores are expert-normalised (0: the uniform "
+          f"random policy, 1: the expert's demonstrations); the headline is the mean of each run's last "
+          f"{HEADLINE_EVALS} evaluations, the final score its last evaluation alone (more episodes). A diverged seed "
+          "counts in the seeds column and scores 0 (the random level) in the score columns; the other columns "
+          "average the finished seeds. IQM and the probability of improvement use a percentile bootstrap, which is "
+          "too narrow with fewer than about 10 seeds (it covered 76 % at 3 and 83 % at 5 seeds in a simulation); "
+          "with fewer than 4 seeds the IQM trims nothing and equals the mean.")
 
 
 def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
-    """P(A > B) of the normalised score between every two methods (the METHOD settings) run in the same context
-    (everything else: env, recipe, dataset, teacher, budget, ...), with 95 % bootstrap intervals."""
+    """P(A > B) of the headline score between every two methods (the METHOD settings) run in the same context
+    (everything else: env, recipe, dataset, teacher, budget, pair count; no-pair methods join every count), with
+    95 % bootstrap intervals."""
     if not any(v in METHOD for v in varying):
         return ""
-    cells: dict[tuple, list[tuple]] = defaultdict(list)
-    for key in groups:
-        cells[tuple((k, v) for k, v in key if k not in METHOD)].append(key)
-    lines = ["Probability of improvement, P(row > column) of the normalised score over seeds, 95 % bootstrap "
-             "interval:", ""]
-    for context, keys in cells.items():
+    methods = [v for v in varying if v in METHOD]
+    lines = [f"Probability of improvement, P(row > column) of the score (last {HEADLINE_EVALS} evaluations) over "
+             "seeds, 95 % bootstrap interval:", ""]
+    for context, keys in contexts(groups, METHOD).items():
         if len(keys) < 2:
             continue
-        label = context_label(context, varying)
-        names = [label_of(k, [v for v in varying if v in METHOD]) for k in keys]
-        lines += [f"*{label}*", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        names = [label_of(k, distinguishing(keys, methods)) for k in keys]
+        lines += [f"*{context_label(context, varying)}*", "", "| | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
         for a, ka in zip(names, keys):
             row = []
-            for b, kb in zip(names, keys):
+            for kb in keys:
                 if ka == kb:
                     row.append("–")
                     continue
-                p, lo, hi = stats.probability_of_improvement_ci([score_of(m) for m in groups[ka]],
-                                                                [score_of(m) for m in groups[kb]])
+                p, lo, hi = stats.probability_of_improvement_ci([score_of(m, HEADLINE_EVALS) for m in groups[ka]],
+                                                                [score_of(m, HEADLINE_EVALS) for m in groups[kb]])
                 row.append(f"{p:.2f}" + ("" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"))
             lines.append(f"| {a} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() if len(lines) > 2 else ""
+
+
+def _finished(value: Callable[[dict], float | None]) -> Callable[[dict], float | None]:
+    return lambda m: value(m) if m.get("status", "finished") == "finished" else None
+
+
+MUJOCO_MEASURES = (
+    Measure(f"score, last {HEADLINE_EVALS} evaluations", lambda m: score_of(m, HEADLINE_EVALS)),
+    Measure("final score", score_of),
+    Measure("EPIC distance to the true reward (lower is closer)", _finished(lambda m: m.get("eval/epic"))))
+
+MUJOCO_MATRIX_NOTE = (
+    "Paired by seed: at one seed every method draws the same demonstrations and pairs, starts from the same "
+    "initial weights and is evaluated from the same start states, so the difference removes what they share. Bold: "
+    "the interval excludes 0 (unadjusted: the matrices hold many comparisons, so some bold cells are expected by "
+    "chance; the primary contrasts, if any, are adjusted above). †n: only n seeds paired. Methods that use no "
+    "preference pairs appear in every pair count.")
 
 
 def context_label(context: tuple, varying: list[str]) -> str:
@@ -210,28 +265,33 @@ def label_of(key: tuple, varying: list[str]) -> str:
 
 
 def plot_curves(runs: list[dict], out: Path, title: str) -> None:
+    """Learning curves against env steps (mean ± std over seeds); a method without env steps (behaviour cloning's
+    curve is over gradient steps) is a dotted level at its headline score."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups, varying, _ = group(runs, mujoco_config)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, g in groups.items():
+    for i, (key, g) in enumerate(groups.items()):
+        colour, label = f"C{i % 10}", label_of(key, varying)
         curves = [[(h["step"], h.get("eval/normalised_score", h["eval/return_mean"])) for h in m["history"]]
-                  for m in g]
-        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
-        if len(steps) < 2:  # a single point (behaviour cloning's one evaluation): a dotted level
-            ax.axhline(np.mean([score_of(m) or np.nan for m in g]), ls=":", color="grey")
+                  for m in g if m.get("history")]
+        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves])) if curves else []
+        if len(steps) < 2 or all(m.get("env_steps", 1) == 0 for m in g):
+            ax.axhline(np.nanmean([np.nan if v is None else v for v in (score_of(m, HEADLINE_EVALS) for m in g)]),
+                       ls=":", color=colour, label=f"{label} (no env steps)")
             continue
         ys = np.array([[dict(c)[s] for s in steps] for c in curves])
-        ax.plot(steps, ys.mean(0), label=label_of(key, varying))
-        ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
+        ax.plot(steps, ys.mean(0), color=colour, label=label)
+        ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=colour, alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("expert-normalised score")
-    ax.set_title(title + " (mean ± std over seeds; dotted: no learning curve)")
-    ax.legend(fontsize=8)
+    ax.set_title(title + " (mean ± std over seeds; dotted: no learning curve)", fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 # -- language models ----------------------------------------------------------------------------------------------
@@ -262,8 +322,8 @@ def llm_table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Cells: mean over seeds [95 % t-interval] (min–max)."
               + (f" Held-out pairs per run: {', '.join(map(str, held))}." if held else "")]
-    for part in (primary_contrasts(groups, varying, contrasts), paired_llm(groups, varying),
-                 llm_matrices(groups, varying)):
+    for part in (primary_contrasts(groups, varying, contrasts, LLM_METHOD, LLM_MEASURES), paired_llm(groups, varying),
+                 matrices(groups, varying, LLM_METHOD, LLM_MEASURES, LLM_MATRIX_NOTE)):
         lines += ["", part] if part else []
     lines += ["", commits_line(runs)]
     return "\n".join(lines)
@@ -274,12 +334,13 @@ def correct(pairs: list[dict]) -> dict[str, float]:
     return {p["pair"]: 1.0 if p["margin"] > 0 else 0.5 if p["margin"] == 0 else 0.0 for p in pairs}
 
 
-def llm_contexts(groups: dict[tuple, list[dict]]) -> dict[tuple, list[tuple]]:
-    """The groups by context (everything but LLM_METHOD: task, pair count). Methods that use no pairs (sft,
-    spin, π_ref itself) do not depend on the count, so they join every context with pairs, as baselines."""
+def contexts(groups: dict[tuple, list[dict]], method: tuple[str, ...]) -> dict[tuple, list[tuple]]:
+    """The groups by context (everything but the `method` settings: task or env, recipe, pair count, ...). Methods
+    that use no pairs (LLM: sft, spin, π_ref itself; MuJoCo: irl, sac, bc, the constant control) do not depend on
+    the count, so they join every context with pairs, as baselines."""
     cells: dict[tuple, list[tuple]] = defaultdict(list)
     for key in groups:
-        cells[tuple((k, v) for k, v in key if k not in LLM_METHOD)].append(key)
+        cells[tuple((k, v) for k, v in key if k not in method)].append(key)
     without = {c: keys for c, keys in cells.items() if dict(c).get("pairs") == 0}
     rest = lambda c: tuple((k, v) for k, v in c if k != "pairs")  # noqa: E731
     for c in [c for c in cells if c not in without]:
@@ -288,6 +349,10 @@ def llm_contexts(groups: dict[tuple, list[dict]]) -> dict[tuple, list[tuple]]:
         for c in without:
             del cells[c]
     return dict(sorted(cells.items(), key=lambda kv: in_order(kv[0])))
+
+
+def llm_contexts(groups: dict[tuple, list[dict]]) -> dict[tuple, list[tuple]]:
+    return contexts(groups, LLM_METHOD)
 
 
 def paired_matrix(keys: list[tuple], groups: dict[tuple, list[dict]], names: list[str], value, seeds_all: int,
@@ -322,10 +387,9 @@ def difference_text(d: float, lo: float, hi: float, digits: int = 3) -> str:
     return f"{d:+.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")
 
 
-# (metric, what it is, only methods that learn from pairs) compared between methods when a context holds more than
-# two: a preset trained on no pairs has no preference accuracy of its own (π_ref itself: all ties)
-MATRIX_METRICS = (("eval/gold_sampled", "gold reward of sampled responses", False),
-                  ("eval/pref_accuracy", "held-out preference accuracy", True))
+# compared between methods when a context holds more than two
+LLM_MEASURES = (Measure("gold reward of sampled responses", lambda m: m.get("eval/gold_sampled")),
+                Measure("held-out preference accuracy", lambda m: m.get("eval/pref_accuracy"), pairs_only=True))
 
 
 def distinguishing(keys: list[tuple], methods: list[str]) -> list[str]:
@@ -335,40 +399,48 @@ def distinguishing(keys: list[tuple], methods: list[str]) -> list[str]:
     return ["algo"] if "algo" in varies and len({dict(k)["algo"] for k in keys}) == len(keys) else varies
 
 
-def llm_matrices(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
-    """For each context of more than two methods, the paired differences between every two, per metric."""
-    methods = [v for v in varying if v in LLM_METHOD]
+def matrices(groups: dict[tuple, list[dict]], varying: list[str], method: tuple[str, ...],
+             measures: tuple[Measure, ...], note: str) -> str:
+    """For each context of more than two methods, the paired differences between every two, per measure."""
+    methods = [v for v in varying if v in method]
     lines = []
-    for context, keys in llm_contexts(groups).items():
+    for context, keys in contexts(groups, method).items():
         if len(keys) <= 2:
             continue
         label = context_label(context, varying)
         names = [label_of(k, distinguishing(keys, methods)) for k in keys]
-        for metric, what, learned in MATRIX_METRICS:
-            shown = [(k, n) for k, n in zip(keys, names) if not learned or dict(k)["pairs"] > 0]
-            if len(shown) < 2 or not any(metric in m for k, _ in shown for m in groups[k]):
+        for measure in measures:
+            shown = [(k, n) for k, n in zip(keys, names) if (not measure.pairs_only or dict(k)["pairs"] > 0)
+                     and any(measure.value(m) is not None for m in groups[k])]
+            if len(shown) < 2:
                 continue
             seeds = sorted({m["seed"] for k, _ in shown for m in groups[k]})
-            lines += [f"*{label}: {what}, row − column, paired by seed ({len(seeds)} seeds) [95 % t-interval]*", "",
-                      *paired_matrix([k for k, _ in shown], groups, [n for _, n in shown],
-                                     lambda m: m.get(metric), len(seeds)), ""]
+            lines += [f"*{label}: {measure.what}, row − column, paired by seed ({len(seeds)} seeds) "
+                      f"[95 % t-interval]*", "",
+                      *paired_matrix([k for k, _ in shown], groups, [n for _, n in shown], measure.value,
+                                     len(seeds)), ""]
     if lines:
-        lines.append("Paired by seed: at one seed every preset draws the same training rows and starts from the same "
-                     "initialisation, so the difference removes what they share. The interval is over seeds (the "
-                     "training randomness: initialisation, the data drawn, sampling) on one fixed set of evaluation "
-                     "prompts and held-out pairs; the error of that set's own sampling is not in it. Bold: the "
-                     "interval excludes 0 (unadjusted: the matrices hold many comparisons, so some bold cells are "
-                     "expected by chance; the primary contrasts, if any, are adjusted below). †n: only n seeds "
-                     "paired. Presets that use no preference pairs appear in every pair count (gold only).")
+        lines.append(note)
     return "\n".join(lines).rstrip()
 
 
-def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contrasts) -> str:
+LLM_MATRIX_NOTE = (
+    "Paired by seed: at one seed every preset draws the same training rows and starts from the same "
+    "initialisation, so the difference removes what they share. The interval is over seeds (the training "
+    "randomness: initialisation, the data drawn, sampling) on one fixed set of evaluation prompts and held-out "
+    "pairs; the error of that set's own sampling is not in it. Bold: the interval excludes 0 (unadjusted: the "
+    "matrices hold many comparisons, so some bold cells are expected by chance; the primary contrasts, if any, are "
+    "adjusted below). †n: only n seeds paired. Presets that use no preference pairs appear in every pair count "
+    "(gold only).")
+
+
+def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contrasts, method: tuple[str, ...],
+                      measures: tuple[Measure, ...]) -> str:
     """The comparisons declared before looking (`--contrasts A:B,...`, by the algo each run recorded), in every
     context that has both: the paired-by-seed difference with its 95 % t-interval and the t-test's p-value, Holm-
-    adjusted over the whole family (every contrast in every context) of each metric."""
+    adjusted over the whole family (every contrast in every context) of each measure."""
     found = []  # (context label, contrast, key a, key b)
-    for context, keys in llm_contexts(groups).items():
+    for context, keys in contexts(groups, method).items():
         label = context_label(context, varying)
         for a, b in contrasts:
             ka = [k for k in keys if dict(k)["algo"] == a]
@@ -377,24 +449,24 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
                 found.append((label, f"{a} − {b}", ka[0], kb[0]))
     if not found:
         return ""
-    cells: dict[str, list[tuple[str, float]]] = {}
-    for metric, _, learned in MATRIX_METRICS:
+    cells: list[list[tuple[str, float, float]]] = []
+    for measure in measures:
         results = []
         for _, _, ka, kb in found:
-            diffs = seed_differences(groups[ka], groups[kb], lambda m: m.get(metric))
-            if not diffs or (learned and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
+            diffs = seed_differences(groups[ka], groups[kb], measure.value)
+            if not diffs or (measure.pairs_only and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
                 results.append(("–", math.nan))
                 continue
             results.append((f"{difference_text(*stats.t_interval(diffs))} (n={len(diffs)})", stats.t_test_p(diffs)))
         adjusted = stats.holm([p for _, p in results])
-        cells[metric] = [(t, p, q) for (t, p), q in zip(results, adjusted)]
+        cells.append([(t, p, q) for (t, p), q in zip(results, adjusted)])
     fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
-    head = " | ".join(f"{what}: difference [95 %] | p | Holm p" for _, what, _ in MATRIX_METRICS)
+    head = " | ".join(f"{m.what}: difference [95 %] | p | Holm p" for m in measures)
     lines = ["Primary contrasts (declared in advance), paired by seed; Holm's adjustment over every contrast and "
-             "count of each metric:", "", f"| | contrast | {head} |", "|---|---|" + "---|---|---|" * len(MATRIX_METRICS)]
+             "count of each metric:", "", f"| | contrast | {head} |", "|---|---|" + "---|---|---|" * len(measures)]
     for i, (label, name, _, _) in enumerate(found):
         row = [f"{t} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
-               for t, p, q in (cells[metric][i] for metric, _, _ in MATRIX_METRICS)]
+               for t, p, q in (column[i] for column in cells)]
         lines.append(f"| {label} | {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -605,8 +677,8 @@ def main() -> None:
     p.add_argument("roots", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True, help="prefix: writes <out>.md and <out>.png")
     p.add_argument("--title", default="")
-    p.add_argument("--contrasts", default="", help="LLM: comparisons declared in advance, A:B,... by recorded algo "
-                                                   "(paired by seed, Holm-adjusted)")
+    p.add_argument("--contrasts", default="", help="comparisons declared in advance, A:B,... by recorded algo "
+                                                   "(paired by seed, Holm-adjusted, in every context with both)")
     args = p.parse_args()
     contrasts = [tuple(c.split(":", 1)) for c in args.contrasts.split(",") if c]
     if any(len(c) != 2 for c in contrasts):
@@ -619,7 +691,7 @@ def main() -> None:
     mujoco = [m for m in runs if m.get("domain") != "llm"]
     parts = []
     if mujoco:
-        parts.append(table(mujoco))
+        parts.append(table(mujoco, contrasts))
         plot_curves(mujoco, args.out.with_suffix(".png"), args.title)
         if len({m.get("num_prefs") for m in mujoco} - {0, None}) > 1:
             plot_mujoco_scarcity(mujoco, args.out.with_name(args.out.name + "-pairs.png"), args.title)
