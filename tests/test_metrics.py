@@ -73,3 +73,39 @@ def test_heldout_metrics_of_the_true_reward_and_the_baselines(hopper_data):
     assert math.isnan(base["baseline/constant/reward_pearson"])
     assert base["baseline/constant/pref_accuracy_equal_length"] == 0.5
     assert base["baseline/length/pref_accuracy_equal_length"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_policy_baseline_ranks_segments_by_their_policys_reward_per_step(hopper_data):
+    """The `policy` baseline knows only which ladder policy made a segment (and its length): checked against a
+    pair-by-pair computation, and it ties every pair when all trajectories share one policy."""
+    import copy
+    from aihf.mujoco.datasets import HELDOUT, TRAIN
+    ds = load_dataset(hopper_data)
+    a = ds.arrays
+    base = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0).baselines()
+    train = [t for t in range(len(a["traj_len"])) if a["traj_split"][t] == TRAIN]
+    rate = {}
+    for q in {int(a["traj_policy"][t]) for t in train}:
+        mine = [t for t in train if a["traj_policy"][t] == q]
+        rate[q] = sum(a["traj_return"][t] for t in mine) / sum(a["traj_len"][t] for t in mine)
+    credit, credit_equal = [], []
+    for i in ds.pairs(HELDOUT):
+        ta, sa, na, tb, sb, nb = (int(x) for x in a["pair_index"][i])
+        true_a = a["reward"][a["traj_start"][ta] + sa:a["traj_start"][ta] + sa + na].astype(np.float64).sum()
+        true_b = a["reward"][a["traj_start"][tb] + sb:a["traj_start"][tb] + sb + nb].astype(np.float64).sum()
+        qa, qb = int(a["traj_policy"][ta]), int(a["traj_policy"][tb])
+        if true_a == true_b or qa not in rate or qb not in rate:
+            continue
+        pa, pb = rate[qa] * na, rate[qb] * nb
+        c = 0.5 if pa == pb else float((pa > pb) == (true_a > true_b))
+        credit.append(c)
+        if na == nb:
+            credit_equal.append(c)
+    assert base["baseline/policy/pref_accuracy"] == pytest.approx(np.mean(credit))
+    assert base["baseline/policy/pref_accuracy_equal_length"] == pytest.approx(np.mean(credit_equal))
+    assert base["baseline/policy/pref_accuracy"] > 0.5  # better ladder policies make better segments
+
+    one = copy.copy(ds)
+    one.arrays = {**a, "traj_policy": np.zeros_like(a["traj_policy"])}
+    same = HeldoutRewardMetrics(one, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
+    assert same.baselines()["baseline/policy/pref_accuracy_equal_length"] == 0.5

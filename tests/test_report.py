@@ -45,7 +45,8 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     # the headline: each run's last evaluations averaged (here its two: 0.1 at step 500 and its final score)
     assert "| 0.307 [0.297, 0.318] (0.300–0.315) |" in x_row
     assert "score, last 3 evaluations, row − column, paired by seed (4 seeds)" in md
-    assert "(0.720 / 0.700)" in x_row  # the constant's and the length proxy's pair accuracy beside the learned one
+    # the constant's and the length proxy's pair accuracy beside the learned one (no policy baseline recorded: –)
+    assert "(0.720 / 0.700 / –)" in x_row
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
     report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").stat().st_size > 0

@@ -173,7 +173,7 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
     head = ["seeds (finished)", "reward updates", f"score, last {HEADLINE_EVALS} evaluations", "IQM",
             "final score", "true return", "EPIC ↓ (constant 0.707)",
-            "pair acc., equal lengths (constant / length)", "pair acc. (constant / length)",
+            "pair acc., equal lengths (constant / length / policy)", "pair acc. (constant / length / policy)",
             "return corr. (length)"]
     lines = [shared_line(shared, len(runs)), "",
              "| " + " | ".join([*varying, *head]) + " |", "|" + "---|" * (len(varying) + len(head))]
@@ -186,9 +186,9 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
             cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
             cell([m.get("eval/return_mean") for m in done], 1), cell([m.get("eval/epic") for m in done]),
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
-            f"({base(g, 'constant', 'pref_accuracy_equal_length')} / {base(g, 'length', 'pref_accuracy_equal_length')})",
+            f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in ('constant', 'length', 'policy'))})",
             f"{cell([m.get('eval/pref_accuracy') for m in done])} "
-            f"({base(g, 'constant', 'pref_accuracy')} / {base(g, 'length', 'pref_accuracy')})",
+            f"({' / '.join(base(g, b, 'pref_accuracy') for b in ('constant', 'length', 'policy'))})",
             f"{cell([m.get('eval/return_correlation') for m in done])} ({base(g, 'length', 'return_correlation')})"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", CAVEAT]
@@ -206,7 +206,10 @@ CAVEAT = (f"Cells: mean over seeds [95 % t-interval] (min–max). Scores are exp
           "counts in the seeds column and scores 0 (the random level) in the score columns; the other columns "
           "average the finished seeds. IQM and the probability of improvement use a percentile bootstrap, which is "
           "too narrow with fewer than about 10 seeds (it covered 76 % at 3 and 83 % at 5 seeds in a simulation); "
-          "with fewer than 4 seeds the IQM trims nothing and equals the mean.")
+          "with fewer than 4 seeds the IQM trims nothing and equals the mean. Pair accuracy's baselines: a constant "
+          "reward, the episode-length proxy, and `policy`, which ranks a segment by its ladder policy's reward per "
+          "step (it knows the ladder, which no learner does; a learned reward near it has learned how good each "
+          "policy is, not more).")
 
 
 def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:

@@ -12,6 +12,11 @@ A metric is worth reporting only where the learned reward beats both (docs/metri
   `pref_accuracy_equal_length`: the same on pairs of equal-length segments only, where counting steps cannot help.
 - `return_correlation`: learned vs true return of held-out trajectories (the length proxy does well here when
   length predicts return, which is why it is never shown alone).
+
+Most held-out pairs compare segments of two different ladder policies, so a reward that knew only which policy
+made a segment would order most of them. `baselines()` says how many: the `policy` baseline ranks each segment by
+its length times its policy's mean reward per step on the training trajectories (a pair within one policy ties).
+It knows the ladder, which no learner does: a learned reward near it has learned how good each policy is, not more.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from aihf import metrics
-from aihf.mujoco.datasets import HELDOUT, TrajectoryDataset
+from aihf.mujoco.datasets import HELDOUT, TRAIN, TrajectoryDataset
 
 # r(obs, act, ends_by_termination) for arrays of transitions -> rewards (N,)
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -121,6 +126,13 @@ class HeldoutRewardMetrics:
         held_reward = self.reward[self.steps].astype(np.float64)
         self.pair_true = [np.array([held_reward[p:p + n].sum() for p, n in side]) for side in self.pair_spans]
         self.equal_length = index[:, 2] == index[:, 5]
+        # the policy baseline: each side's length × its policy's mean reward per step on the training trajectories
+        train = dataset.trajectories(TRAIN)
+        policy, length, ret = a["traj_policy"], a["traj_len"], a["traj_return"]
+        per_step = {int(q): ret[train][policy[train] == q].sum() / length[train][policy[train] == q].sum()
+                    for q in np.unique(policy[train])}
+        self.pair_policy_pred = [np.array([per_step.get(int(policy[t]), np.nan) * n for t, n in
+                                           zip(index[:, ti], index[:, ni])]) for ti, ni in ((0, 2), (3, 5))]
 
     @staticmethod
     def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -156,4 +168,10 @@ class HeldoutRewardMetrics:
         out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
         for name, fn in (("constant", constant_reward), ("length", length_proxy_reward)):
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
+        if len(self.equal_length):
+            known = ~np.isnan(self.pair_policy_pred[0]) & ~np.isnan(self.pair_policy_pred[1])
+            pred = [np.nan_to_num(side) for side in self.pair_policy_pred]
+            out["baseline/policy/pref_accuracy"] = metrics.pair_accuracy(*pred, *self.pair_true, known)
+            out["baseline/policy/pref_accuracy_equal_length"] = metrics.pair_accuracy(
+                *pred, *self.pair_true, known & self.equal_length)
         return out
