@@ -56,3 +56,28 @@ def test_a_ladder_trained_in_parts_is_read_from_its_folders(tmp_path):
     assert rungs[2]["file"].startswith(str(second))
     with pytest.raises(ConfigError, match=f"collect.ladder_dir: {tmp_path / 'missing'} is not a folder"):
         load_ladder(f"{first}{os.pathsep}{tmp_path / 'missing'}", "Hopper-v5")
+
+
+def test_the_expert_is_the_best_candidate_over_fresh_episodes_not_the_luckiest_evaluation(tmp_path):
+    """The training-time evaluation only nominates candidates (its top k); each is rolled out from the same fresh
+    start states and the best mean return is the expert, whatever their training-time order."""
+    from aihf.mujoco.collect import choose_expert, load_ladder, rollout, actor_policy
+    from aihf.mujoco.envs import make_env
+    ladder = write_ladder(tmp_path / "ladder", rungs=4)
+    env = make_env("Hopper-v5", 60)
+    rungs = load_ladder(str(ladder), "Hopper-v5")
+    fresh = [np.mean([rollout(env, actor_policy(r["actor"], True, None), 77 + k)["reward"].sum() for k in range(3)])
+             for r in rungs]
+    # training-time evaluations that rank the rungs against their fresh returns, so the choice must come from the
+    # fresh episodes
+    order = np.argsort(fresh)  # worst first
+    for rank, i in enumerate(order):
+        rungs[i]["eval_return"] = float(10 - rank)
+    top3 = [rungs[i] for i in order[:3]]  # the three best by training-time evaluation: the three worst fresh
+    expert, record = choose_expert(env, rungs, candidates=3, episodes=3, first_seed=77)
+    assert expert is max(top3, key=lambda r: fresh[rungs.index(r)])
+    assert expert is not rungs[order[-1]]  # the best rung fresh was never nominated
+    assert [c["name"] for c in record["candidates"]] == [r["name"] for r in top3]
+    assert [c["mean_return"] for c in record["candidates"]] == pytest.approx([fresh[i] for i in order[:3]], rel=1e-5)
+    only, record = choose_expert(env, rungs, candidates=1, episodes=3, first_seed=77)
+    assert only is rungs[order[0]] and record["candidates"] == [rungs[order[0]]["name"]]

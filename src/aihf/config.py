@@ -192,6 +192,11 @@ class CollectConfig:
     num_heldout_pairs: int = key(300, at_least(0))
     segment_length: int = key(50, at_least(0))  # 0 = whole trajectories; else segments (T-REX style snippets)
     demo_deterministic: bool = True
+    # The expert rung: the `expert_candidates` rungs of best training-time evaluation (5 episodes each, so a lucky
+    # one can top it) are evaluated again over `expert_eval_episodes` fresh deterministic episodes, the same start
+    # states for each; the best of those is the expert (1 = the training-time best, without re-evaluation).
+    expert_candidates: int = key(5, at_least(1))
+    expert_eval_episodes: int = key(10, at_least(1))
 
 
 @dataclass
