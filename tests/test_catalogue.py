@@ -204,7 +204,7 @@ CASES = [
     Case("mujoco_preset_in_llm", [*LLM, "algo=sac"], "algo.reward_source='env': expected one of "
          "('learned', 'implicit')"),
     Case("llm_preset_in_mujoco", [*MUJOCO, "algo=dpo"], "algo.reward_source='implicit': expected one of "
-         "('learned', 'env')"),
+         "('learned', 'env', 'constant')"),
     Case("rlhf_without_prefs", [*MUJOCO, "algo=rlhf", "data.num_prefs=0"],
          "this preset learns from preferences, but data.num_prefs=0 (give it preference pairs)"),
     Case("ddp_in_mujoco", [*MUJOCO, "trainer=ddp"], "trainer.strategy=ddp_find_unused_parameters_true: the MuJoCo "
