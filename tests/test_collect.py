@@ -80,4 +80,4 @@ def test_the_expert_is_the_best_candidate_over_fresh_episodes_not_the_luckiest_e
     assert [c["name"] for c in record["candidates"]] == [r["name"] for r in top3]
     assert [c["mean_return"] for c in record["candidates"]] == pytest.approx([fresh[i] for i in order[:3]], rel=1e-5)
     only, record = choose_expert(env, rungs, candidates=1, episodes=3, first_seed=77)
-    assert only is rungs[order[0]] and record["candidates"] == [rungs[order[0]]["name"]]
+    assert only is rungs[order[0]] and [c["name"] for c in record["candidates"]] == [rungs[order[0]]["name"]]

@@ -53,8 +53,8 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
 
 
 def test_mujoco_scarcity_plot_shows_each_method_against_its_pair_count(tmp_path):
-    """Score against pairs: one line per method at the counts it ran, a no-pair method as one level, diverged seeds
-    left out, and the constant and length rewards' accuracies beside the learned ones."""
+    """Score against pairs: one line per method at the counts it ran, a no-pair method as one level, the score as
+    the table's (a diverged seed at 0), and the reward metrics of the finished seeds."""
     for s in range(3):
         for n, score in ((10, 0.2), (100, 0.5)):
             write_run(tmp_path, f"x{n}-{s}", "method_x", s, score + 0.01 * s, num_prefs=n)
@@ -62,9 +62,11 @@ def test_mujoco_scarcity_plot_shows_each_method_against_its_pair_count(tmp_path)
         write_run(tmp_path, f"z{s}", "method_z", s, 0.3, num_prefs=0)
     write_run(tmp_path, "x100-bad", "method_x", 7, float("nan"), num_prefs=100, status="diverged")
     plotted = report.plot_mujoco_scarcity(report.load_runs([tmp_path]), tmp_path / "pairs.png", "test")
-    score = plotted["eval/normalised_score"]
-    assert score["method_x"] == pytest.approx({10: 0.21, 100: 0.51})
-    assert score["method_y"] == pytest.approx({10: 0.1, 100: 0.25}) and score["method_z"] == pytest.approx({0: 0.3})
+    # the table's headline: each run's last evaluations (0.1 at step 500 and its final score) averaged, and the
+    # diverged seed at 0: method_x at 100 pairs is ((0.1 + 0.5) + (0.1 + 0.51) + (0.1 + 0.52)) / 2 / 4
+    score = plotted["score"]
+    assert score["method_x"] == pytest.approx({10: 0.155, 100: (0.3 + 0.305 + 0.31 + 0.0) / 4})
+    assert score["method_y"] == pytest.approx({10: 0.1, 100: 0.175}) and score["method_z"] == pytest.approx({0: 0.2})
     assert plotted["eval/pref_accuracy_equal_length"]["method_x"] == pytest.approx({10: 0.7, 100: 0.7})
     assert (tmp_path / "pairs.png").stat().st_size > 0
 
@@ -85,6 +87,15 @@ def test_mujoco_methods_without_pairs_or_recipe_join_every_pair_count_in_paired_
     improvement = md.split("Probability of improvement")[1]
     assert "*pairs = 10*" in improvement and "*pairs = 100*" in improvement
     assert improvement.count("| method_o | 0.00 [0.00, 0.00] | – |") == 2
+    # a no-pair method run with another budget matches no pair count: it keeps a context of its own, not none
+    for s in range(2):
+        write_run(tmp_path, f"b{s}", "method_b", s, 0.3, num_prefs=0, tricks=(0, 0.0))
+        m = json.loads((tmp_path / f"b{s}" / "metrics.json").read_text())
+        (tmp_path / f"b{s}" / "metrics.json").write_text(json.dumps({**m, "budget": 50000}))
+    groups, _, _ = report.group(report.load_runs([tmp_path]), report.mujoco_config)
+    found = report.contexts(groups, report.METHOD)
+    assert [[dict(k)["algo"] for k in keys] for c, keys in found.items() if dict(c)["budget"] == 50000] == \
+        [["method_b"]]
 
 
 def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):

@@ -35,7 +35,7 @@ import torch
 
 from aihf.app import train
 from aihf.errors import ConfigError
-from conftest import compose_cfg
+from conftest import compose_cfg, fast_cfg
 
 RUN_PY = str(Path(__file__).resolve().parents[1] / "run.py")
 BASE = ["algo=aihf", "debug=fast", "data.num_prefs=20", "algo.reward_pretrain_steps=3",
@@ -347,6 +347,22 @@ def test_resume_on_a_replaced_dataset_is_refused_before_anything_is_written(runs
     with pytest.raises(ConfigError, match="sha256 000000000000, but .* now has [0-9a-f]{12}"):
         train(_in_process_cfg(runs["data"], run_dir, "loop.resume=auto", "loop.total_env_steps=600"))
     assert _snapshot(run_dir) == before
+
+
+def test_a_run_that_reads_the_dataset_for_its_anchors_only_resumes_on_a_new_one(hopper_data, tmp_path):
+    """An expert (sac) reads the shipped dataset for its normalisation anchors only; collecting that dataset again
+    from the expert's own ladder must not stop the expert from continuing. A run that draws demonstrations or pairs
+    from it is refused."""
+    from aihf.errors import ConfigError
+    from aihf.mujoco.module import MuJoCoAIHF
+    other = {"dataset_sha256": "0" * 64}
+    expert = MuJoCoAIHF(fast_cfg("sac", hopper_data, tmp_path / "sac"))
+    assert expert.data is not None and expert.data.num_demos == 0 and expert.data.num_prefs == 0
+    expert.check_resume(other)
+    learner = MuJoCoAIHF(fast_cfg("aihf", hopper_data, tmp_path / "aihf"))
+    learner.check_resume({"dataset_sha256": learner.data.dataset.sha256})
+    with pytest.raises(ConfigError, match="resume with the file it started on"):
+        learner.check_resume(other)
 
 
 # -- one step axis in metrics.csv ----------------------------------------------------------------------------------

@@ -64,14 +64,16 @@ class Figure:
 
 
 # The contrasts every MuJoCo comparison declares before its runs: aihf against each single-source reward (rlhf's
-# sequential pipeline, irl, and aihf_prefs: aihf's own loop with λ_D = 0) and against the constant-reward control.
+# sequential pipeline, irl, and aihf_prefs: aihf's own loop with λ_D = 0, so the one difference is the
+# demonstration term) and against the constant-reward control.
 MUJOCO_CONTRASTS = ("--contrasts", "aihf:rlhf,aihf:irl,aihf:aihf_prefs,aihf:constant")
 
 
 def comparison_sweeps(env: str, pair_counts=(10, 100)) -> dict[str, tuple[str, ...]]:
     """experiment=comparison (100k env steps, recipe=cpu_budget, 5 seeds) on one env: aihf and rlhf at each pair
-    count, aihf_prefs (aihf with λ_D = 0: the same loop on preferences alone) at 10 and 100 pairs, and the methods
-    that use no pairs (irl, the sac oracle, bc, the constant-reward control)."""
+    count, aihf_prefs (aihf with λ_D = 0: the same loop with a reward learned from preferences alone; the recipe
+    still warm-starts and replays the demonstrations, as for every learned-reward preset) at 10 and 100 pairs, and
+    the methods that use no pairs (irl, the sac oracle, bc, the constant-reward control)."""
     base = ("experiment=comparison", *([f"env={env}"] if env != "hopper" else []))
     sweeps = {f"pairs-{n}": (*base, "algo=aihf,rlhf", f"data.num_prefs={n}", SEEDS5) for n in pair_counts}
     sweeps["prefs-only"] = (*base, "algo=aihf", "algo.demo_weight=0", "algo.name=aihf_prefs",

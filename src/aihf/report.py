@@ -161,10 +161,8 @@ def score_of(m: dict, last: int = 1) -> float | None:
     key = "eval/normalised_score" if normalised else "eval/return_mean"
     if m.get("status", "finished") != "finished":
         return 0.0 if normalised else None
-    if last == 1:
-        return m.get(key)
-    values = [h[key] for h in last_evaluations(m, last) if h.get(key) is not None]
-    return float(np.mean(values)) if values else None
+    values = [h[key] for h in last_evaluations(m, last) if h.get(key) is not None] if last > 1 else []
+    return float(np.mean(values)) if values else m.get(key)  # (no history: the final evaluation alone)
 
 
 # -- MuJoCo -------------------------------------------------------------------------------------------------------
@@ -346,11 +344,14 @@ def contexts(groups: dict[tuple, list[dict]], method: tuple[str, ...]) -> dict[t
         cells[tuple((k, v) for k, v in key if k not in method)].append(key)
     without = {c: keys for c, keys in cells.items() if dict(c).get("pairs") == 0}
     rest = lambda c: tuple((k, v) for k, v in c if k != "pairs")  # noqa: E731
+    joined = set()
     for c in [c for c in cells if c not in without]:
-        cells[c] += [k for w, keys in without.items() if rest(w) == rest(c) for k in keys]
-    if len(without) < len(cells):
-        for c in without:
-            del cells[c]
+        for w, keys in without.items():
+            if rest(w) == rest(c):
+                cells[c] += keys
+                joined.add(w)
+    for w in joined:  # a no-pair context that matches none (another budget, say) stays on its own
+        del cells[w]
     return dict(sorted(cells.items(), key=lambda kv: in_order(kv[0])))
 
 
@@ -549,9 +550,9 @@ def plot_llm_curves(runs: list[dict], out: Path, title: str, metric: str = "eval
 def plot_scarcity(groups: dict[tuple, list[dict]], methods: list[str], panels, out: Path, title: str,
                   baselines=None) -> dict[str, dict[str, dict[int, float]]]:
     """Metrics against the number of preference pairs, one line per method (mean over seeds with its 95 %
-    t-interval); methods that use no pairs are bands across the plot. `panels`: (metric, axis label, whether
-    no-pair methods have it); `baselines(ax, metric, sizes)` draws a panel's trivial baselines. Returns the
-    plotted means: metric -> method -> pair count (0: a method that uses no pairs) -> mean."""
+    t-interval); methods that use no pairs are bands across the plot. `panels`: (metric name, its value of a
+    run, axis label, whether no-pair methods have it); `baselines(ax, metric, sizes)` draws a panel's trivial
+    baselines. Returns the plotted means: metric -> method -> pair count (0: a method that uses no pairs) -> mean."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -561,14 +562,13 @@ def plot_scarcity(groups: dict[tuple, list[dict]], methods: list[str], panels, o
     sizes = sorted({dict(k)["pairs"] for k in groups} - {0})
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5))
     plotted: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
-    for ax, (metric, name, without_pairs) in zip(np.atleast_1d(axes), panels):
+    for ax, (metric, value, name, without_pairs) in zip(np.atleast_1d(axes), panels):
         ordered = sorted(lines.items(), key=lambda kv: str(kv[0]))
         names = distinguishing([k for k, _ in ordered], [v for v in methods if v != "pairs"])  # pairs: the x axis
         for i, (key, by_size) in enumerate(ordered):
             colour, label = f"C{i % 10}", label_of(key, names)
             shift = 1.03 ** (i - len(ordered) / 2)  # side by side, so the intervals do not hide each other
-            cis = {n: stats.t_interval([m.get(metric) for m in g if m.get(metric) is not None])
-                   for n, g in by_size.items()}
+            cis = {n: stats.t_interval([value(m) for m in g if value(m) is not None]) for n, g in by_size.items()}
             if set(by_size) == {0}:  # no pairs used: the same at every count
                 point, low, high = cis[0]
                 if not without_pairs or math.isnan(point):
@@ -609,21 +609,26 @@ def _mean_by_size(groups: dict[tuple, list[dict]], value, sizes: list[int]) -> d
 
 
 def plot_mujoco_scarcity(runs: list[dict], out: Path, title: str) -> dict:
-    """Normalised score, EPIC distance and equal-length pair accuracy against the pair count, with the constant
-    and episode-length rewards' values of the same held-out data."""
-    groups, varying, _ = group([m for m in runs if m.get("status", "finished") == "finished"], mujoco_config)
+    """The headline score (as in the table: diverged seeds at 0), EPIC distance and equal-length pair accuracy
+    (finished seeds) against the pair count, with the constant, length and policy baselines of the same data."""
+    groups, varying, _ = group(runs, mujoco_config)
 
     def baselines(ax, metric, sizes):
         name = metric.removeprefix("eval/")
-        for proxy, style in (("constant", "k--"), ("length", "k-.")):
+        for proxy, style in (("constant", "k--"), ("length", "k-."), ("policy", "k:")):
             base = _mean_by_size(groups, lambda m: (m.get("baselines") or {}).get(f"baseline/{proxy}/{name}"), sizes)
             if base:
                 ax.plot(list(base), list(base.values()), style, label=f"{proxy} reward")
 
     return plot_scarcity(groups, [v for v in varying if v in METHOD],
-                  (("eval/normalised_score", "expert-normalised score", True), ("eval/epic", "EPIC distance ↓", True),
-                   ("eval/pref_accuracy_equal_length", "held-out pair accuracy, equal lengths", True)),
-                  out, title, baselines)
+                         [(name, measure.value, label, True) for name, measure, label in (
+                             ("score", MUJOCO_MEASURES[0], f"expert-normalised score, last {HEADLINE_EVALS} "
+                                                           "evaluations"),
+                             ("eval/epic", MUJOCO_MEASURES[2], "EPIC distance ↓"),
+                             ("eval/pref_accuracy_equal_length",
+                              Measure("", _finished(lambda m: m.get("eval/pref_accuracy_equal_length"))),
+                              "held-out pair accuracy, equal lengths"))],
+                         out, title, baselines)
 
 
 def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> dict:
@@ -642,8 +647,9 @@ def plot_llm_scarcity(runs: list[dict], out: Path, title: str) -> dict:
                 ax.plot(list(base), list(base.values()), style, label=what)
 
     return plot_scarcity(groups, [v for v in varying if v in LLM_METHOD],
-                  (("eval/gold_sampled", "gold reward (sampled)", True),
-                   ("eval/pref_accuracy", "held-out preference accuracy", False)), out, title, baselines)
+                         [(key, lambda m, key=key: m.get(key), name, without) for key, name, without in (
+                             ("eval/gold_sampled", "gold reward (sampled)", True),
+                             ("eval/pref_accuracy", "held-out preference accuracy", False))], out, title, baselines)
 
 
 def plot_llm_accuracy(runs: list[dict], out: Path, title: str) -> None:

@@ -197,7 +197,9 @@ def choose_expert(env, rungs: list[dict], candidates: int, episodes: int, first_
     from one 10k-step evaluation to the next); the fresh episodes do not."""
     ranked = sorted(rungs, key=lambda r: (r["eval_return"], r["env_steps"]), reverse=True)[:candidates]
     if candidates == 1:
-        return ranked[0], {"rule": "best training-time evaluation", "candidates": [ranked[0]["name"]]}
+        r = ranked[0]
+        return r, {"rule": "best training-time evaluation",
+                   "candidates": [{"name": r["name"], "env_steps": r["env_steps"], "eval_return": r["eval_return"]}]}
     scored = []
     for r in ranked:
         policy = actor_policy(r["actor"], True, None)

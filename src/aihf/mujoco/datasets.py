@@ -48,7 +48,7 @@ class TrajectoryDataset:
     arrays: dict[str, np.ndarray]
     metadata: dict
     path: Path | None = None
-    sha256: str | None = None  # of the .npz file: a run records which data it learned from, not only a path
+    sha256: str | None = None  # of the .npz and its .json: a run records which data it learned from, not a path
 
     # -- trajectories --------------------------------------------------------------------------------------
     def trajectories(self, split: int) -> np.ndarray:
@@ -124,7 +124,9 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
     except json.JSONDecodeError as exc:
         raise ConfigError(f"metadata {meta_file} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
     validate(arrays, metadata, str(path), obs_dim, act_dim, env_id, action_bounds, anchors_given, str(meta_file))
-    return TrajectoryDataset(arrays, metadata, path, hashlib.sha256(path.read_bytes()).hexdigest())
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(meta_file.read_bytes())  # the anchors and the teacher live in the metadata
+    return TrajectoryDataset(arrays, metadata, path, digest.hexdigest())
 
 
 def validate(arrays: dict[str, np.ndarray], metadata, where: str, obs_dim: int | None = None,

@@ -590,9 +590,12 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def check_resume(self, state: dict) -> None:
         """Before a resumed run writes anything: the data it learned from is the data it will go on with (the
-        config may be the same while the file under data.path, e.g. the shipped one, was replaced)."""
+        config may be the same while the file under data.path, e.g. the shipped one, was replaced). A run that
+        draws no demonstrations or pairs (an expert, which reads the dataset for its score anchors only) may go on
+        after its dataset was collected again from it."""
+        learns_from_data = self.data is not None and (self.data.num_demos > 0 or self.data.num_prefs > 0)
         saved, now = state.get("dataset_sha256"), self.data.dataset.sha256 if self.data else None
-        if saved is not None and saved != now:
+        if learns_from_data and saved is not None and saved != now:
             raise ConfigError(f"loop.resume: the run learned from a dataset with sha256 {saved[:12]}, but "
                               f"{self.data.dataset.path if self.data else 'this run'} now has "
                               f"{now[:12] if now else 'no dataset'}: resume with the file it started on")
