@@ -108,9 +108,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     md, curves = table(args.runs, args.data)
-    md += (f"\n\nRungs show the return of the training-time evaluation (5 deterministic episodes) that chose them; "
-           f"the expert's return is measured afresh over the dataset's deterministic demonstrations. Machine: "
-           f"{machine()}; one thread per run, two runs side by side.\n")
+    md += (f"\n\nRungs show the return of their training-time evaluation (5 deterministic episodes). The expert rung "
+           f"is the best over fresh deterministic episodes of the rungs with the best training-time evaluations "
+           f"(the dataset metadata's expert_selection, where recorded), and its return is measured afresh over the "
+           f"dataset's deterministic demonstrations. Machine: {machine()}; one thread per run, two runs side by "
+           f"side.\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(md)
     plot(curves, args.out.with_suffix(".png"))
