@@ -564,7 +564,7 @@ def plot_scarcity(groups: dict[tuple, list[dict]], methods: list[str], panels, o
     plotted: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
     for ax, (metric, value, name, without_pairs) in zip(np.atleast_1d(axes), panels):
         ordered = sorted(lines.items(), key=lambda kv: str(kv[0]))
-        names = distinguishing([k for k, _ in ordered], [v for v in methods if v != "pairs"])  # pairs: the x axis
+        names = distinguishing([k for k, _ in ordered], methods)
         for i, (key, by_size) in enumerate(ordered):
             colour, label = f"C{i % 10}", label_of(key, names)
             shift = 1.03 ** (i - len(ordered) / 2)  # side by side, so the intervals do not hide each other

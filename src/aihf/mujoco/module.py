@@ -594,11 +594,10 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         draws no demonstrations or pairs (an expert, which reads the dataset for its score anchors only) may go on
         after its dataset was collected again from it."""
         learns_from_data = self.data is not None and (self.data.num_demos > 0 or self.data.num_prefs > 0)
-        saved, now = state.get("dataset_sha256"), self.data.dataset.sha256 if self.data else None
-        if learns_from_data and saved is not None and saved != now:
+        saved = state.get("dataset_sha256")
+        if learns_from_data and saved is not None and saved != (now := self.data.dataset.sha256):
             raise ConfigError(f"loop.resume: the run learned from a dataset with sha256 {saved[:12]}, but "
-                              f"{self.data.dataset.path if self.data else 'this run'} now has "
-                              f"{now[:12] if now else 'no dataset'}: resume with the file it started on")
+                              f"{self.data.dataset.path} now has {now[:12]}: resume with the file it started on")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["aihf"]
