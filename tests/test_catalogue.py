@@ -171,7 +171,7 @@ CASES = [
     Case("float_for_int", [*MUJOCO, "loop.eval_every=1.5"],
          "loop.eval_every=1.5: loop.eval_every expects an integer, found 1.5"),
     Case("unknown_preset", [*MUJOCO, "algo=dqn"], "algo=dqn: no such algo option; expected one of aihf, aihf_dpo, "
-         "aihf_selfplay, bc, constant, dpo, ipo, irl, llm_base, rlhf, rm, rpo, sac, sft, spin"),
+         "aihf_selfplay, bc, constant, dpo, ipo, irl, llm_base, rlhf, rm, rpo, sac, sac_recipe, sft, spin"),
     Case("unknown_model", [*LLM, "llm_model=gpt5"], "llm_model=gpt5: no such llm_model option; expected one of "
          "smollm2, tiny"),
     Case("appended_unknown_key", [*MUJOCO, "+foo=1"], "+foo=1: no such key foo (every key is in src/aihf/config.py)"),

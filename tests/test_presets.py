@@ -8,7 +8,7 @@ import torch
 from aihf.app import train
 from conftest import fast_cfg
 
-PRESETS = ["aihf", "irl", "rlhf", "bc", "sac", "constant"]
+PRESETS = ["aihf", "irl", "rlhf", "bc", "sac", "constant", "sac_recipe"]
 
 
 @pytest.mark.parametrize("algo", PRESETS)
@@ -40,8 +40,33 @@ def test_constant_control_gets_the_recipe_and_a_constant_reward_only(hopper_data
     assert module.recipe == aihf.recipe and module.recipe.demo_replay_fraction > 0
     assert module.reward is None and len(module.configure_optimizers()) == 2  # actor and critic: no r_θ to fit
     demo = module.data.demo_replay_batch(8, torch.Generator().manual_seed(0))
-    assert torch.isnan(demo["env_reward"]).all()  # the demos carry no env reward; the control scores them 2.5
-    assert torch.equal(module.batch_rewards(demo), torch.full((8,), 2.5))
+    assert torch.equal(module.batch_rewards(demo), torch.full((8,), 2.5))  # not the demos' recorded env reward
+    assert not torch.equal(demo["env_reward"], torch.full((8,), 2.5))
+
+
+def test_oracle_under_the_recipe_replays_demonstrations_with_their_true_rewards(hopper_data, tmp_path):
+    """sac_recipe gets the learned-reward presets' recipe and scores the replayed demonstrations by the rewards the
+    dataset recorded for exactly those transitions; a learned-reward preset scores the same batch by r_θ instead."""
+    from aihf.mujoco.datasets import load_dataset
+    from aihf.mujoco.module import MuJoCoAIHF
+    oracle = MuJoCoAIHF(fast_cfg("sac_recipe", hopper_data, tmp_path))
+    aihf = MuJoCoAIHF(fast_cfg("aihf", hopper_data, tmp_path / "aihf"))
+    sac = MuJoCoAIHF(fast_cfg("sac", hopper_data, tmp_path / "sac"))
+    assert oracle.recipe == aihf.recipe and oracle.recipe.bc_warmstart_steps > 0
+    assert sac.recipe.bc_warmstart_steps == 0 and sac.recipe.demo_replay_fraction == 0
+    assert oracle.reward is None and len(oracle.configure_optimizers()) == 2
+
+    data = load_dataset(hopper_data)
+    obs, rew = data.arrays["obs"], data.arrays["reward"]
+    demo = oracle.data.demo_replay_batch(64, torch.Generator().manual_seed(0))
+    for o, r in zip(demo["obs"], demo["env_reward"]):  # each transition's reward is the one recorded for its state
+        step = int((torch.from_numpy(obs) == o).all(1).nonzero()[0])
+        assert r.item() == rew[step]
+    assert torch.equal(oracle.batch_rewards(demo), demo["env_reward"])
+    same = aihf.data.demo_replay_batch(64, torch.Generator().manual_seed(0))
+    assert torch.equal(same["obs"], demo["obs"])  # one seed, one demonstration subset
+    assert torch.allclose(aihf.batch_rewards(same), aihf.reward(same["obs"], same["act"]).detach())
+    assert not torch.allclose(aihf.batch_rewards(same), same["env_reward"])
 
 
 def test_rlhf_freezes_reward_after_its_fit(hopper_data, tmp_path):

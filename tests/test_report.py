@@ -315,7 +315,7 @@ def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own
     from aihf import figures
     comparison = dict(figures.planned_sweeps("comparison_hopper"))
     assert sorted(comparison) == sorted(f"hopper-{n}-s{s}" for s in range(5)
-                                        for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs"))
+                                        for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs", "oracle-recipe"))
     for sub, overrides in comparison.items():
         _finish(tmp_path / sub, figures.jobs_in(overrides))
     left = [d.name for d, _ in figures.pending_sweeps("study_prefs", tmp_path, resume=True)]
@@ -324,7 +324,7 @@ def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own
     assert left == [f"hopper-{n}-s{s}" for s in range(5) for n in ("no-warm-start", "warm-start-only")]
     assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("recipe_ablation")) == 40
     assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("study_prefs")) == 60
-    assert sum(figures.jobs_in(o) for _, o in comparison.items()) == 50
+    assert sum(figures.jobs_in(o) for _, o in comparison.items()) == 55
     report = figures.report_command("comparison_hopper", tmp_path)
     sources = report[3:report.index("--out")]
     assert sorted(sources) == sorted(str(tmp_path / sub) for sub in comparison)

@@ -58,6 +58,10 @@ class AlgoConfig:
     # r ≡ algo.constant_reward (MuJoCo control: what the recipe and the env's termination give without a reward)
     reward_source: str = key("learned", one_of("learned", "env", "implicit", "constant"))
     constant_reward: float = key(1.0, finite(), scope="mujoco")
+    # MuJoCo: the recipe's tricks for a preset on the env's reward too (sac_recipe: the oracle under the recipe,
+    # replaying the demonstrations with their recorded true rewards); presets that do not use the env's reward get
+    # them regardless
+    with_recipe: bool = key(False, scope="mujoco")
     # MuJoCo: sac | bc.  LLM: rloo (RL on r_θ) | bc (SFT) | direct (implicit-reward loss) | none
     policy_update: str = key("sac", one_of("sac", "bc", "rloo", "direct", "none"))
     # alternating (AIHF loop) | sequential (fit reward, freeze, then RL)
@@ -128,8 +132,8 @@ class RewardConfig:
 @dataclass
 class RecipeConfig:
     """MuJoCo training tricks beyond the objective, applied identically to every preset that learns a reward
-    (irl, rlhf, aihf; not to the sac oracle or bc), so that presets compared under one recipe differ only in their
-    objective. conf/recipe/: paper (the authors' ML-IRL recipe, DESIGN.md §6), cpu_budget (the default)."""
+    (irl, rlhf, aihf; also the constant control and sac_recipe; not to the sac oracle or bc), so that presets
+    compared under one recipe differ only in their objective. conf/recipe/: paper (the authors' ML-IRL recipe, DESIGN.md §6), cpu_budget (the default)."""
     SCOPE: ClassVar[str] = "mujoco"
     name: str = "cpu_budget"
     bc_warmstart_steps: int = key(2000, at_least(0))  # behaviour-cloning steps on D before RL (RLHF's SFT)

@@ -69,16 +69,20 @@ class Figure:
 MUJOCO_CONTRASTS = ("--contrasts", "aihf:rlhf,aihf:irl,aihf:aihf_prefs,aihf:constant")
 
 
-def comparison_sweeps(env: str, pair_counts=(10, 100)) -> dict[str, tuple[str, ...]]:
+def comparison_sweeps(env: str, pair_counts=(10, 100), recipe_has_tricks: bool = True) -> dict[str, tuple[str, ...]]:
     """experiment=comparison (100k env steps, recipe=cpu_budget, 5 seeds) on one env: aihf and rlhf at each pair
     count, aihf_prefs (aihf with λ_D = 0: the same loop with a reward learned from preferences alone; the recipe
     still warm-starts and replays the demonstrations, as for every learned-reward preset) at 10 and 100 pairs, and
-    the methods that use no pairs (irl, the sac oracle, bc, the constant-reward control)."""
+    the methods that use no pairs (irl, the sac oracle, bc, the constant-reward control), and the oracle under the
+    recipe (sac_recipe: SAC on the true reward with the recipe's tricks) where the recipe has tricks: the constant
+    control is the floor a learned reward must clear, sac_recipe the ceiling a perfect one would reach."""
     base = ("experiment=comparison", *([f"env={env}"] if env != "hopper" else []))
     sweeps = {f"pairs-{n}": (*base, "algo=aihf,rlhf", f"data.num_prefs={n}", SEEDS5) for n in pair_counts}
     sweeps["prefs-only"] = (*base, "algo=aihf", "algo.demo_weight=0", "algo.name=aihf_prefs",
                             "data.num_prefs=10,100", SEEDS5)
     sweeps["no-pairs"] = (*base, "algo=irl,sac,bc,constant", SEEDS5)
+    if recipe_has_tricks:
+        sweeps["oracle-recipe"] = (*base, "algo=sac_recipe", SEEDS5)
     return sweeps
 
 
@@ -102,7 +106,7 @@ FIGURES = {
     # recipe ablation the cpu_budget recipe's parts at 100 pairs, both from the same --root (shared Sweeps).
     "comparison_hopper": Figure(
         "docs/results/comparison_hopper", "Hopper-v5, 100k env steps, recipe=cpu_budget",
-        tuple(HOPPER[n] for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs")), 50,
+        tuple(HOPPER[n] for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs", "oracle-recipe")), 55,
         "shares its runs with study_prefs and recipe_ablation given the same --root", report=MUJOCO_CONTRASTS),
     "study_prefs": Figure(
         "docs/results/study_prefs", "Hopper-v5, 100k env steps: preference scarcity",
@@ -114,11 +118,12 @@ FIGURES = {
         "30 runs beyond comparison_hopper in the same --root"),
     "comparison_hopper_paper": Figure(
         "docs/results/comparison_hopper_paper", "Hopper-v5, 100k env steps, recipe=paper",
-        tuple((*sweep[:1], "recipe=paper", *sweep[1:]) for sweep in comparison_sweeps("hopper").values()), 50,
+        tuple((*sweep[:1], "recipe=paper", *sweep[1:])
+              for sweep in comparison_sweeps("hopper", recipe_has_tricks=False).values()), 50,
         report=MUJOCO_CONTRASTS),
     "comparison_halfcheetah": Figure(
         "docs/results/comparison_halfcheetah", "HalfCheetah-v5, 100k env steps, recipe=cpu_budget",
-        tuple(HALFCHEETAH.values()), 50, report=MUJOCO_CONTRASTS),
+        tuple(HALFCHEETAH.values()), 55, report=MUJOCO_CONTRASTS),
     "study_ratio": Figure("docs/results/study_ratio", "Hopper-v5: λ_P/λ_D", (("experiment=study_ratio",),), 40),
     "study_demos": Figure("docs/results/study_demos", "Hopper-v5: demonstration count and quality",
                           (("experiment=study_demos",),), 60),

@@ -337,8 +337,8 @@ def correct(pairs: list[dict]) -> dict[str, float]:
 
 def contexts(groups: dict[tuple, list[dict]], method: tuple[str, ...]) -> dict[tuple, list[tuple]]:
     """The groups by context (everything but the `method` settings: task or env, recipe, pair count, ...). Methods
-    that use no pairs (LLM: sft, spin, π_ref itself; MuJoCo: irl, sac, bc, the constant control) do not depend on
-    the count, so they join every context with pairs, as baselines."""
+    that use no pairs (LLM: sft, spin, π_ref itself; MuJoCo: irl, sac, bc, the constant control, sac_recipe) do not
+    depend on the count, so they join every context with pairs, as baselines."""
     cells: dict[tuple, list[tuple]] = defaultdict(list)
     for key in groups:
         cells[tuple((k, v) for k, v in key if k not in method)].append(key)

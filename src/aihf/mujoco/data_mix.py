@@ -113,16 +113,18 @@ class DataMix:
         return self.demo_obs[idx], self.demo_act[idx]
 
     def _demo_transitions(self) -> dict[str, torch.Tensor]:
-        """(s, a, s') of the demonstrations for SAC's replay; each trajectory's last step has no s' and is dropped."""
-        parts = {"obs": [], "act": [], "next_obs": []}
+        """(s, a, r, s') of the demonstrations for SAC's replay; each trajectory's last step has no s' and is dropped.
+        `env_reward` is the dataset's true reward, which only the oracle under the recipe (`sac_recipe`) reads: a
+        preset that learns a reward, and the constant control, score these transitions as they score their own."""
+        parts = {"obs": [], "act": [], "next_obs": [], "env_reward": []}
         for t in self.demo_trajs:
             obs, act = self.dataset.transitions(np.array([t]))
             parts["obs"].append(obs[:-1])
             parts["act"].append(act[:-1])
             parts["next_obs"].append(obs[1:])
+            parts["env_reward"].append(torch.from_numpy(self.dataset.rewards(np.array([t]))[:-1]))
         out = {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}
         out["terminated"] = torch.zeros(len(out["obs"]))
-        out["env_reward"] = torch.full((len(out["obs"]),), float("nan"))  # unknown: only r_θ may score these
         return out
 
     def demo_replay_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

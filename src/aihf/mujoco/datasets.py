@@ -62,6 +62,9 @@ class TrajectoryDataset:
         steps = self.steps_of(trajs)
         return torch.from_numpy(self.arrays["obs"][steps]), torch.from_numpy(self.arrays["act"][steps])
 
+    def rewards(self, trajs: np.ndarray) -> np.ndarray:
+        return self.arrays["reward"][self.steps_of(trajs)]
+
     def pairs(self, split: int, limit: int | None = None) -> np.ndarray:
         idx = np.flatnonzero(self.arrays["pair_split"] == split)
         return idx if limit is None else idx[:limit]

@@ -79,15 +79,16 @@ def learns_reward(algo: DictConfig) -> bool:
 
 def takes_recipe(algo: DictConfig) -> bool:
     """The recipe's tricks apply: SAC on a reward that is not the env's (the learned-reward presets, and the
-    constant-reward control, which must get exactly what they get but r_θ)."""
-    return algo.reward_source in ("learned", "constant") and algo.policy_update == "sac"
+    constant-reward control, which must get exactly what they get but r_θ), or on the env's reward where the preset
+    asks for them (`algo.with_recipe`: `sac_recipe`, the oracle under the same recipe)."""
+    return algo.policy_update == "sac" and (algo.reward_source in ("learned", "constant") or algo.with_recipe)
 
 
 @dataclass(frozen=True)
 class Recipe:
     """The recipe as this run applies it: its tricks for a preset that learns a reward with SAC (and the
-    constant-reward control), none otherwise (the sac oracle's replayed demonstrations would have no env reward;
-    bc takes no RL steps)."""
+    constant-reward control, and the oracle under the recipe), none otherwise (the `sac` oracle learns from the env
+    alone; bc takes no RL steps)."""
     name: str
     bc_warmstart_steps: int
     demo_replay_fraction: float
