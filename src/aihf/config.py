@@ -133,7 +133,8 @@ class RewardConfig:
 class RecipeConfig:
     """MuJoCo training tricks beyond the objective, applied identically to every preset that learns a reward
     (irl, rlhf, aihf; also the constant control and sac_recipe; not to the sac oracle or bc), so that presets
-    compared under one recipe differ only in their objective. conf/recipe/: paper (the authors' ML-IRL recipe, DESIGN.md §6), cpu_budget (the default)."""
+    compared under one recipe differ only in their objective. conf/recipe/: paper (the authors' ML-IRL recipe,
+    DESIGN.md §6), cpu_budget (the default)."""
     SCOPE: ClassVar[str] = "mujoco"
     name: str = "cpu_budget"
     bc_warmstart_steps: int = key(2000, at_least(0))  # behaviour-cloning steps on D before RL (RLHF's SFT)
