@@ -368,3 +368,45 @@ def test_a_sweep_counts_the_runs_its_experiments_sweeper_adds():
     assert jobs_in(("experiment=study_prefs",)) == 2 * 4 * 5  # algo, data.num_prefs, seed: range(5)
     # the command line's value replaces the sweeper's for its key
     assert jobs_in(("experiment=study_prefs", "algo=irl", "data.num_prefs=0")) == 5
+
+
+def test_figure_records_survive_the_machine_and_continue_the_figure(tmp_path, hopper_data):
+    """A figure made over several sessions keeps its finished runs as committed records: saved from one root,
+    restored under a fresh one, they count as finished (their sweeps are skipped, and a sweep continued over them
+    leaves them as they are: loop.resume=auto returns their metrics and writes nothing), and they tabulate as the
+    originals did."""
+    from aihf import figures
+    from aihf.app import train
+    from aihf.errors import ConfigError
+    from conftest import fast_cfg
+    old, new, records = tmp_path / "old", tmp_path / "new", tmp_path / "records" / "hopper.jsonl"
+    comparison = dict(figures.planned_sweeps("comparison_hopper"))
+    metrics = {"algo": "aihf", "seed": 0, "env_id": "Hopper-v5", "score": 0.5, "history": [{"step": 10, "x": 1.0}]}
+    for job in ("0-aihf-s0", "1-rlhf-s0"):
+        (old / "hopper-pairs-10-s0" / job).mkdir(parents=True)
+        (old / "hopper-pairs-10-s0" / job / "metrics.json").write_text(json.dumps({**metrics, "job": job}))
+    (old / "hopper-pairs-100-s0" / "0-aihf-s0" / "checkpoints").mkdir(parents=True)  # unfinished: not recorded
+    assert figures.save_records(old, records) == ["hopper-pairs-10-s0/0-aihf-s0", "hopper-pairs-10-s0/1-rlhf-s0"]
+    assert figures.save_records(old, records) == []  # nothing new: the file is unchanged
+    assert len(records.read_text().splitlines()) == 2
+    (records.parent / "bad.jsonl").write_text('{"run": "x"}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:1: not a run record"):
+        figures.read_records(records.parent / "bad.jsonl")
+
+    assert sorted(figures.restore_records(records, new)) == ["hopper-pairs-10-s0/0-aihf-s0",
+                                                             "hopper-pairs-10-s0/1-rlhf-s0"]
+    for job in ("0-aihf-s0", "1-rlhf-s0"):
+        assert json.loads((new / "hopper-pairs-10-s0" / job / "metrics.json").read_text()) == {**metrics, "job": job}
+    assert figures.restore_records(records, new) == []  # never over a run's own metrics.json
+    left = [d.name for d, _ in figures.pending_sweeps("comparison_hopper", new, resume=True)]
+    assert "hopper-pairs-10-s0" not in left and "hopper-pairs-100-s0" in left and len(left) == len(comparison) - 1
+    assert [r["job"] for r in report.load_runs([new])] == ["0-aihf-s0", "1-rlhf-s0"]
+
+    run_dir = new / "hopper-pairs-10-s0" / "0-aihf-s0"
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    assert train(fast_cfg("aihf", hopper_data, run_dir, ["loop.resume=auto"]))["job"] == "0-aihf-s0"
+    assert sorted(p.name for p in run_dir.rglob("*")) == before  # not trained again, nothing written
+    with pytest.raises(ConfigError, match="record of another run \\(seed 0, this run's 1\\)"):
+        train(fast_cfg("aihf", hopper_data, run_dir, ["loop.resume=auto", "seed=1"]))
+    with pytest.raises(ConfigError, match="holds another run's outputs"):  # without resume=auto: refused as before
+        train(fast_cfg("aihf", hopper_data, run_dir))

@@ -54,7 +54,16 @@ def test_train_from_python_refuses_too(earlier_run, hopper_data):
 
 
 def test_auto_resume_without_a_checkpoint_says_so(hopper_data, tmp_path):
-    train(fast_cfg("sac", hopper_data, tmp_path, ["loop.total_env_steps=200", "loop.torch_threads=1"]))
+    """A finished run without checkpoints is left as it is; asked for more steps, it says it cannot continue, and
+    an unfinished one without a checkpoint is not written over."""
+    done = train(fast_cfg("sac", hopper_data, tmp_path, ["loop.total_env_steps=200", "loop.torch_threads=1"]))
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    again = train(fast_cfg("sac", hopper_data, tmp_path, ["loop.total_env_steps=200", "loop.resume=auto"]))
+    assert again == json.loads((tmp_path / "metrics.json").read_text()) and again["history"] == done["history"]
+    with pytest.raises(ConfigError, match="finished at 200 steps and left no checkpoint to continue from .* the "
+                                          "budget is now 400"):
+        train(fast_cfg("sac", hopper_data, tmp_path, ["loop.total_env_steps=400", "loop.resume=auto"]))
+    (tmp_path / "metrics.json").unlink()  # killed before its first checkpoint: its logs are there, no results
     with pytest.raises(ConfigError, match="loop.resume=auto: .* but no checkpoint to resume from"):
         train(fast_cfg("sac", hopper_data, tmp_path, ["loop.resume=auto"]))
 

@@ -22,11 +22,19 @@ writes the table and plot from the runs finished so far. An LLM figure with a `r
 every finished run again from its last checkpoint, all at the current commit (`aihf.llm.reevaluate`, into
 `<root>-reevaluated`; runs already evaluated there are skipped), so that runs trained at different commits are
 measured by one code, with every held-out pair's outcome for the paired comparison; the table is made from those.
+
+A figure that takes several sessions keeps its finished runs in a small committed file of records, so that it
+survives the loss of the machine that ran it: `save` adds the runs finished under a root, `restore` writes them
+back under a (new) root, from which `run --root` continues with the runs not yet made:
+
+    python -m aihf.figures save runs/cmp docs/results/runs/hopper.jsonl
+    python -m aihf.figures restore docs/results/runs/hopper.jsonl runs/cmp && python -m aihf.figures run ... --root runs/cmp
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import subprocess
@@ -258,6 +266,54 @@ def report_command(name: str, root: Path) -> list[str]:
             fig.title, *fig.report]
 
 
+def read_records(path: Path) -> dict[str, dict]:
+    """A figure's committed records: one JSON line per finished run, {"run": <its directory under the root>,
+    "metrics": <its metrics.json>}."""
+    records = {}
+    for n, line in enumerate(path.read_text().splitlines() if path.is_file() else [], 1):
+        try:
+            record = json.loads(line)
+            records[record["run"]] = record["metrics"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"{path}:{n}: not a run record ({exc!r}); expected a JSON line with 'run' and 'metrics'")
+    return records
+
+
+def save_records(root: Path, path: Path) -> list[str]:
+    """Add the runs finished under `root` to the records file (those already there are kept as they are); returns
+    the runs added. The records are what a figure needs of its runs, small enough to commit, so that a figure made
+    over several sessions survives the loss of the machine that ran it (`restore`)."""
+    records = read_records(path)
+    added = []
+    for f in sorted(root.rglob("metrics.json")):
+        run = str(f.parent.relative_to(root))
+        if ".interrupted-" in run or run in records:
+            continue
+        records[run] = json.loads(f.read_text())
+        added.append(run)
+    if added:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps({"run": run, "metrics": records[run]}, sort_keys=True) + "\n"
+                               for run in sorted(records)))
+        tmp.replace(path)
+    return added
+
+
+def restore_records(path: Path, root: Path) -> list[str]:
+    """Write each recorded run's metrics.json back under `root` where its directory has none, so `run --root`
+    counts it finished (a sweep continued over it runs only the others: `loop.resume=auto` leaves a finished run
+    without checkpoints as it is) and the report tabulates it; returns the runs restored."""
+    restored = []
+    for run, metrics in read_records(path).items():
+        target = root / run / "metrics.json"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(metrics, indent=2, allow_nan=False))
+            restored.append(run)
+    return restored
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -269,11 +325,28 @@ def main() -> None:
                                              "an existing root is continued")
     r.add_argument("--report-only", action="store_true", help="the table and plot of the runs finished so far")
     r.add_argument("extra", nargs="*", help="overrides added to every sweep (after --)")
+    sv = sub.add_parser("save", help="add the finished runs under ROOT to RECORDS (a JSON-lines file to commit)")
+    sv.add_argument("root", type=Path)
+    sv.add_argument("records", type=Path)
+    rs = sub.add_parser("restore", help="write the runs of RECORDS back under ROOT (their metrics.json), so "
+                                        "`run --root ROOT` continues the figure from them")
+    rs.add_argument("records", type=Path)
+    rs.add_argument("root", type=Path)
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)  # overrides after `--` go to every sweep
     args = p.parse_args(argv[:cut])
     if args.cmd == "run":
         args.extra = [*args.extra, *argv[cut + 1:]]
+    if args.cmd == "save":
+        added = save_records(args.root.absolute(), args.records)
+        print(f"{args.records}: {len(added)} runs added, {len(read_records(args.records))} in all")
+        return
+    if args.cmd == "restore":
+        if not args.records.is_file():
+            raise SystemExit(f"{args.records}: no such records file")
+        restored = restore_records(args.records, args.root.absolute())
+        print(f"{args.root}: {len(restored)} runs restored from {args.records}")
+        return
     if args.cmd == "list":
         for name, fig in FIGURES.items():
             print(f"{name:20s} {fig.runs:4d} runs -> {fig.out}.md/.png  {fig.note}")

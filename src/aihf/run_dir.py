@@ -42,6 +42,13 @@ def earlier_outputs(run_dir: Path) -> list[str]:
     return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
 
 
+def finished_without_checkpoint(run_dir: Path) -> bool:
+    """A finished run's record (metrics.json) with no checkpoint beside it: a run whose checkpoints were removed, or
+    one restored from a figure's committed records (`python -m aihf.figures restore`). `loop.resume=auto` leaves
+    it as it is, so a sweep continued over such runs runs only the others."""
+    return (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
 def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False) -> None:
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return  # DDP workers share rank zero's (already checked) run directory
@@ -147,6 +154,8 @@ class ProtectRunDir(Callback):
         note_new_dir(run_dir)
         try:
             check_writable(run_dir, "hydra.run.dir")
+            if config.loop.resume == "auto" and finished_without_checkpoint(run_dir):
+                return  # aihf.app.train says so and returns its metrics
             ckpt = resolve_resume(config.loop.resume, run_dir)
             resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
             check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
