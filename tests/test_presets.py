@@ -93,3 +93,24 @@ def test_all_parameters_change_in_aihf(hopper_data, tmp_path):
     frozen = ("actor.action_scale", "actor.action_bias")
     unchanged = [k for k, v in before.items() if not k.endswith(frozen) and torch.equal(v, after[k])]
     assert not unchanged, f"parameters that never changed: {unchanged}"
+
+
+def test_every_learned_reward_reports_its_level_on_demonstrations_and_agent_steps(hopper_data, tmp_path):
+    """Both reward losses ignore a constant offset, but on Hopper the level decides whether staying alive pays: each
+    evaluation records r_θ's mean on all demonstration transitions and on the agent's latest `data.policy_window`
+    steps, for rlhf (frozen after its fit) as for aihf; presets without r_θ record none."""
+    from aihf.mujoco.module import MuJoCoAIHF
+    from conftest import fit
+    module = MuJoCoAIHF(fast_cfg("rlhf", hopper_data, tmp_path, ["data.policy_window=50"]))
+    fit(module, tmp_path)
+    final = module.history[-1]
+    with torch.no_grad():
+        demos = module.reward(module.data.demo_obs, module.data.demo_act).mean().item()
+        # the buffer holds exactly the run's 600 steps (its capacity is the budget): the latest 50 are rows 550–599
+        agent = module.reward(module.buffer.data["obs"][550:600], module.buffer.data["act"][550:600]).mean().item()
+    assert module.buffer.size == module.buffer.capacity == 600 and module.buffer.pos == 0
+    assert final["eval/reward_level_demos"] == pytest.approx(demos, rel=1e-5)
+    assert final["eval/reward_level_agent"] == pytest.approx(agent, rel=1e-5)
+    assert all("eval/reward_level_agent" in h for h in module.history)
+    sac = train(fast_cfg("sac", hopper_data, tmp_path / "sac"))
+    assert not any(k.startswith("eval/reward_level") for h in sac["history"] for k in h)

@@ -25,7 +25,9 @@ def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_we
          "baselines": {"baseline/constant/pref_accuracy": 0.72, "baseline/length/pref_accuracy": 0.7,
                        "baseline/constant/pref_accuracy_equal_length": 0.5,
                        "baseline/length/pref_accuracy_equal_length": 0.5, "baseline/length/return_correlation": 0.99},
-         "history": [{"step": 500, "eval/return_mean": 1.0, "eval/normalised_score": 0.1},
+         "budget": 1000,  # the headline window: evaluations at 800 and after; the one at 200 is the first
+         "history": [{"step": 200, "eval/return_mean": 9.0, "eval/normalised_score": 0.9},
+                     {"step": 800, "eval/return_mean": 1.0, "eval/normalised_score": 0.1},
                      {"step": 1000, "eval/return_mean": 2.0, "eval/normalised_score": score}]}
     (d / "metrics.json").write_text(json.dumps(m))
 
@@ -42,9 +44,11 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     assert "shared by all: env = Hopper-v5" in md and "recipe = cpu_budget" in md
     x_row = next(r for r in rows if r.startswith("| method_x | 1.0 |"))
     assert "0.515 [0.494, 0.536] (0.500–0.530)" in x_row  # mean [95 % t-interval] (min–max)
-    # the headline: each run's last evaluations averaged (here its two: 0.1 at step 500 and its final score)
+    # the headline: each run's evaluations in the last 20 % of its budget averaged (0.1 at step 800 and its final
+    # score; not the 0.9 at step 200), and beside it the first evaluation's score and step
     assert "| 0.307 [0.297, 0.318] (0.300–0.315) |" in x_row
-    assert "score, last 3 evaluations, row − column, paired by seed (4 seeds)" in md
+    assert "| 0.900 [0.900, 0.900] (0.900–0.900) (200) |" in x_row
+    assert "score, last 20 % of training, row − column, paired by seed (4 seeds)" in md
     # the constant's and the length proxy's pair accuracy beside the learned one (no policy baseline recorded: –)
     assert "(0.720 / 0.700 / –)" in x_row
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
@@ -62,7 +66,7 @@ def test_mujoco_scarcity_plot_shows_each_method_against_its_pair_count(tmp_path)
         write_run(tmp_path, f"z{s}", "method_z", s, 0.3, num_prefs=0)
     write_run(tmp_path, "x100-bad", "method_x", 7, float("nan"), num_prefs=100, status="diverged")
     plotted = report.plot_mujoco_scarcity(report.load_runs([tmp_path]), tmp_path / "pairs.png", "test")
-    # the table's headline: each run's last evaluations (0.1 at step 500 and its final score) averaged, and the
+    # the table's headline: each run's last evaluations (0.1 at step 800 and its final score) averaged, and the
     # diverged seed at 0: method_x at 100 pairs is ((0.1 + 0.5) + (0.1 + 0.51) + (0.1 + 0.52)) / 2 / 4
     score = plotted["score"]
     assert score["method_x"] == pytest.approx({10: 0.155, 100: (0.3 + 0.305 + 0.31 + 0.0) / 4})

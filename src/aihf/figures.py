@@ -83,7 +83,8 @@ def comparison_sweeps(env: str, pair_counts=(10, 100), recipe_has_tricks: bool =
     still warm-starts and replays the demonstrations, as for every learned-reward preset) at 10 and 100 pairs, and
     the methods that use no pairs (irl, the sac oracle, bc, the constant-reward control), and the oracle under the
     recipe (sac_recipe: SAC on the true reward with the recipe's tricks) where the recipe has tricks: the constant
-    control is the floor a learned reward must clear, sac_recipe the ceiling a perfect one would reach."""
+    control is the floor a learned reward must clear, sac_recipe the true reward's reference under the same loop (not a
+    ceiling: a shaped learned reward can do better in 100k steps)."""
     base = ("experiment=comparison", *([f"env={env}"] if env != "hopper" else []))
     sweeps = {f"pairs-{n}": (*base, "algo=aihf,rlhf", f"data.num_prefs={n}", SEEDS5) for n in pair_counts}
     sweeps["prefs-only"] = (*base, "algo=aihf", "algo.demo_weight=0", "algo.name=aihf_prefs",

@@ -142,52 +142,71 @@ def commits_line(runs: list[dict]) -> str:
     return line
 
 
-# The headline score averages the last evaluations (at 100k env steps: 80k, 90k and the final one), so that one
-# checkpoint's swing does not decide a comparison.
-HEADLINE_EVALS = 3
+# The headline score averages the evaluations of the last fifth of training (at 100k env steps and an evaluation
+# every 2,500: the 9 from 80k to the final one; every 10k: 3), so that one checkpoint's swing does not decide a
+# comparison: on Hopper a policy's deterministic episodes barely differ, while its successive checkpoints do.
+HEADLINE_FRACTION = 0.2
+HEADLINE = "score, last 20 % of training"
 
 
-def last_evaluations(m: dict, k: int) -> list[dict]:
-    """The run's last k evaluations in step order (the final one replaces a regular one at its step)."""
+def last_evaluations(m: dict, fraction: float = HEADLINE_FRACTION) -> list[dict]:
+    """The run's evaluations at or after (1 − fraction) of its budget, in step order (the final one replaces a
+    regular one at its step); without a recorded budget, of its last evaluation's step."""
     by_step = {h["step"]: h for h in m.get("history") or []}
-    return [by_step[s] for s in sorted(by_step)[-k:]]
+    if not by_step:
+        return []
+    budget = m.get("budget") or max(by_step)
+    return [by_step[s] for s in sorted(by_step) if s >= (1 - fraction) * budget]
 
 
-def score_of(m: dict, last: int = 1) -> float | None:
-    """The expert-normalised score (the true return for a run without anchors): of its final evaluation, or the mean
-    of its last `last` evaluations. A diverged run scores 0, the uniform random policy's level, rather than being
-    left out, which would favour the less stable method (without anchors it has no score: None)."""
+def score_of(m: dict, headline: bool = False) -> float | None:
+    """The expert-normalised score (the true return for a run without anchors): of its final evaluation, or with
+    `headline` the mean of its evaluations in the last fifth of training. A diverged run scores 0, the uniform random
+    policy's level, rather than being left out, which would favour the less stable method (without anchors it has
+    no score: None)."""
     normalised = m.get("expert_return") is not None or "eval/normalised_score" in m
     key = "eval/normalised_score" if normalised else "eval/return_mean"
     if m.get("status", "finished") != "finished":
         return 0.0 if normalised else None
-    values = [h[key] for h in last_evaluations(m, last) if h.get(key) is not None] if last > 1 else []
+    values = [h[key] for h in last_evaluations(m) if h.get(key) is not None] if headline else []
     return float(np.mean(values)) if values else m.get(key)  # (no history: the final evaluation alone)
+
+
+def first_score(m: dict) -> float | None:
+    """The score at the run's first evaluation: under a BC warm start and an evaluation before `learning_starts`,
+    the warm-started actor alone, before any policy update."""
+    history = sorted(m.get("history") or [], key=lambda h: h["step"])
+    if not history or m.get("status", "finished") != "finished":
+        return None
+    return history[0].get("eval/normalised_score", history[0].get("eval/return_mean"))
 
 
 # -- MuJoCo -------------------------------------------------------------------------------------------------------
 def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     groups, varying, shared = group(runs, mujoco_config)
     base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
-    head = ["seeds (finished)", "reward updates", f"score, last {HEADLINE_EVALS} evaluations", "IQM",
-            "final score", "true return", "EPIC ↓ (constant 0.707)",
+    head = ["seeds (finished)", "reward updates", HEADLINE, "IQM",
+            "final score", "first evaluation (step)", "true return", "EPIC ↓ (constant 0.707)",
             "pair acc., equal lengths (constant / length / policy)", "pair acc. (constant / length / policy)",
-            "return corr. (length)"]
+            "return corr. (length)", "r_θ per step: demos / agent"]
     lines = [shared_line(shared, len(runs)), "",
              "| " + " | ".join([*varying, *head]) + " |", "|" + "---|" * (len(varying) + len(head))]
     for key, g in groups.items():
         conf = dict(key)
         done = [m for m in g if m.get("status", "finished") == "finished"]
-        headline = [score_of(m, HEADLINE_EVALS) for m in g]
+        headline = [score_of(m, headline=True) for m in g]
         row = [str(conf[v]) for v in varying] + [
             f"{len(g)} ({len(done)})", plain([m.get("reward_updates") for m in done], 0),
             cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
+            f"{cell([first_score(m) for m in g])} ({plain([min(h['step'] for h in m['history']) for m in done if m.get('history')], 0)})",
             cell([m.get("eval/return_mean") for m in done], 1), cell([m.get("eval/epic") for m in done]),
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
             f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in ('constant', 'length', 'policy'))})",
             f"{cell([m.get('eval/pref_accuracy') for m in done])} "
             f"({' / '.join(base(g, b, 'pref_accuracy') for b in ('constant', 'length', 'policy'))})",
-            f"{cell([m.get('eval/return_correlation') for m in done])} ({base(g, 'length', 'return_correlation')})"]
+            f"{cell([m.get('eval/return_correlation') for m in done])} ({base(g, 'length', 'return_correlation')})",
+            f"{plain([m.get('eval/reward_level_demos') for m in done], 2)} / "
+            f"{plain([m.get('eval/reward_level_agent') for m in done], 2)}"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", CAVEAT]
     for part in (primary_contrasts(groups, varying, contrasts, METHOD, MUJOCO_MEASURES),
@@ -199,15 +218,19 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
 
 
 CAVEAT = (f"Cells: mean over seeds [95 % t-interval] (min–max). Scores are expert-normalised (0: the uniform "
-          f"random policy, 1: the expert's demonstrations); the headline is the mean of each run's last "
-          f"{HEADLINE_EVALS} evaluations, the final score its last evaluation alone (more episodes). A diverged seed "
+          f"random policy, 1: the expert's demonstrations); the headline is the mean of each run's evaluations "
+          "in the last 20 % of its budget, the final score its last evaluation alone (more episodes), the first "
+          "evaluation's score (under the recipe's warm start and before learning_starts: the warm start alone) "
+          "shows what RL added. A diverged seed "
           "counts in the seeds column and scores 0 (the random level) in the score columns; the other columns "
           "average the finished seeds. IQM and the probability of improvement use a percentile bootstrap, which is "
           "too narrow with fewer than about 10 seeds (it covered 76 % at 3 and 83 % at 5 seeds in a simulation); "
           "with fewer than 4 seeds the IQM trims nothing and equals the mean. Pair accuracy's baselines: a constant "
           "reward, the episode-length proxy, and `policy`, which ranks a segment by its ladder policy's reward per "
           "step (it knows the ladder, which no learner does; a learned reward near it has learned how good each "
-          "policy is, not more).")
+          "policy is, not more). r_θ per step: the learned reward's mean on the demonstrations and on the agent's "
+          "latest steps at the final evaluation; both reward losses ignore a constant offset, but in an env that "
+          "terminates the level decides whether staying alive pays.")
 
 
 def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
@@ -217,7 +240,7 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     if not any(v in METHOD for v in varying):
         return ""
     methods = [v for v in varying if v in METHOD]
-    lines = [f"Probability of improvement, P(row > column) of the score (last {HEADLINE_EVALS} evaluations) over "
+    lines = [f"Probability of improvement, P(row > column) of the score (last 20 % of training) over "
              "seeds, 95 % bootstrap interval:", ""]
     for context, keys in contexts(groups, METHOD).items():
         if len(keys) < 2:
@@ -231,8 +254,8 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
                 if ka == kb:
                     row.append("–")
                     continue
-                p, lo, hi = stats.probability_of_improvement_ci([score_of(m, HEADLINE_EVALS) for m in groups[ka]],
-                                                                [score_of(m, HEADLINE_EVALS) for m in groups[kb]])
+                p, lo, hi = stats.probability_of_improvement_ci([score_of(m, headline=True) for m in groups[ka]],
+                                                                [score_of(m, headline=True) for m in groups[kb]])
                 row.append(f"{p:.2f}" + ("" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"))
             lines.append(f"| {a} | " + " | ".join(row) + " |")
         lines.append("")
@@ -244,7 +267,7 @@ def _finished(value: Callable[[dict], float | None]) -> Callable[[dict], float |
 
 
 MUJOCO_MEASURES = (
-    Measure(f"score, last {HEADLINE_EVALS} evaluations", lambda m: score_of(m, HEADLINE_EVALS)),
+    Measure(HEADLINE, lambda m: score_of(m, headline=True)),
     Measure("final score", score_of),
     Measure("EPIC distance to the true reward (lower is closer)", _finished(lambda m: m.get("eval/epic"))))
 
@@ -279,7 +302,7 @@ def plot_curves(runs: list[dict], out: Path, title: str) -> None:
                   for m in g if m.get("history")]
         steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves])) if curves else []
         if len(steps) < 2 or all(m.get("env_steps", 1) == 0 for m in g):
-            ax.axhline(np.nanmean([np.nan if v is None else v for v in (score_of(m, HEADLINE_EVALS) for m in g)]),
+            ax.axhline(np.nanmean([np.nan if v is None else v for v in (score_of(m, headline=True) for m in g)]),
                        ls=":", color=colour, label=f"{label} (no env steps)")
             continue
         ys = np.array([[dict(c)[s] for s in steps] for c in curves])
@@ -622,8 +645,8 @@ def plot_mujoco_scarcity(runs: list[dict], out: Path, title: str) -> dict:
 
     return plot_scarcity(groups, [v for v in varying if v in METHOD],
                          [(name, measure.value, label, True) for name, measure, label in (
-                             ("score", MUJOCO_MEASURES[0], f"expert-normalised score, last {HEADLINE_EVALS} "
-                                                           "evaluations"),
+                             ("score", MUJOCO_MEASURES[0], "expert-normalised score, last 20 % of "
+                                                           "training"),
                              ("eval/epic", MUJOCO_MEASURES[2], "EPIC distance ↓"),
                              ("eval/pref_accuracy_equal_length",
                               Measure("", _finished(lambda m: m.get("eval/pref_accuracy_equal_length"))),

@@ -497,9 +497,24 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         return torch.cat(out).numpy() if out else np.zeros(0)
 
     def reward_metrics(self) -> dict:
-        """The learned reward against the true one on held-out data (aihf.mujoco.reward_metrics)."""
+        """The learned reward against the true one on held-out data (aihf.mujoco.reward_metrics), and its level."""
         metrics = self.heldout_metrics
-        return {} if metrics is None else {f"eval/{k}": v for k, v in metrics(self.learned_reward).items()}
+        return {} if metrics is None else {**{f"eval/{k}": v for k, v in metrics(self.learned_reward).items()},
+                                           **self.reward_level()}
+
+    @torch.no_grad()
+    def reward_level(self) -> dict:
+        """The learned reward's mean per step on the demonstrations and on the agent's latest steps. Both reward
+        losses ignore a constant offset, yet in an env that terminates (Hopper) the level decides whether staying
+        alive pays: a gap in return between presets can be a gap in level, which EPIC cannot see. (No random
+        draw: the runs' streams are unchanged.)"""
+        out = {}
+        if self.data is not None and self.data.num_demos:
+            out["eval/reward_level_demos"] = float(self.reward(self.data.demo_obs, self.data.demo_act).mean())
+        if self.buffer.size:
+            recent = self.buffer.recent(self.cfg.data.policy_window)
+            out["eval/reward_level_agent"] = float(self.reward(recent["obs"], recent["act"]).mean())
+        return out
 
     def evaluate(self, final: bool = False) -> dict:
         """Deterministic episodes of the current policy (their own seeds, untouched by training's randomness),
