@@ -238,7 +238,10 @@ def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
     p_z = [stats.t_test_p(np.array(gold["method_x"]) + shift - 0.2) for shift in (0.0, 0.05)]
     holm = stats.holm([p, p_z[0], p, p_z[1]])  # the family: every contrast at every count, in table order
     assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
-    assert rows[1].endswith("| – | – | – |")  # method_z learns from no pairs: no accuracy contrast
+    assert rows[1].endswith("| – | – | – | ±0.610 |")  # method_z learns from no pairs: no accuracy contrast
+    # beside each, the smallest difference Holm's first step could call in this family of 4, at its spread
+    assert rows[0].endswith(f"| ±{stats.smallest_significant_difference(diffs, 4):.3f} |")
+    assert "in a family of 4" in md
     assert "*pairs = 10: held-out preference accuracy" in md and "| method_z |" not in md.split(
         "*pairs = 10: held-out preference accuracy")[1].split("*pairs")[0]
     assert md.index("| pairs = 10 |") < md.index("| pairs = 100 |")  # counts in numeric order
@@ -414,3 +417,14 @@ def test_figure_records_survive_the_machine_and_continue_the_figure(tmp_path, ho
         train(fast_cfg("aihf", hopper_data, run_dir, ["loop.resume=auto", "seed=1"]))
     with pytest.raises(ConfigError, match="holds another run's outputs"):  # without resume=auto: refused as before
         train(fast_cfg("aihf", hopper_data, run_dir))
+
+
+def test_detectable_difference_is_where_holms_first_step_turns_significant():
+    """The `detectable` column: a mean paired difference just above it has t-test p < α/family (Holm's first step
+    calls it), just below it does not; with 5 seeds and 8 contrasts it is 2.35 sd of the differences."""
+    spread = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) * 0.1
+    bound = stats.smallest_significant_difference(spread + 0.3, family=8)
+    assert bound == pytest.approx(2.35 * spread.std(ddof=1), rel=2e-3)
+    assert stats.t_test_p(spread + bound * 1.001) * 8 < 0.05 < stats.t_test_p(spread + bound * 0.999) * 8
+    assert stats.smallest_significant_difference(spread, family=1) < bound  # a smaller family detects less
+    assert np.isnan(stats.smallest_significant_difference([0.1], family=8))

@@ -477,10 +477,13 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
     if not found:
         return ""
     cells: list[list[tuple[str, float, float]]] = []
+    spreads: list[list[float]] = []  # the primary measure's per-seed differences
     for measure in measures:
         results = []
         for _, _, ka, kb in found:
             diffs = seed_differences(groups[ka], groups[kb], measure.value)
+            if measure is measures[0]:
+                spreads.append(diffs)
             if not diffs or (measure.pairs_only and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
                 results.append(("–", math.nan))
                 continue
@@ -489,12 +492,18 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
         cells.append([(t, p, q) for (t, p), q in zip(results, adjusted)])
     fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
     head = " | ".join(f"{m.what}: difference [95 %] | p | Holm p" for m in measures)
-    lines = ["Primary contrasts (declared in advance), paired by seed; Holm's adjustment over every contrast and "
-             "count of each metric:", "", f"| | contrast | {head} |", "|---|---|" + "---|---|---|" * len(measures)]
+    family = sum(1 for _, p, _ in cells[0] if not math.isnan(p))
+    lines = [f"Primary contrasts (declared in advance), paired by seed; Holm's adjustment over every contrast and "
+             f"count of each metric. The first metric ({measures[0].what}) is the primary one, the others "
+             f"secondary. Detectable: the smallest mean difference Holm's first step could call significant at "
+             f"that contrast's spread and seed count, in a family of {family}: a contrast below it is not evidence "
+             f"of no difference.", "", f"| | contrast | {head} | detectable |",
+             "|---|---|" + "---|---|---|" * len(measures) + "---|"]
     for i, (label, name, _, _) in enumerate(found):
         row = [f"{t} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
                for t, p, q in (column[i] for column in cells)]
-        lines.append(f"| {label} | {name} | " + " | ".join(row) + " |")
+        smallest = stats.smallest_significant_difference(spreads[i], family)
+        lines.append(f"| {label} | {name} | " + " | ".join(row) + f" | {'–' if math.isnan(smallest) else f'±{smallest:.3f}'} |")
     return "\n".join(lines)
 
 
