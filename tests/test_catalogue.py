@@ -94,6 +94,14 @@ def directory(path: Path, world) -> None:
     path.mkdir()
 
 
+def finished_run(**record):
+    """A run directory holding only a finished run's metrics.json, as `aihf.figures restore` leaves it."""
+    def write(path: Path, world) -> None:
+        path.mkdir()
+        (path / "metrics.json").write_text(json.dumps({"algo": "aihf", "status": "finished", **record}))
+    return write
+
+
 DEMO = '{"prompt": "sort: 3 1 2", "response": "1 2 3"}\n'
 CASES = [
     # -- numeric ranges, declared in the schema ---------------------------------------------------------------
@@ -356,6 +364,12 @@ CASES = [
     Case("resume_dir_without_checkpoint", [*MUJOCO, "loop.resume={files}/emptyrun"],
          "loop.resume={files}/emptyrun: no checkpoint in this run directory ({files}/emptyrun/checkpoints/last.ckpt does not exist)",
          files={"emptyrun": directory}),
+    Case("resume_auto_record_of_another_run", [*MUJOCO, "loop.resume=auto", "hydra.run.dir={files}/restored", "seed=1"],
+         "loop.resume=auto: {files}/restored/metrics.json is the record of another run (seed 0, this run's 1); choose a new hydra.run.dir",
+         files={"restored": finished_run(seed=0, budget=600)}),
+    Case("resume_auto_finished_below_budget", [*MUJOCO, "loop.resume=auto", "hydra.run.dir={files}/restored"],
+         "loop.resume=auto: the run in {files}/restored finished at 300 steps and left no checkpoint to continue from (checkpoints/last.ckpt); the budget is now 600: choose a new hydra.run.dir",
+         files={"restored": finished_run(seed=0, budget=300)}),
     Case("resume_changed_setting", ["algo=sac", "debug=fast", "data.path={data}", "loop.resume={earlier}",
                                     "policy.hidden=[16,16]"],
          "loop.resume: the checkpoint was made with policy.hidden=[32, 32], this run has policy.hidden=[16, 16]; resume with the same settings (or start a new run from it with loop.init_from)"),

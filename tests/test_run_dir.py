@@ -68,6 +68,25 @@ def test_auto_resume_without_a_checkpoint_says_so(hopper_data, tmp_path):
         train(fast_cfg("sac", hopper_data, tmp_path, ["loop.resume=auto"]))
 
 
+def test_a_finished_run_without_checkpoints_resumed_from_the_command_line_keeps_its_record(hopper_data, tmp_path):
+    """A run directory as `aihf.figures restore` leaves it (or a finished run whose checkpoints were removed):
+    `loop.resume=auto` exits 0 saying it is finished, its metrics.json and .hydra/ stay as they were, and Hydra's
+    snapshot of this launch goes beside them (.hydra/resume-1/)."""
+    import shutil
+    run = tmp_path / "run"
+    train(fast_cfg("sac", hopper_data, run, ["loop.total_env_steps=200", "loop.torch_threads=1"]))
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("the original launch\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    proc = run_py("algo=sac", "debug=fast", f"data.path={hopper_data}", "loop.total_env_steps=200",
+                  "loop.torch_threads=1", f"hydra.run.dir={run}", "loop.resume=auto", cwd=tmp_path)
+    assert proc.returncode == 0 and "is finished (its metrics.json, no checkpoint)" in proc.stdout, proc.stderr[-2000:]
+    assert all(p.read_bytes() == content for p, content in before.items())
+    assert "loop.resume=auto" in (run / ".hydra" / "resume-1" / "overrides.yaml").read_text()
+    assert not (run / "checkpoints").exists()
+
+
 def test_resuming_the_earlier_run_is_allowed(earlier_run, hopper_data):
     proc = run_py("algo=sac", "debug=fast", f"data.path={hopper_data}", "loop.total_env_steps=200",
                   "policy.learning_starts=100", "loop.torch_threads=1", "trainer.enable_checkpointing=true",

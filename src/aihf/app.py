@@ -101,20 +101,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 def train(cfg: DictConfig) -> dict:
     from aihf.checks import check_config, job_overrides
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of, schema_defaults
-    from aihf.run_dir import check_new_run_dir, finished_without_checkpoint, json_safe
+    from aihf.run_dir import check_new_run_dir, finished_record, json_safe
     check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
-    if cfg.loop.resume == "auto" and finished_without_checkpoint(Path(cfg.run_dir)):
-        metrics = Path(cfg.run_dir) / "metrics.json"
-        record = json.loads(metrics.read_text())
-        for key, ours in (("algo", cfg.algo.name), ("seed", cfg.seed)):
-            if key in record and record[key] != ours:
-                raise ConfigError(f"loop.resume=auto: {metrics} is the record of another run ({key} {record[key]!r}, "
-                                  f"this run's {ours!r}); choose a new hydra.run.dir")
-        if "budget" in record and record["budget"] < module_cls.budget_of(cfg):
-            raise ConfigError(f"loop.resume=auto: the run in {cfg.run_dir} finished at {record['budget']} steps and "
-                              f"left no checkpoint to continue from (checkpoints/last.ckpt); the budget is now "
-                              f"{module_cls.budget_of(cfg)}: choose a new hydra.run.dir")
+    record = finished_record(cfg, Path(cfg.run_dir))
+    if record is not None:
         print(f"loop.resume=auto: the run in {cfg.run_dir} is finished (its metrics.json, no checkpoint); "
               f"nothing to resume")
         return record

@@ -49,6 +49,28 @@ def finished_without_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def finished_record(cfg, run_dir: Path) -> dict | None:
+    """Under `loop.resume=auto`, the metrics of the finished run without checkpoints in `run_dir` (None if it holds
+    none): refused if it is another run's record, or if the run stopped below the budget asked for now."""
+    if cfg.loop.resume != "auto" or not finished_without_checkpoint(run_dir):
+        return None
+    import json
+
+    import hydra
+    metrics = run_dir / "metrics.json"
+    record = json.loads(metrics.read_text())
+    for key, ours in (("algo", cfg.algo.name), ("seed", cfg.seed)):
+        if key in record and record[key] != ours:
+            raise ConfigError(f"loop.resume=auto: {metrics} is the record of another run ({key} {record[key]!r}, "
+                              f"this run's {ours!r}); choose a new hydra.run.dir")
+    budget = hydra.utils.get_class(cfg.domain.module).budget_of(cfg)
+    if "budget" in record and record["budget"] < budget:
+        raise ConfigError(f"loop.resume=auto: the run in {run_dir} finished at {record['budget']} steps and left no "
+                          f"checkpoint to continue from (checkpoints/last.ckpt); the budget is now {budget}: choose "
+                          f"a new hydra.run.dir")
+    return record
+
+
 def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False) -> None:
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return  # DDP workers share rank zero's (already checked) run directory
@@ -154,8 +176,9 @@ class ProtectRunDir(Callback):
         note_new_dir(run_dir)
         try:
             check_writable(run_dir, "hydra.run.dir")
-            if config.loop.resume == "auto" and finished_without_checkpoint(run_dir):
-                return  # aihf.app.train says so and returns its metrics
+            if finished_record(config, run_dir) is not None:
+                keep_earlier_record(config, run_dir)  # aihf.app.train says it is finished and returns its metrics
+                return
             ckpt = resolve_resume(config.loop.resume, run_dir)
             resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
             check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
