@@ -172,13 +172,18 @@ def score_of(m: dict, headline: bool = False) -> float | None:
     return float(np.mean(values)) if values else m.get(key)  # (no history: the final evaluation alone)
 
 
-def first_score(m: dict) -> float | None:
-    """The score at the run's first evaluation: under a BC warm start and an evaluation before `learning_starts`,
-    the warm-started actor alone, before any policy update."""
-    history = sorted(m.get("history") or [], key=lambda h: h["step"])
+def first_evaluation(m: dict) -> dict | None:
+    """A finished run's earliest evaluation: under a BC warm start and an evaluation before `learning_starts`, the
+    warm-started actor alone, before any policy update."""
+    history = m.get("history") or []
     if not history or m.get("status", "finished") != "finished":
         return None
-    return history[0].get("eval/normalised_score", history[0].get("eval/return_mean"))
+    return min(history, key=lambda h: h["step"])
+
+
+def first_score(m: dict) -> float | None:
+    first = first_evaluation(m)
+    return None if first is None else first.get("eval/normalised_score", first.get("eval/return_mean"))
 
 
 # -- MuJoCo -------------------------------------------------------------------------------------------------------
@@ -198,7 +203,7 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
         row = [str(conf[v]) for v in varying] + [
             f"{len(g)} ({len(done)})", plain([m.get("reward_updates") for m in done], 0),
             cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
-            f"{cell([first_score(m) for m in g])} ({plain([min(h['step'] for h in m['history']) for m in done if m.get('history')], 0)})",
+            f"{cell([first_score(m) for m in g])} ({plain([(first_evaluation(m) or {}).get('step') for m in g], 0)})",
             cell([m.get("eval/return_mean") for m in done], 1), cell([m.get("eval/epic") for m in done]),
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
             f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in ('constant', 'length', 'policy'))})",
