@@ -23,3 +23,33 @@ def test_an_expert_in_parts_has_one_curve_in_env_step_order(tmp_path):
     assert wall == 250.0
     assert env_of(f"{first}{os.pathsep}{second}") == "HalfCheetah-v5"
     assert eval_curve(first) == ([10000, 20000, 30000], [100.0, 200.0, 250.0], 180.0)
+
+
+def test_an_experts_record_makes_the_same_table_once_its_run_directory_is_gone(tmp_path, capsys):
+    import json
+    import shutil
+
+    import pytest
+
+    from aihf.mujoco.experts import read_records, record_of, records_of, save_records, table
+
+    run = _run(tmp_path, "cheetah", [(10000, 100.0, 60.0), (20000, 250.0, 120.0)])
+    records = tmp_path / "experts.jsonl"
+    save_records([record_of(run)], records)
+    from_run, curves = table(records_of([run]), tmp_path / "no-data")
+    shutil.rmtree(run)
+    from_records, _ = table(records_of([str(records)]), tmp_path / "no-data")
+    assert from_records == from_run
+    assert "| HalfCheetah-v5 | 20,000 | 0.03 h |" in from_run and "(no dataset)" in from_run
+    assert curves["HalfCheetah-v5"][:2] == ([10000, 20000], [100.0, 250.0])
+
+    # saving an env again replaces its record; another env's is kept
+    other = dict(read_records(records)[0], env="Ant-v5", steps=[5000], returns=[1.0])
+    save_records([other], records)
+    save_records([dict(other, returns=[2.0])], records)
+    assert [(r["env"], r["returns"]) for r in read_records(records)] == [("Ant-v5", [2.0]),
+                                                                         ("HalfCheetah-v5", [100.0, 250.0])]
+
+    records.write_text(records.read_text() + json.dumps({"env": "Walker2d-v5", "steps": [1], "returns": []}) + "\n")
+    with pytest.raises(SystemExit, match=r"experts.jsonl:3: an expert record needs .* missing wall_s, machine, curve"):
+        read_records(records)

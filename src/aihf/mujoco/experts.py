@@ -2,17 +2,23 @@
 
     python -m aihf.mujoco.experts <expert run dir> [...] --data data/mujoco --out docs/results/experts
     python -m aihf.mujoco.experts experts/hopper:experts/hopper-2 ...   # an expert trained in parts
+    python -m aihf.mujoco.experts experts/ant --save docs/results/runs/experts.jsonl     # keep its record
+    python -m aihf.mujoco.experts docs/results/runs/experts.jsonl --out docs/results/experts   # table from records
 
 An expert trained in parts (each part continued from the last one's checkpoint with loop.init_from into a run
 directory of its own) is named by its run directories joined by ":", as for collect.ladder_dir: its curve is
 the parts' evaluations in env-step order (a later part's at a step it shares with an earlier one), its wall time
 the last part's (init_from carries the earlier parts' time).
 
-For each expert run (an `experiment=expert` run directory: its csv/metrics.csv evaluation curve and ladder) and the
-dataset collected from it (`<data>/<env id>.npz` + `.json`): env steps trained, training wall time, the expert
-rung, its return over the dataset's deterministic demonstrations (mean ± std: collect them with
-collect.num_demos=10 for 10 episodes), the random policy's return, and the ladder's rungs. Writes <out>.md and the
-curves to <out>.png.
+An expert's record is what the table needs of its run: env, evaluation curve, training wall time and the machine
+that trained it (the one `--save` runs on). Experts take hours and their run directories are not committed, so
+`--save` keeps the record in a small committed JSON-lines file (one line per env; saving an env again replaces its
+line), and the table is made from that file once the run directories are gone.
+
+For each expert (a run directory, or a record) and the dataset collected from it (`<data>/<env id>.npz` +
+`.json`): env steps trained, training wall time and machine, the expert rung, its return over the dataset's
+deterministic demonstrations (mean ± std: collect them with collect.num_demos=10 for 10 episodes), the random
+policy's return, and the ladder's rungs. Writes <out>.md and the curves to <out>.png.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import platform
 from pathlib import Path
 
 import numpy as np
+
+RECORD_KEYS = ("env", "steps", "returns", "wall_s", "machine", "curve")
 
 
 def machine() -> str:
@@ -62,15 +70,57 @@ def env_of(run: str) -> str:
     raise SystemExit(f"{run}: no env id in csv/hparams.yaml")
 
 
-def table(runs: list[str], data: Path) -> tuple[str, dict]:
-    lines = ["| env | env steps trained | training wall time | expert rung (env steps) | expert return, "
+def record_of(run: str) -> dict:
+    """An expert run's record, made on the machine that trained it."""
+    steps, returns, wall = eval_curve(run)
+    return {"env": env_of(run), "steps": steps, "returns": returns, "wall_s": wall, "machine": machine(),
+            "curve": "every training-time evaluation (5 deterministic episodes)",
+            "runs": [Path(part).name for part in run.split(os.pathsep)]}
+
+
+def read_records(path: Path) -> list[dict]:
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+            missing = [key for key in RECORD_KEYS if key not in record]
+        except ValueError as exc:
+            raise SystemExit(f"{path}:{n}: not JSON ({exc})") from None
+        if missing:
+            raise SystemExit(f"{path}:{n}: an expert record needs {', '.join(RECORD_KEYS)}; missing {', '.join(missing)}")
+        if len(record["steps"]) != len(record["returns"]):
+            raise SystemExit(f"{path}:{n}: {len(record['steps'])} steps but {len(record['returns'])} returns")
+        records.append(record)
+    return records
+
+
+def save_records(new: list[dict], path: Path) -> None:
+    """Add the records to the file, each replacing the record of its env; written atomically."""
+    by_env = {r["env"]: r for r in (read_records(path) if path.is_file() else [])}
+    by_env.update({r["env"]: r for r in new})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(by_env[env], sort_keys=True) + "\n" for env in sorted(by_env)))
+    tmp.replace(path)
+
+
+def records_of(sources: list[str]) -> list[dict]:
+    """Records from run directories (an expert's parts joined by ':') and from `.jsonl` record files, in order."""
+    out = []
+    for source in sources:
+        out += read_records(Path(source)) if source.endswith(".jsonl") else [record_of(source)]
+    return out
+
+
+def table(records: list[dict], data: Path) -> tuple[str, dict]:
+    lines = ["| env | env steps trained | training wall time | machine | expert rung (env steps) | expert return, "
              "deterministic (mean ± std, episodes) | random return | rungs (env steps: eval return) |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     curves = {}
-    for run in runs:
-        env = env_of(run)
-        steps, returns, wall = eval_curve(run)
-        curves[env] = (steps, returns)
+    for rec in records:
+        env, steps = rec["env"], rec["steps"]
+        curves[env] = (steps, rec["returns"], rec["curve"])
+        trained = (f"| {env} | {max(steps) if steps else 0:,} | {rec['wall_s'] / 3600:.2f} h | {rec['machine']} ")
         meta_file = data / f"{env}.json"
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
@@ -79,10 +129,9 @@ def table(runs: list[str], data: Path) -> tuple[str, dict]:
             rungs = ", ".join(f"{p['env_steps'] // 1000}k: {p['eval_return']:.0f}" for p in ladder)
             ret = (f"{meta['expert_return']:.1f} ± {meta['expert_return_std']:.1f} "
                    f"({meta['counts']['demos']})")
-            lines.append(f"| {env} | {max(steps) if steps else 0:,} | {wall / 3600:.2f} h | {expert['env_steps']:,} "
-                         f"| {ret} | {meta['random_return']:.1f} | {rungs} |")
+            lines.append(trained + f"| {expert['env_steps']:,} | {ret} | {meta['random_return']:.1f} | {rungs} |")
         else:
-            lines.append(f"| {env} | {max(steps) if steps else 0:,} | {wall / 3600:.2f} h | – | (no dataset) | – | – |")
+            lines.append(trained + "| – | (no dataset) | – | – |")
     return "\n".join(lines), curves
 
 
@@ -91,11 +140,12 @@ def plot(curves: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
-    for ax, (env, (steps, returns)) in zip(axes[0], curves.items()):
-        ax.plot(np.array(steps) / 1000, returns)
+    for ax, (env, (steps, returns, what)) in zip(axes[0], curves.items()):
+        ax.plot(np.array(steps) / 1000, returns, marker="o" if len(steps) < 30 else None, label=what)
         ax.set_title(f"{env}: SAC expert")
         ax.set_xlabel("env steps (thousands)")
         ax.set_ylabel("deterministic return (5 episodes)")
+        ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -103,20 +153,30 @@ def plot(curves: dict, out: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="expert run directories (one expert's parts joined by ':')")
+    p.add_argument("sources", nargs="+",
+                   help="expert run directories (one expert's parts joined by ':') or .jsonl files of their records")
     p.add_argument("--data", type=Path, default=Path("data/mujoco"))
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="write the table to <out>.md and the curves to <out>.png")
+    p.add_argument("--save", type=Path, help="add the experts' records to this .jsonl file (an env's replaces its own)")
     args = p.parse_args()
-    md, curves = table(args.runs, args.data)
-    md += (f"\n\nRungs show the return of their training-time evaluation (5 deterministic episodes). The expert rung "
-           f"is the best over fresh deterministic episodes of the rungs with the best training-time evaluations "
-           f"(the dataset metadata's expert_selection, where recorded), and its return is measured afresh over the "
-           f"dataset's deterministic demonstrations. Machine: {machine()}; one thread per run, two runs side by "
-           f"side.\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(md)
-    plot(curves, args.out.with_suffix(".png"))
-    print(md)
+    if not (args.out or args.save):
+        p.error("nothing to do: give --out, --save or both")
+    records = records_of(args.sources)
+    if args.save:
+        save_records(records, args.save)
+        print(f"{args.save}: records of {', '.join(r['env'] for r in records)}")
+    if args.out:
+        md, curves = table(records, args.data)
+        md += ("\n\nRungs show the return of their training-time evaluation (5 deterministic episodes). The expert "
+               "rung is the best over fresh deterministic episodes of the rungs with the best training-time "
+               "evaluations (the dataset metadata's expert_selection, where recorded), and its return is measured "
+               "afresh over the dataset's deterministic demonstrations. One thread per run, beside other runs on "
+               "the same machine, so wall times are not a speed benchmark. Curves: "
+               + "; ".join(f"{env}: {what}" for env, (_, _, what) in curves.items()) + ".\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(md)
+        plot(curves, args.out.with_suffix(".png"))
+        print(md)
 
 
 if __name__ == "__main__":
