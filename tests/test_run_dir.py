@@ -1,9 +1,11 @@
 """A run never writes into another run's directory: refused in one line, the earlier run's files byte-identical
 (Hydra's own .hydra/ snapshot included); resuming that run is the one way to continue it."""
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,79 @@ def test_a_failed_start_leaves_no_directory_and_a_directory_without_outputs_can_
     good = run_py("algo=sac", "debug=fast", "loop.total_env_steps=300", "loop.torch_threads=1", f"hydra.run.dir={d}",
                   cwd=tmp_path)
     assert good.returncode == 0 and (d / "metrics.json").is_file(), good.stderr[-2000:]
+
+
+HOLD = ("import sys, time; from pathlib import Path; from aihf.run_dir import hold_dir; "
+        "hold_dir(Path(sys.argv[1]), 'x', 'y'); print('held', flush=True); time.sleep(300)")
+
+
+@contextlib.contextmanager
+def held_by_another_process(path: Path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_directory_in_use_is_refused_until_its_process_ends_even_killed(earlier_run, hopper_data):
+    from aihf.run_dir import in_use
+    before = snapshot(earlier_run)
+    with held_by_another_process(earlier_run) as pid:
+        assert in_use(earlier_run) == f"pid {pid}"
+        proc = run_py("algo=sac", "debug=fast", f"data.path={hopper_data}", "loop.total_env_steps=200",
+                      "policy.learning_starts=100", "loop.torch_threads=1", "trainer.enable_checkpointing=true",
+                      f"hydra.run.dir={earlier_run}", "loop.resume=auto", cwd=earlier_run.parent)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"error: hydra.run.dir={earlier_run.resolve()} is in use by pid {pid}: a run is training there; wait for "
+            f"it to end, or choose a new hydra.run.dir"]
+        with pytest.raises(ConfigError, match=f"is in use by pid {pid}"):
+            train(fast_cfg("sac", hopper_data, earlier_run, ["loop.resume=auto"]))
+    assert snapshot(earlier_run) == before
+    assert in_use(earlier_run) is None  # the kernel dropped the killed holder's lock: nothing stale is left
+
+
+def test_a_training_run_holds_its_directory(hopper_data, tmp_path):
+    """A sweep's job (as a figure runs them) holds its own run directory while it trains."""
+    from aihf.run_dir import in_use
+    d = tmp_path / "sweep" / "0-sac-s0"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", "algo=sac", "debug=fast", "seed=0",
+                             f"data.path={hopper_data}", "loop.total_env_steps=200000", "loop.torch_threads=1",
+                             f"hydra.sweep.dir={d.parent}"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if (d / "csv" / "metrics.csv").is_file() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before it could be looked at"
+        assert in_use(d) == f"pid {proc.pid}"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert in_use(d) is None
+
+
+def test_a_sweep_or_figure_in_use_is_refused_before_anything_is_written(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "0-sac-s0").mkdir(parents=True)
+    (sweep / "0-sac-s0" / "run.log").write_text("training\n")
+    before = snapshot(sweep)
+    with held_by_another_process(sweep / "0-sac-s0") as pid:
+        proc = run_py("-m", "algo=sac", "debug=fast", "seed=0", "loop.resume=auto", f"hydra.sweep.dir={sweep}",
+                      cwd=tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"error: hydra.sweep.dir={sweep}: its run 0-sac-s0 is in use by pid {pid}; wait for it to end"]
+    assert snapshot(sweep) == before
+    with held_by_another_process(tmp_path) as pid:
+        fig = subprocess.run([sys.executable, "-m", "aihf.figures", "run", "comparison_hopper", "--root",
+                              str(tmp_path)], capture_output=True, text=True, timeout=120)
+        assert fig.returncode == 1
+        assert fig.stderr.strip().splitlines()[-1] == (
+            f"error: --root={tmp_path.resolve()} is in use by pid {pid}: another `aihf.figures run` is running its "
+            f"figure; wait for it to end")
+    assert snapshot(sweep) == before

@@ -99,9 +99,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 
 
 def train(cfg: DictConfig) -> dict:
+    """Train one run in cfg.run_dir (or continue one: loop.resume), holding its directory against other processes."""
+    from aihf.run_dir import hold_run_dir, release_dir
+    asked = Path(cfg.run_dir)
+    hold_run_dir(asked)
+    try:
+        return _train(cfg)
+    finally:
+        release_dir(asked)
+        release_dir(Path(cfg.run_dir))  # a resume's own run directory, where it differs from the one asked for
+
+
+def _train(cfg: DictConfig) -> dict:
     from aihf.checks import check_config, job_overrides
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of, schema_defaults
-    from aihf.run_dir import check_new_run_dir, finished_record, json_safe
+    from aihf.run_dir import check_new_run_dir, finished_record, hold_run_dir, json_safe
     check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
     record = finished_record(cfg, Path(cfg.run_dir))
@@ -127,6 +139,7 @@ def train(cfg: DictConfig) -> dict:
         run_dir = run_dir_of(ckpt_path)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
+        hold_run_dir(run_dir)
         resume_step, budget = state["progress"], module_cls.budget_of(cfg, state)
         if resume_step >= budget:
             if state["final_metrics"] is None:

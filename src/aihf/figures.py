@@ -211,10 +211,10 @@ def finished(sweep_dir: Path) -> int:
 def set_aside_uncontinuable(sweep_dir: Path) -> list[Path]:
     """A run killed before its first checkpoint cannot be continued, and its directory may not be written over: it
     is kept beside, as <job>.interrupted-<n>, so the run starts afresh in its own directory."""
-    from aihf.run_dir import earlier_outputs
+    from aihf.run_dir import earlier_outputs, in_use
     moved = []
     for job in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
-        if (job.is_dir() and ".interrupted-" not in job.name and earlier_outputs(job)
+        if (job.is_dir() and ".interrupted-" not in job.name and earlier_outputs(job) and not in_use(job)
                 and not (job / "metrics.json").exists() and not (job / "checkpoints" / "last.ckpt").exists()):
             n = 1
             while job.with_name(f"{job.name}.interrupted-{n}").exists():
@@ -355,6 +355,14 @@ def main() -> None:
     root = args.root.absolute() if args.root else (
         PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S"))
     resume = root.is_dir()
+    if not (args.dry_run or args.report_only):
+        from aihf.errors import ConfigError
+        from aihf.run_dir import hold_dir
+        root.mkdir(parents=True, exist_ok=True)
+        try:  # one process runs a root at a time: a second would set aside and restart the runs in progress
+            hold_dir(root, "--root", "another `aihf.figures run` is running its figure; wait for it to end")
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
     pending = [] if args.report_only else pending_sweeps(args.name, root, resume)
     commands = [sweep_command(d, sweep, args.extra, resume) for d, sweep in pending]
     for sweep_dir, _ in pending if resume and not args.dry_run else ():

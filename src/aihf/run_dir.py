@@ -4,6 +4,10 @@ Hydra names run directories by time, so two runs collide only when `hydra.run.di
 before anything is written, unless it resumes that run (`loop.resume`), which appends to its logs. The check runs
 twice: as a Hydra callback before Hydra saves its own `.hydra/` files (so even those stay the earlier run's; for a
 sweep, before any job), and in `aihf.app.train` for runs started from Python.
+
+A run directory in use is refused too: a training run holds a lock on its directory (flock, which the kernel drops
+when the process ends, even when it is killed), as does a sweep on its sweep directory and a figure on its root, so a
+second process aimed there (a continued sweep launched twice, say) stops in one line instead of training over it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ import os
 import shutil
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; run directories are then not locked
+    fcntl = None
 
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
@@ -69,6 +78,76 @@ def finished_record(cfg, run_dir: Path) -> dict | None:
                           f"checkpoint to continue from (checkpoints/last.ckpt); the budget is now {budget}: choose "
                           f"a new hydra.run.dir")
     return record
+
+
+# Directories this process holds locked, with the descriptor that holds each lock.
+_held: dict[Path, int] = {}
+
+
+def _holder(path: Path) -> str:
+    """The process holding a flock on `path`, from /proc/locks (Linux), else "another process"."""
+    try:
+        inode = str(path.stat().st_ino)
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 14476 08:01:1234 0 EOF"; waiters carry "->"
+            if len(fields) >= 6 and fields[1] == "FLOCK" and "->" not in fields and fields[5].split(":")[-1] == inode:
+                return f"pid {fields[4]}"
+    except OSError:
+        pass
+    return "another process"
+
+
+def _try_lock(path: Path) -> int | None | str:
+    """A descriptor of `path` holding its lock; the holder's name if another process holds it; None where there is
+    nothing to lock (no such directory, no flock)."""
+    if fcntl is None or not path.is_dir():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return _holder(path)
+    except OSError:  # a file system without flock (some network mounts)
+        os.close(fd)
+        return None
+
+
+def in_use(path: Path) -> str | None:
+    """Who holds `path` locked, if another process does."""
+    path = path.resolve()
+    if path in _held:
+        return None
+    got = _try_lock(path)
+    if isinstance(got, int):
+        os.close(got)  # closing the only descriptor drops the lock
+        return None
+    return got
+
+
+def hold_dir(path: Path, what: str, advice: str) -> None:
+    """Lock `path` for this process until `release_dir` (or the process's end): refused if another holds it."""
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # DDP workers run in rank zero's run directory, which rank zero holds
+    path = path.resolve()
+    if path in _held:
+        return
+    got = _try_lock(path)
+    if isinstance(got, str):
+        raise ConfigError(f"{what}={path} is in use by {got}: {advice}")
+    if got is not None:
+        _held[path] = got
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    hold_dir(run_dir, "hydra.run.dir", "a run is training there; wait for it to end, or choose a new hydra.run.dir")
+
+
+def release_dir(path: Path) -> None:
+    fd = _held.pop(path.resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False) -> None:
@@ -176,6 +255,7 @@ class ProtectRunDir(Callback):
         note_new_dir(run_dir)
         try:
             check_writable(run_dir, "hydra.run.dir")
+            hold_run_dir(run_dir)  # held until the run ends (aihf.app.train releases it)
             if finished_record(config, run_dir) is not None:
                 keep_earlier_record(config, run_dir)  # aihf.app.train says it is finished and returns its metrics
                 return
@@ -183,9 +263,13 @@ class ProtectRunDir(Callback):
             resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
             check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
         except ConfigError as exc:
+            release_dir(run_dir)
             _refuse(exc)
         if resuming_here:
             keep_earlier_record(config, run_dir)
+
+    def on_run_end(self, config, **kwargs) -> None:
+        release_dir(Path(config.hydra.run.dir))
 
     def on_job_start(self, config, **kwargs) -> None:
         job_dir = Path(config.hydra.runtime.output_dir).absolute()
@@ -202,11 +286,22 @@ class ProtectRunDir(Callback):
         self._earlier_jobs = {j.absolute() for j in sweep.iterdir()} if sweep.is_dir() else set()
         try:
             check_writable(sweep, "hydra.sweep.dir")
+            hold_dir(sweep, "hydra.sweep.dir", "another sweep is running there; wait for it to end")
+            busy = [(job, in_use(job)) for job in sorted(sweep.iterdir()) if job.is_dir()] if sweep.is_dir() else []
+            busy = [(job, holder) for job, holder in busy if holder]
+            if busy:
+                raise ConfigError(f"hydra.sweep.dir={sweep}: its run {busy[0][0].name} is in use by {busy[0][1]}; "
+                                  f"wait for it to end")
         except ConfigError as exc:
+            release_dir(sweep)
             _refuse(exc)
         if config.loop.resume is not None or not sweep.is_dir():
             return
         found = sorted(str(job.relative_to(sweep)) for job in sweep.iterdir() if job.is_dir() and earlier_outputs(job))
         if found:
+            release_dir(sweep)
             _refuse(ConfigError(f"hydra.sweep.dir={sweep} holds an earlier sweep's runs ({', '.join(found[:3])}"
                                 f"{', ...' if len(found) > 3 else ''}): choose a new hydra.sweep.dir"))
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        release_dir(Path(config.hydra.sweep.dir))
