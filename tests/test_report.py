@@ -428,3 +428,34 @@ def test_detectable_difference_is_where_holms_first_step_turns_significant():
     assert stats.t_test_p(spread + bound * 1.001) * 8 < 0.05 < stats.t_test_p(spread + bound * 0.999) * 8
     assert stats.smallest_significant_difference(spread, family=1) < bound  # a smaller family detects less
     assert np.isnan(stats.smallest_significant_difference([0.1], family=8))
+
+
+def test_figure_progress_says_which_runs_are_finished_and_where_the_others_stand(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from aihf import figures
+    sweep = tmp_path / "hopper-no-pairs-s0"
+    for job in ("0-irl-s0", "1-sac-s0", "2-bc-s0"):
+        (sweep / job / "csv").mkdir(parents=True)
+    (sweep / "0-irl-s0" / "metrics.json").write_text("{}")
+    (sweep / "1-sac-s0" / "csv" / "metrics.csv").write_text("eval/x,step\n1.0,2500\n,47000\n")
+    (sweep / "2-bc-s0" / "csv" / "metrics.csv").write_text("eval/x,step\n1.0,3000\n")
+    old = (sweep / "2-bc-s0" / "csv" / "metrics.csv")
+    os.utime(old, (old.stat().st_atime, old.stat().st_mtime - 3600))
+    (sweep.parent / "hopper-no-pairs-s0" / "3-constant-s0.interrupted-1").mkdir()  # set aside: not a run
+    hold = ("import sys, time; from pathlib import Path; from aihf.run_dir import hold_dir; "
+            "hold_dir(Path(sys.argv[1]), 'x', 'y'); print('held', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(sweep / "1-sac-s0")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines = figures.progress("comparison_hopper", tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    total = figures.FIGURES["comparison_hopper"].runs
+    assert lines[0] == f"comparison_hopper in {tmp_path}: 1 of {total} runs finished"
+    assert f"  {'hopper-no-pairs-s0':28s} 1/4 finished; 1-sac-s0 at 47,000 (training (pid {holder.pid})), " \
+           f"2-bc-s0 at 3,000 (log last written 60 min ago)" in lines
+    assert f"  {'hopper-oracle-recipe-s0':28s} not started (1 run)" in lines
+    assert len(lines) == 1 + len(figures.planned_sweeps("comparison_hopper"))

@@ -5,6 +5,7 @@
     python -m aihf.figures run study_prefs --dry-run # print the commands only
     python -m aihf.figures run study_prefs -- launcher=joblib   # extra overrides for every sweep (e.g. parallel jobs)
     python -m aihf.figures run comparison_hopper --root runs/cmp   # into runs/cmp/; run again to continue it
+    python -m aihf.figures progress comparison_hopper --root runs/cmp   # its finished runs, and where the others stand
 
 A figure is a list of `run.py --multirun` sweeps and the `aihf.report` call that turns their runs into
 `<out>.md` and `<out>.png`; the report names the git commit of every run, so a table always says what made it.
@@ -280,6 +281,53 @@ def read_records(path: Path) -> dict[str, dict]:
     return records
 
 
+def _last_step(run: Path) -> int | None:
+    """The env step (or LLM step) of the last row its CSV log holds."""
+    log = run / "csv" / "metrics.csv"
+    if not log.is_file():
+        return None
+    with open(log, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 4096))
+        tail = f.read().decode(errors="replace").splitlines()
+        f.seek(0)
+        header = f.readline().decode().strip().split(",")
+    if "step" not in header or len(tail) < 2:
+        return None
+    try:
+        return int(float(tail[-1].split(",")[header.index("step")]))
+    except (ValueError, IndexError):
+        return None
+
+
+def progress(name: str, root: Path) -> list[str]:
+    """One line per sweep of the figure under `root`: its finished runs, and where each unfinished one stands (its
+    last logged step; "training" while a process holds it, else the age of its log)."""
+    from aihf.run_dir import in_use
+    lines, done, total, now = [], 0, 0, time.time()
+    for sub, sweep in planned_sweeps(name):
+        n, sweep_dir = jobs_in(sweep), root / sub
+        runs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and ".interrupted-" not in d.name
+                      ) if sweep_dir.is_dir() else []
+        finished_here = sum((d / "metrics.json").is_file() for d in runs)
+        done, total = done + finished_here, total + (n or 0)
+        if not runs:
+            lines.append(f"  {sub:28s} not started ({n if n is not None else '?'} run{'' if n == 1 else 's'})")
+            continue
+        open_runs = []
+        for d in runs:
+            if (d / "metrics.json").is_file():
+                continue
+            step, holder = _last_step(d), in_use(d)
+            log = d / "csv" / "metrics.csv"
+            state = (f"training ({holder})" if holder else
+                     f"log last written {(now - log.stat().st_mtime) / 60:.0f} min ago" if log.is_file() else "no log")
+            open_runs.append(f"{d.name} at {step:,} ({state})" if step is not None else f"{d.name} ({state})")
+        lines.append(f"  {sub:28s} {finished_here}/{n if n is not None else '?'} finished"
+                     + (f"; {', '.join(open_runs)}" if open_runs else ""))
+    return [f"{name} in {root}: {done} of {total or FIGURES[name].runs} runs finished", *lines]
+
+
 def save_records(root: Path, path: Path) -> list[str]:
     """Add the runs finished under `root` to the records file (those already there are kept as they are); returns
     the runs added. The records are what a figure needs of its runs, small enough to commit, so that a figure made
@@ -326,6 +374,9 @@ def main() -> None:
                                              "an existing root is continued")
     r.add_argument("--report-only", action="store_true", help="the table and plot of the runs finished so far")
     r.add_argument("extra", nargs="*", help="overrides added to every sweep (after --)")
+    pg = sub.add_parser("progress", help="where each run of a figure under ROOT stands")
+    pg.add_argument("name", choices=sorted(FIGURES))
+    pg.add_argument("--root", type=Path, required=True)
     sv = sub.add_parser("save", help="add the finished runs under ROOT to RECORDS (a JSON-lines file to commit)")
     sv.add_argument("root", type=Path)
     sv.add_argument("records", type=Path)
@@ -338,6 +389,9 @@ def main() -> None:
     args = p.parse_args(argv[:cut])
     if args.cmd == "run":
         args.extra = [*args.extra, *argv[cut + 1:]]
+    if args.cmd == "progress":
+        print("\n".join(progress(args.name, args.root.absolute())))
+        return
     if args.cmd == "save":
         added = save_records(args.root.absolute(), args.records)
         print(f"{args.records}: {len(added)} runs added, {len(read_records(args.records))} in all")
