@@ -22,6 +22,11 @@ def main(cfg: DictConfig):
         result = run(cfg)
         if cfg.get("optimized_metric") is None:
             return result
+        if cfg.optimized_metric == "headline" and isinstance(result, dict):
+            from aihf.report import score_of  # the comparisons' headline: not one checkpoint's swing
+            headline = score_of(result, headline=True)
+            if headline is not None:
+                return float(headline)
         if not isinstance(result, dict) or not isinstance(result.get(cfg.optimized_metric), (int, float)):
             have = sorted(k for k, v in (result or {}).items() if isinstance(v, (int, float)))
             raise ConfigError(f"optimized_metric={cfg.optimized_metric}: the run has no such numeric result "

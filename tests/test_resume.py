@@ -471,3 +471,21 @@ def test_a_key_whose_default_changed_resumes_only_at_the_value_the_run_had():
     with pytest.raises(ConfigError, match="made before llm.data.subset existed.*resume with llm.data.subset=first"):
         check_same_run(saved, {"llm": {"data": {**old["llm"]["data"], "subset": "random"}}}, "loop.resume", (),
                        schema_defaults())
+
+
+def test_teacher_settings_change_on_resume_only_where_the_teacher_did_not_label_the_run():
+    """With data.relabel=true the teacher labels the training pairs at load: a changed teacher is another run."""
+    from omegaconf import OmegaConf
+
+    from aihf.errors import ConfigError
+    from aihf.mujoco.module import MuJoCoAIHF
+    from aihf.resume import check_same_run
+    for relabel in (True, False):
+        saved = {"data": {"relabel": relabel}, "teacher": {"mistake_prob": 0.0}}
+        now = {"data": {"relabel": relabel}, "teacher": {"mistake_prob": 0.1}}
+        resumable = MuJoCoAIHF.resumable(OmegaConf.create(now))
+        if relabel:
+            with pytest.raises(ConfigError, match="made with teacher.mistake_prob=0.0, this run has teacher"):
+                check_same_run(saved, now, "loop.resume", resumable)
+        else:
+            assert check_same_run(saved, now, "loop.resume", resumable) == []

@@ -132,7 +132,7 @@ def _train(cfg: DictConfig) -> dict:
         if state is None or "hyper_parameters" not in ckpt:
             raise ConfigError(f"loop.resume={ckpt_path} is not a checkpoint of an aihf {module_cls.DOMAIN} run")
         added = check_same_run(ckpt["hyper_parameters"]["cfg"], OmegaConf.to_container(cfg, resolve=True),
-                               "loop.resume", module_cls.RESUMABLE, schema_defaults())
+                               "loop.resume", module_cls.resumable(cfg), schema_defaults())
         if added:
             print(f"loop.resume: {', '.join(added)} did not exist when the checkpoint was made; "
                   f"resumed at {'its default' if len(added) == 1 else 'their defaults'}")

@@ -437,7 +437,8 @@ class LoggerConfig:
 @dataclass
 class Config:
     task: str = key("train", one_of("train", "collect", "import"))
-    # the result a --multirun sweeper optimises (Optuna: hparams_search/); null = the job returns all its metrics
+    # the result a --multirun sweeper optimises (Optuna: hparams_search/): a numeric key of metrics.json, or
+    # `headline` (the mean score of the evaluations in the last 20 % of training); null = the job returns all its metrics
     optimized_metric: Optional[str] = None
     seed: int = key(0, within(0, 2**32 - 1))
     run_dir: str = "."

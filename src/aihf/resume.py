@@ -45,6 +45,11 @@ class Continuable:
     INIT_FROM_SAME: tuple[str, ...] = ()
     RESUMABLE: tuple[str, ...] = RESUMABLE_CHANGES  # settings loop.resume may change
 
+    @classmethod
+    def resumable(cls, cfg) -> tuple[str, ...]:
+        """The settings loop.resume may change for this run's configuration."""
+        return cls.RESUMABLE
+
     def init_from(self, path: str) -> None:
         """Load an earlier run's checkpoint; its optimiser states are applied once the optimisers exist. A file of
         another domain, task, preset or architecture is refused in one line naming what differs."""

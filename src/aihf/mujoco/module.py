@@ -130,6 +130,11 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
     INIT_FROM_SAME = ("env.id", "algo.reward_source", "algo.policy_update")
     EXACT_RESUME = True  # loop.resume: the checkpoint holds the complete state (tests/test_resume.py)
 
+    @classmethod
+    def resumable(cls, cfg) -> tuple[str, ...]:
+        # the teacher labels the run's training pairs when they are relabelled at load: then it is part of the run
+        return tuple(k for k in cls.RESUMABLE if k != "teacher.") if cfg.data.relabel else cls.RESUMABLE
+
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.automatic_optimization = False
