@@ -1,7 +1,7 @@
 """Every results figure of the README and docs/, regenerated from the current code by one command each.
 
     python -m aihf.figures list                      # the figures, their outputs and the runs they take
-    python -m aihf.figures run hopper_table          # its sweeps (into multirun/figures/<name>/<time>/), then its report
+    python -m aihf.figures run num_envs              # its sweeps (into multirun/figures/<name>/<time>/), then its report
     python -m aihf.figures run study_prefs --dry-run # print the commands only
     python -m aihf.figures run study_prefs -- launcher=joblib   # extra overrides for every sweep (e.g. parallel jobs)
     python -m aihf.figures run comparison_hopper --root runs/cmp   # into runs/cmp/; run again to continue it
