@@ -211,3 +211,26 @@ def test_a_sweep_or_figure_in_use_is_refused_before_anything_is_written(tmp_path
             f"error: --root={tmp_path.resolve()} is in use by pid {pid}: another `aihf.figures run` is running its "
             f"figure; wait for it to end")
     assert snapshot(sweep) == before
+
+
+def test_a_continued_sweep_keeps_each_jobs_original_record(hopper_data, tmp_path):
+    """Hydra writes a job's config snapshot over .hydra/ before any callback runs in the job; a sweep continued with
+    loop.resume=auto still leaves .hydra/ as the command that started the job, this launch's in .hydra/resume-1/,
+    and a continuation refused at start-up leaves no record of itself."""
+    from aihf.run_dir import HYDRA_FILES
+    sweep, job = tmp_path / "sweep", tmp_path / "sweep" / "0-sac-s0"
+    common = ["-m", "algo=sac", "debug=fast", "seed=0", f"data.path={hopper_data}", "loop.torch_threads=1",
+              "policy.learning_starts=100", "trainer.enable_checkpointing=true", f"hydra.sweep.dir={sweep}"]
+    first = run_py(*common, "loop.total_env_steps=200", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    original = {f: (job / f).read_bytes() for f in HYDRA_FILES}
+    again = run_py(*common, "loop.total_env_steps=400", "loop.resume=auto", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((job / "metrics.json").read_text())["env_steps"] == 400  # continued, not restarted
+    assert {f: (job / f).read_bytes() for f in HYDRA_FILES} == original
+    assert "loop.total_env_steps=400" in (job / ".hydra" / "resume-1" / "overrides.yaml").read_text()
+    assert not (job / ".hydra" / "original").exists()
+    before = snapshot(job)
+    refused = run_py(*common, "loop.total_env_steps=600", "loop.resume=auto", "policy.hidden=[16,16]", cwd=tmp_path)
+    assert refused.returncode != 0 and "policy.hidden" in refused.stderr
+    assert snapshot(job) == before  # .hydra/ and its resume-1/ as they were, no resume-2/, the job log cut back

@@ -196,6 +196,42 @@ def keep_earlier_record(config, run_dir: Path) -> None:
     _resumes[run_dir] = (run_dir / ".hydra" / f"resume-{n}", logs)
 
 
+# A sweep's job continued in its directory: Hydra writes the job's config snapshot over .hydra/ before any callback
+# runs in the job, so the sweep sets the original aside first and the job puts it back.
+STASH = ".hydra/original"
+
+
+def stash_job_record(job_dir: Path) -> None:
+    """Before a sweep continues its jobs: keep each job's original .hydra/ snapshot (an earlier stash, left by a job
+    that died before restoring it, is the original and stays)."""
+    stash = job_dir / STASH
+    if stash.is_dir() or ".interrupted-" in job_dir.name or not all((job_dir / f).is_file() for f in HYDRA_FILES):
+        return
+    stash.mkdir()
+    for f in HYDRA_FILES:
+        shutil.copy2(job_dir / f, stash / Path(f).name)
+
+
+def restore_job_record(job_dir: Path) -> None:
+    """In a continued job, once Hydra has written this launch's snapshot: move it to .hydra/resume-<n>/ and put the
+    original back in .hydra/, as a single run's resume leaves them."""
+    stash = job_dir / STASH
+    if not stash.is_dir():
+        return
+    logs = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in job_dir.glob("*.log")}
+    n = 1
+    while (job_dir / ".hydra" / f"resume-{n}").exists():
+        n += 1
+    launch = job_dir / ".hydra" / f"resume-{n}"
+    launch.mkdir()
+    for f in HYDRA_FILES:
+        if (job_dir / f).is_file():
+            os.replace(job_dir / f, launch / Path(f).name)
+        os.replace(stash / Path(f).name, job_dir / f)
+    stash.rmdir()
+    _resumes[job_dir] = (launch, logs)  # a job refused at start-up removes this launch's record again
+
+
 def _undo_refused_resume(run_dir: Path) -> None:
     record, logs = _resumes.pop(run_dir, (None, {}))
     if record is not None and record.is_dir():
@@ -273,6 +309,7 @@ class ProtectRunDir(Callback):
 
     def on_job_start(self, config, **kwargs) -> None:
         job_dir = Path(config.hydra.runtime.output_dir).absolute()
+        restore_job_record(job_dir)
         if config.hydra.mode == RunMode.MULTIRUN and job_dir not in self._earlier_jobs:
             _created[job_dir] = job_dir  # Hydra has just made it for this job
 
@@ -295,6 +332,9 @@ class ProtectRunDir(Callback):
         except ConfigError as exc:
             release_dir(sweep)
             _refuse(exc)
+        if config.loop.resume is not None and sweep.is_dir():
+            for job in self._earlier_jobs:
+                stash_job_record(job)
         if config.loop.resume is not None or not sweep.is_dir():
             return
         found = sorted(str(job.relative_to(sweep)) for job in sweep.iterdir() if job.is_dir() and earlier_outputs(job))
