@@ -489,3 +489,17 @@ def test_teacher_settings_change_on_resume_only_where_the_teacher_did_not_label_
                 check_same_run(saved, now, "loop.resume", resumable)
         else:
             assert check_same_run(saved, now, "loop.resume", resumable) == []
+
+
+def test_a_run_whose_pairs_the_teacher_relabelled_resumes_only_with_that_teacher(hopper_data, tmp_path):
+    from aihf.app import train
+    from aihf.errors import ConfigError
+    from conftest import fast_cfg
+    extra = ["loop.total_env_steps=200", "loop.torch_threads=1", "data.relabel=true",
+             "trainer.enable_checkpointing=true"]
+    train(fast_cfg("aihf", hopper_data, tmp_path, extra))
+    with pytest.raises(ConfigError, match="made with teacher.mistake_prob=0.0, this run has teacher.mistake_prob=0.1"):
+        train(fast_cfg("aihf", hopper_data, tmp_path, [*extra, "loop.total_env_steps=400", "loop.resume=auto",
+                                                       "teacher.mistake_prob=0.1"]))
+    continued = train(fast_cfg("aihf", hopper_data, tmp_path, [*extra, "loop.total_env_steps=400", "loop.resume=auto"]))
+    assert continued["env_steps"] == 400

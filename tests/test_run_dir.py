@@ -171,7 +171,7 @@ def test_a_run_directory_in_use_is_refused_until_its_process_ends_even_killed(ea
 
 
 def test_a_training_run_holds_its_directory(hopper_data, tmp_path):
-    """A sweep's job (as a figure runs them) holds its own run directory while it trains."""
+    """A sweep's job (as a figure runs them) holds its own run directory while it trains, and the sweep its own."""
     from aihf.run_dir import in_use
     d = tmp_path / "sweep" / "0-sac-s0"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", "algo=sac", "debug=fast", "seed=0",
@@ -185,6 +185,7 @@ def test_a_training_run_holds_its_directory(hopper_data, tmp_path):
             time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be looked at"
         assert in_use(d) == f"pid {proc.pid}"
+        assert in_use(d.parent) == f"pid {proc.pid}"  # the sweep holds its directory, new as it was
     finally:
         proc.kill()
         proc.wait()
@@ -234,3 +235,17 @@ def test_a_continued_sweep_keeps_each_jobs_original_record(hopper_data, tmp_path
     refused = run_py(*common, "loop.total_env_steps=600", "loop.resume=auto", "policy.hidden=[16,16]", cwd=tmp_path)
     assert refused.returncode != 0 and "policy.hidden" in refused.stderr
     assert snapshot(job) == before  # .hydra/ and its resume-1/ as they were, no resume-2/, the job log cut back
+
+
+def test_a_finished_record_of_other_data_or_another_teacher_is_not_taken_for_this_run(hopper_data, tmp_path):
+    """loop.resume=auto returns a finished run's record only when it is this run's: the same data counts, and the
+    same teacher where the teacher labelled the run's pairs."""
+    extra = ["loop.total_env_steps=200", "loop.torch_threads=1", "data.relabel=true"]
+    train(fast_cfg("aihf", hopper_data, tmp_path, extra))
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    again = [*extra, "loop.resume=auto"]
+    assert train(fast_cfg("aihf", hopper_data, tmp_path, again))["num_prefs"] == 20  # its own: returned as it is
+    with pytest.raises(ConfigError, match=r"record of another run \(num_prefs 20, this run's 30\)"):
+        train(fast_cfg("aihf", hopper_data, tmp_path, [*again, "data.num_prefs=30"]))
+    with pytest.raises(ConfigError, match=r"record of another run \(teacher .*'mistake_prob': 0.0.*'mistake_prob': 0.1"):
+        train(fast_cfg("aihf", hopper_data, tmp_path, [*again, "teacher.mistake_prob=0.1"]))

@@ -101,16 +101,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
 def train(cfg: DictConfig) -> dict:
     """Train one run in cfg.run_dir (or continue one: loop.resume), holding its directory against other processes."""
     from aihf.run_dir import hold_run_dir, release_dir
-    asked = Path(cfg.run_dir)
-    hold_run_dir(asked)
+    taken = [Path(cfg.run_dir)] if hold_run_dir(Path(cfg.run_dir)) else []  # (a Hydra job's is held by its callback)
     try:
-        return _train(cfg)
+        return _train(cfg, taken)
     finally:
-        release_dir(asked)
-        release_dir(Path(cfg.run_dir))  # a resume's own run directory, where it differs from the one asked for
+        for path in taken:
+            release_dir(path)
 
 
-def _train(cfg: DictConfig) -> dict:
+def _train(cfg: DictConfig, taken: list[Path]) -> dict:
     from aihf.checks import check_config, job_overrides
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of, schema_defaults
     from aihf.run_dir import check_new_run_dir, finished_record, hold_run_dir, json_safe
@@ -139,7 +138,8 @@ def _train(cfg: DictConfig) -> dict:
         run_dir = run_dir_of(ckpt_path)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
-        hold_run_dir(run_dir)
+        if hold_run_dir(run_dir):  # resuming a run in another directory: that one is the run's
+            taken.append(run_dir)
         resume_step, budget = state["progress"], module_cls.budget_of(cfg, state)
         if resume_step >= budget:
             if state["final_metrics"] is None:

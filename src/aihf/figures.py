@@ -308,7 +308,7 @@ def progress(name: str, root: Path) -> list[str]:
     for sub, sweep in planned_sweeps(name):
         n, sweep_dir = jobs_in(sweep), root / sub
         runs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and ".interrupted-" not in d.name
-                      ) if sweep_dir.is_dir() else []
+                      and not d.name.startswith(".")) if sweep_dir.is_dir() else []  # (.submitit/: SLURM's logs)
         finished_here = sum((d / "metrics.json").is_file() for d in runs)
         done, total = done + finished_here, total + (n or 0)
         if not runs:

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 try:
@@ -66,10 +67,20 @@ def finished_record(cfg, run_dir: Path) -> dict | None:
     import json
 
     import hydra
+    from omegaconf import OmegaConf
     metrics = run_dir / "metrics.json"
     record = json.loads(metrics.read_text())
-    for key, ours in (("algo", cfg.algo.name), ("seed", cfg.seed)):
-        if key in record and record[key] != ours:
+    expected = [("algo", cfg.algo.name), ("seed", cfg.seed), ("env_id", OmegaConf.select(cfg, "env.id")),
+            ("weighting", OmegaConf.select(cfg, "algo.weighting")),
+            ("demo_weight", OmegaConf.select(cfg, "algo.demo_weight")),
+            ("pref_weight", OmegaConf.select(cfg, "algo.pref_weight"))]
+    # the data counts a run used (0 where its preset reads no demonstrations or no pairs), and the teacher where it
+    # labelled the run's pairs
+    expected += [(k, OmegaConf.select(cfg, f"data.{k}")) for k in ("num_demos", "num_prefs") if record.get(k)]
+    if OmegaConf.select(cfg, "data.relabel"):
+        expected.append(("teacher", OmegaConf.to_container(cfg.teacher)))
+    for key, ours in expected:
+        if key in record and ours is not None and record[key] != ours:
             raise ConfigError(f"loop.resume=auto: {metrics} is the record of another run ({key} {record[key]!r}, "
                               f"this run's {ours!r}); choose a new hydra.run.dir")
     budget = hydra.utils.get_class(cfg.domain.module).budget_of(cfg)
@@ -84,13 +95,26 @@ def finished_record(cfg, run_dir: Path) -> dict | None:
 _held: dict[Path, int] = {}
 
 
+def _close_held_in_child() -> None:
+    """A forked child (an async vector env's worker, say) must not keep its parent's locks alive."""
+    for fd in _held.values():
+        os.close(fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def _holder(path: Path) -> str:
     """The process holding a flock on `path`, from /proc/locks (Linux), else "another process"."""
     try:
-        inode = str(path.stat().st_ino)
+        st = path.stat()
+        device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
         for line in Path("/proc/locks").read_text().splitlines():
             fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 14476 08:01:1234 0 EOF"; waiters carry "->"
-            if len(fields) >= 6 and fields[1] == "FLOCK" and "->" not in fields and fields[5].split(":")[-1] == inode:
+            if (len(fields) >= 6 and fields[1] == "FLOCK" and "->" not in fields
+                    and fields[5] == f"{device}:{st.st_ino}"):
                 return f"pid {fields[4]}"
     except OSError:
         pass
@@ -99,23 +123,28 @@ def _holder(path: Path) -> str:
 
 def _try_lock(path: Path) -> int | None | str:
     """A descriptor of `path` holding its lock; the holder's name if another process holds it; None where there is
-    nothing to lock (no such directory, no flock)."""
-    if fcntl is None or not path.is_dir():
+    nothing to lock (no such directory, no flock: Windows, and network mounts such as NFS, where flock on a
+    directory is not supported, so runs there are not protected)."""
+    if fcntl is None:
         return None
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # gone, not a directory, not readable
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
     except BlockingIOError:
         os.close(fd)
         return _holder(path)
-    except OSError:  # a file system without flock (some network mounts)
+    except OSError:
         os.close(fd)
         return None
 
 
 def in_use(path: Path) -> str | None:
-    """Who holds `path` locked, if another process does."""
+    """Who holds `path` locked, if another process does. (A probe holds the lock for microseconds; `hold_dir`
+    retries past it.)"""
     path = path.resolve()
     if path in _held:
         return None
@@ -126,22 +155,35 @@ def in_use(path: Path) -> str | None:
     return got
 
 
-def hold_dir(path: Path, what: str, advice: str) -> None:
-    """Lock `path` for this process until `release_dir` (or the process's end): refused if another holds it."""
-    if os.environ.get("LOCAL_RANK", "0") != "0":
-        return  # DDP workers run in rank zero's run directory, which rank zero holds
+def _rank_zero() -> bool:
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
+    return rank == "0"
+
+
+def hold_dir(path: Path, what: str, advice: str) -> bool:
+    """Lock `path` for this process until `release_dir` (or the process's end): refused if another holds it.
+    Returns whether this call took the lock (False: already held here, or nothing to lock)."""
+    if not _rank_zero():
+        return False  # DDP workers run in rank zero's run directory, which rank zero holds
     path = path.resolve()
     if path in _held:
-        return
-    got = _try_lock(path)
+        return False
+    for attempt in range(20):  # past another process's momentary probe (in_use, `figures progress`)
+        got = _try_lock(path)
+        if not isinstance(got, str):
+            break
+        time.sleep(0.05)
     if isinstance(got, str):
         raise ConfigError(f"{what}={path} is in use by {got}: {advice}")
-    if got is not None:
-        _held[path] = got
+    if got is None:
+        return False
+    _held[path] = got
+    return True
 
 
-def hold_run_dir(run_dir: Path) -> None:
-    hold_dir(run_dir, "hydra.run.dir", "a run is training there; wait for it to end, or choose a new hydra.run.dir")
+def hold_run_dir(run_dir: Path) -> bool:
+    return hold_dir(run_dir, "hydra.run.dir", "a run is training there; wait for it to end, or choose a new "
+                                              "hydra.run.dir")
 
 
 def release_dir(path: Path) -> None:
@@ -202,21 +244,26 @@ STASH = ".hydra/original"
 
 
 def stash_job_record(job_dir: Path) -> None:
-    """Before a sweep continues its jobs: keep each job's original .hydra/ snapshot (an earlier stash, left by a job
-    that died before restoring it, is the original and stays)."""
+    """Before a sweep continues its jobs: keep the original .hydra/ snapshot of each job that ran (an earlier stash,
+    left by a job killed before it ended, is that original and stays). Written whole or not at all."""
     stash = job_dir / STASH
-    if stash.is_dir() or ".interrupted-" in job_dir.name or not all((job_dir / f).is_file() for f in HYDRA_FILES):
+    if (stash.is_dir() or ".interrupted-" in job_dir.name or not earlier_outputs(job_dir)
+            or not all((job_dir / f).is_file() for f in HYDRA_FILES)):
         return
-    stash.mkdir()
+    tmp = stash.with_name(stash.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     for f in HYDRA_FILES:
-        shutil.copy2(job_dir / f, stash / Path(f).name)
+        shutil.copy2(job_dir / f, tmp / Path(f).name)
+    os.replace(tmp, stash)
 
 
 def restore_job_record(job_dir: Path) -> None:
-    """In a continued job, once Hydra has written this launch's snapshot: move it to .hydra/resume-<n>/ and put the
-    original back in .hydra/, as a single run's resume leaves them."""
+    """In a continued job, once Hydra has written this launch's snapshot: move it to .hydra/resume-<n>/ and copy the
+    original back into .hydra/, as a single run's resume leaves them. The stash stays until the job ends, so a job
+    run again in the same launch (a SLURM requeue) or killed part-way restores from it again."""
     stash = job_dir / STASH
-    if not stash.is_dir():
+    if not all((stash / Path(f).name).is_file() for f in HYDRA_FILES):
         return
     logs = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in job_dir.glob("*.log")}
     n = 1
@@ -227,13 +274,14 @@ def restore_job_record(job_dir: Path) -> None:
     for f in HYDRA_FILES:
         if (job_dir / f).is_file():
             os.replace(job_dir / f, launch / Path(f).name)
-        os.replace(stash / Path(f).name, job_dir / f)
-    stash.rmdir()
+        shutil.copy2(stash / Path(f).name, job_dir / f)
     _resumes[job_dir] = (launch, logs)  # a job refused at start-up removes this launch's record again
 
 
 def _undo_refused_resume(run_dir: Path) -> None:
     record, logs = _resumes.pop(run_dir, (None, {}))
+    if in_use(run_dir):
+        return  # another process trains there now: its files are not this launch's to undo
     if record is not None and record.is_dir():
         shutil.rmtree(record)
     for path, (size, mtime_ns) in logs.items():  # Hydra's job log is appended to: cut it back to what it was
@@ -253,8 +301,8 @@ def discard_failed_start(run_dir: Path) -> None:
         _undo_refused_resume(run_dir)
         return
     top = _created.pop(run_dir, None)
-    if top is None or not run_dir.is_dir():
-        return
+    if top is None or not run_dir.is_dir() or in_use(run_dir):
+        return  # (in use: another process started there meanwhile, and the directory is its)
     files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if not p.is_dir()}
     if not files <= set(HYDRA_FILES) | {f for f in files if "/" not in f and f.endswith(".log")}:
         return  # something else was written: keep it all
@@ -291,7 +339,7 @@ class ProtectRunDir(Callback):
         note_new_dir(run_dir)
         try:
             check_writable(run_dir, "hydra.run.dir")
-            hold_run_dir(run_dir)  # held until the run ends (aihf.app.train releases it)
+            hold_run_dir(run_dir)  # held until the run ends
             if finished_record(config, run_dir) is not None:
                 keep_earlier_record(config, run_dir)  # aihf.app.train says it is finished and returns its metrics
                 return
@@ -308,23 +356,35 @@ class ProtectRunDir(Callback):
         release_dir(Path(config.hydra.run.dir))
 
     def on_job_start(self, config, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
         job_dir = Path(config.hydra.runtime.output_dir).absolute()
+        try:
+            hold_run_dir(job_dir)  # held until the job ends, its clean-up included
+        except ConfigError:
+            return  # in use by another process: aihf.app.train refuses the job in one line; touch nothing here
         restore_job_record(job_dir)
-        if config.hydra.mode == RunMode.MULTIRUN and job_dir not in self._earlier_jobs:
+        if job_dir not in self._earlier_jobs:
             _created[job_dir] = job_dir  # Hydra has just made it for this job
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
+        job_dir = Path(config.hydra.runtime.output_dir).absolute()
         if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, ConfigError):
-            discard_failed_start(Path(config.hydra.runtime.output_dir))
+            discard_failed_start(job_dir)
+        if config.hydra.mode == RunMode.MULTIRUN and job_dir.resolve() in _held:
+            shutil.rmtree(job_dir / STASH, ignore_errors=True)
+            release_dir(job_dir)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        existed = sweep.is_dir()
         # Job directories that were there before this sweep (left by a failed earlier start) are not its to remove.
-        self._earlier_jobs = {j.absolute() for j in sweep.iterdir()} if sweep.is_dir() else set()
+        self._earlier_jobs = {j.absolute() for j in sweep.iterdir()} if existed else set()
         try:
             check_writable(sweep, "hydra.sweep.dir")
+            sweep.mkdir(parents=True, exist_ok=True)  # (Hydra makes it anyway) so that it can be held from the start
             hold_dir(sweep, "hydra.sweep.dir", "another sweep is running there; wait for it to end")
-            busy = [(job, in_use(job)) for job in sorted(sweep.iterdir()) if job.is_dir()] if sweep.is_dir() else []
+            busy = [(job, in_use(job)) for job in sorted(sweep.iterdir()) if job.is_dir()]
             busy = [(job, holder) for job, holder in busy if holder]
             if busy:
                 raise ConfigError(f"hydra.sweep.dir={sweep}: its run {busy[0][0].name} is in use by {busy[0][1]}; "
@@ -332,10 +392,11 @@ class ProtectRunDir(Callback):
         except ConfigError as exc:
             release_dir(sweep)
             _refuse(exc)
-        if config.loop.resume is not None and sweep.is_dir():
+        if config.loop.resume is not None:
             for job in self._earlier_jobs:
-                stash_job_record(job)
-        if config.loop.resume is not None or not sweep.is_dir():
+                if job.is_dir():
+                    stash_job_record(job)
+        if config.loop.resume is not None or not existed:
             return
         found = sorted(str(job.relative_to(sweep)) for job in sweep.iterdir() if job.is_dir() and earlier_outputs(job))
         if found:

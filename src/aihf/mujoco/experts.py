@@ -11,8 +11,8 @@ the parts' evaluations in env-step order (a later part's at a step it shares wit
 the last part's (init_from carries the earlier parts' time).
 
 An expert's record is what the table needs of its run: env, evaluation curve, training wall time and the machine
-that trained it (the one `--save` runs on). Experts take hours and their run directories are not committed, so
-`--save` keeps the record in a small committed JSON-lines file (one line per env; saving an env again replaces its
+that trained it (the one `--save` runs on, or `--machine`). Experts take hours and their run directories are not
+committed, so `--save` keeps the record in a small committed JSON-lines file (one line per env; saving an env again replaces its
 line), and the table is made from that file once the run directories are gone.
 
 For each expert (a run directory, or a record) and the dataset collected from it (`<data>/<env id>.npz` +
@@ -70,10 +70,10 @@ def env_of(run: str) -> str:
     raise SystemExit(f"{run}: no env id in csv/hparams.yaml")
 
 
-def record_of(run: str) -> dict:
-    """An expert run's record, made on the machine that trained it."""
+def record_of(run: str, trained_on: str | None = None) -> dict:
+    """An expert run's record; its machine is this one unless `trained_on` names the one that trained it."""
     steps, returns, wall = eval_curve(run)
-    return {"env": env_of(run), "steps": steps, "returns": returns, "wall_s": wall, "machine": machine(),
+    return {"env": env_of(run), "steps": steps, "returns": returns, "wall_s": wall, "machine": trained_on or machine(),
             "curve": "every training-time evaluation (5 deterministic episodes)",
             "runs": [Path(part).name for part in run.split(os.pathsep)]}
 
@@ -104,11 +104,11 @@ def save_records(new: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def records_of(sources: list[str]) -> list[dict]:
+def records_of(sources: list[str], trained_on: str | None = None) -> list[dict]:
     """Records from run directories (an expert's parts joined by ':') and from `.jsonl` record files, in order."""
     out = []
     for source in sources:
-        out += read_records(Path(source)) if source.endswith(".jsonl") else [record_of(source)]
+        out += read_records(Path(source)) if source.endswith(".jsonl") else [record_of(source, trained_on)]
     return out
 
 
@@ -158,10 +158,11 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("data/mujoco"))
     p.add_argument("--out", type=Path, help="write the table to <out>.md and the curves to <out>.png")
     p.add_argument("--save", type=Path, help="add the experts' records to this .jsonl file (an env's replaces its own)")
+    p.add_argument("--machine", help="the machine that trained the run directories given (default: this one)")
     args = p.parse_args()
     if not (args.out or args.save):
         p.error("nothing to do: give --out, --save or both")
-    records = records_of(args.sources)
+    records = records_of(args.sources, args.machine)
     if args.save:
         save_records(records, args.save)
         print(f"{args.save}: records of {', '.join(r['env'] for r in records)}")
