@@ -228,14 +228,20 @@ _resumes: dict[Path, tuple[Path, dict[Path, tuple[int, int]]]] = {}
 def keep_earlier_record(config, run_dir: Path) -> None:
     """A resume writes Hydra's config snapshot of this launch to .hydra/resume-<n>/, beside the original's in
     .hydra/, never over it: the run's record keeps the command that started it and every one that continued it."""
-    run_dir = run_dir.absolute()
+    launch = note_launch(run_dir.absolute())
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = str(launch.relative_to(run_dir.absolute()))
+
+
+def note_launch(run_dir: Path) -> Path:
+    """This launch's record in a resumed run: the next free .hydra/resume-<n>/, noted with each job log's size and
+    modification time now, so that a launch refused at start-up can be undone (`discard_failed_start`)."""
     n = 1
     while (run_dir / ".hydra" / f"resume-{n}").exists():
         n += 1
-    with read_write(config.hydra), open_dict(config.hydra):
-        config.hydra.output_subdir = f".hydra/resume-{n}"
     logs = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.glob("*.log")}
     _resumes[run_dir] = (run_dir / ".hydra" / f"resume-{n}", logs)
+    return run_dir / ".hydra" / f"resume-{n}"
 
 
 # A sweep's job continued in its directory: Hydra writes the job's config snapshot over .hydra/ before any callback
@@ -265,17 +271,12 @@ def restore_job_record(job_dir: Path) -> None:
     stash = job_dir / STASH
     if not all((stash / Path(f).name).is_file() for f in HYDRA_FILES):
         return
-    logs = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in job_dir.glob("*.log")}
-    n = 1
-    while (job_dir / ".hydra" / f"resume-{n}").exists():
-        n += 1
-    launch = job_dir / ".hydra" / f"resume-{n}"
+    launch = note_launch(job_dir)
     launch.mkdir()
     for f in HYDRA_FILES:
         if (job_dir / f).is_file():
             os.replace(job_dir / f, launch / Path(f).name)
         shutil.copy2(stash / Path(f).name, job_dir / f)
-    _resumes[job_dir] = (launch, logs)  # a job refused at start-up removes this launch's record again
 
 
 def _undo_refused_resume(run_dir: Path) -> None:
