@@ -249,3 +249,20 @@ def test_a_finished_record_of_other_data_or_another_teacher_is_not_taken_for_thi
         train(fast_cfg("aihf", hopper_data, tmp_path, [*again, "data.num_prefs=30"]))
     with pytest.raises(ConfigError, match=r"record of another run \(teacher .*'mistake_prob': 0.0.*'mistake_prob': 0.1"):
         train(fast_cfg("aihf", hopper_data, tmp_path, [*again, "teacher.mistake_prob=0.1"]))
+
+
+@pytest.mark.parametrize("env,checked", [({"SLURM_PROCID": "1"}, False), ({"RANK": "2", "LOCAL_RANK": "0"}, False),
+                                         ({"LOCAL_RANK": "1"}, False), ({"SLURM_PROCID": "0"}, True), ({}, True)])
+def test_only_the_global_rank_zero_checks_the_run_directory(earlier_run, monkeypatch, env, checked):
+    """Under srun every task starts with SLURM_PROCID but no LOCAL_RANK: a worker must not refuse the directory into
+    which rank zero's Hydra has just written, and rank zero must still refuse an earlier run's directory."""
+    from aihf.run_dir import check_new_run_dir
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if checked:
+        with pytest.raises(ConfigError, match="holds another run's outputs"):
+            check_new_run_dir(earlier_run, resuming=False)
+    else:
+        check_new_run_dir(earlier_run, resuming=False)

@@ -156,6 +156,7 @@ def in_use(path: Path) -> str | None:
 
 
 def _rank_zero() -> bool:
+    # srun starts every task before Lightning sets LOCAL_RANK, so the global rank decides (SLURM_PROCID there)
     rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
     return rank == "0"
 
@@ -193,7 +194,7 @@ def release_dir(path: Path) -> None:
 
 
 def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False) -> None:
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if not _rank_zero():
         return  # DDP workers share rank zero's (already checked) run directory
     found = [] if resuming else earlier_outputs(run_dir)
     if found and resume_asked:
