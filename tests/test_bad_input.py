@@ -96,6 +96,29 @@ def test_collect_never_overwrites(hopper_data, tmp_path):
     assert hopper_data.read_bytes() == before
 
 
+def test_a_dataset_write_killed_midway_leaves_nothing_that_blocks_the_rerun(hopper_data, tmp_path, monkeypatch):
+    """Interrupted while compressing (a killed collect, a full disk): no truncated .npz and no lone .json stay behind
+    to make the rerun refuse with "already exists"; the rerun writes the same dataset."""
+    from aihf.mujoco.datasets import load_dataset
+    data = load_dataset(hopper_data)
+    out = tmp_path / "d.npz"
+    real = np.savez_compressed
+
+    def dies_midway(file, **arrays):
+        real(file, **dict(list(arrays.items())[:2]))  # part of the arrays reach the disk
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        data.save(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(np, "savez_compressed", real)
+    data.save(out)
+    again = load_dataset(out)
+    assert again.metadata == data.metadata
+    assert all(np.array_equal(again.arrays[k], v) for k, v in data.arrays.items())
+
+
 def test_bad_data_leaves_earlier_run_untouched(hopper_data, tmp_path):
     train(fast_cfg("sac", hopper_data, tmp_path, ["loop.total_env_steps=300"]))
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,19 @@ class TrajectoryDataset:
         if path.exists() or metadata_path(path).exists():
             raise ConfigError(f"{path} already exists: choose a new collect.output (nothing was overwritten)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **self.arrays)
-        metadata_path(path).write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
+        # Written beside under temporary names, then renamed: a writer killed mid-way leaves neither a truncated
+        # file nor one half of the pair, either of which would block the rerun ("already exists").
+        tmp_npz, tmp_json = path.with_name(path.name + ".tmp"), metadata_path(path).with_name(
+            metadata_path(path).name + ".tmp")
+        try:
+            with open(tmp_npz, "wb") as f:
+                np.savez_compressed(f, **self.arrays)
+            tmp_json.write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
+            os.replace(tmp_json, metadata_path(path))
+            os.replace(tmp_npz, path)
+        finally:
+            tmp_npz.unlink(missing_ok=True)
+            tmp_json.unlink(missing_ok=True)
         return path
 
 
