@@ -5,7 +5,6 @@ beside it byte-identical. `docs/errors.md` is this table, rendered by `python te
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -81,3 +81,24 @@ def test_the_expert_is_the_best_candidate_over_fresh_episodes_not_the_luckiest_e
     assert [c["mean_return"] for c in record["candidates"]] == pytest.approx([fresh[i] for i in order[:3]], rel=1e-5)
     only, record = choose_expert(env, rungs, candidates=1, episodes=3, first_seed=77)
     assert only is rungs[order[0]] and [c["name"] for c in record["candidates"]] == [rungs[order[0]]["name"]]
+
+
+def test_an_expert_runs_ladder_is_what_collect_reads(hopper_data, tmp_path):
+    """`loop.save_ladder=true` keeps the actor at every evaluation; collect rebuilds each rung as the run's actor at
+    that step, and no temporary file of a rung's write is taken for a rung."""
+    from conftest import fast_cfg
+
+    from aihf.app import train
+    from aihf.mujoco.collect import load_ladder
+    run = tmp_path / "expert"
+    train(fast_cfg("sac", hopper_data, run, ["loop.total_env_steps=300", "policy.learning_starts=100",
+                                             "loop.eval_every=100", "loop.eval_episodes=1", "loop.save_ladder=true",
+                                             "loop.torch_threads=1", "trainer.enable_checkpointing=true"]))
+    assert sorted(p.name for p in (run / "ladder").iterdir()) == [f"step_{s:08d}.pt" for s in (100, 200, 300)]
+    rungs = load_ladder(str(run / "ladder"), "Hopper-v5")
+    assert [r["env_steps"] for r in rungs] == [100, 200, 300]
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    actor = {k.removeprefix("policy.actor."): v for k, v in last.items() if k.startswith("policy.actor.")}
+    assert actor and rungs[-1]["actor"].state_dict().keys() == actor.keys()
+    assert all(torch.equal(rungs[-1]["actor"].state_dict()[k], v) for k, v in actor.items())
+    assert not all(torch.equal(rungs[0]["actor"].state_dict()[k], v) for k, v in actor.items())

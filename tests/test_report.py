@@ -169,7 +169,7 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
     assert len(rows) == 3, md
     assert "λ_D=0.0, demos=5 − λ_D=1.0, demos=5" in md or "λ_D=0.0 − λ_D=1.0" in md  # λ_D 0 first: 0 minus 1
     d0, lo0, hi0 = stats.paired_difference([1] * 6 + [0] * 4, [1] * 8 + [0] * 2)
-    assert f"| 0 | 10 | 0.600" in rows[0] and f"{d0:+.3f} [{lo0:+.3f}, {hi0:+.3f}] | 2 |" in rows[0]
+    assert "| 0 | 10 | 0.600" in rows[0] and f"{d0:+.3f} [{lo0:+.3f}, {hi0:+.3f}] | 2 |" in rows[0]
     pooled = stats.corrected_resampled_t([-0.2, 0.2], 10, 40)
     assert rows[2].startswith("| all 2 |") and f"{pooled[0]:+.3f} [{pooled[1]:+.3f}, {pooled[2]:+.3f}]" in rows[2]
     assert "1 of 2 seeds > 0" in rows[2]

@@ -266,3 +266,24 @@ def test_only_the_global_rank_zero_checks_the_run_directory(earlier_run, monkeyp
             check_new_run_dir(earlier_run, resuming=False)
     else:
         check_new_run_dir(earlier_run, resuming=False)
+
+
+def test_a_metrics_file_killed_mid_write_is_never_left_truncated(tmp_path, monkeypatch):
+    """metrics.json marks a run finished (a continued sweep skips it, the report reads it): an interrupted write
+    leaves the earlier file or none, never a partial one."""
+    from aihf.run_dir import save_metrics
+    path = tmp_path / "metrics.json"
+    save_metrics(path, {"headline": 0.5, "epic": float("nan")})
+    assert json.loads(path.read_text()) == {"headline": 0.5, "epic": None}
+    before = path.read_bytes()
+
+    def dies_midway(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])  # half the record reaches the disk
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_metrics(path, {"headline": 0.9})
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

@@ -112,7 +112,7 @@ def train(cfg: DictConfig) -> dict:
 def _train(cfg: DictConfig, taken: list[Path]) -> dict:
     from aihf.checks import check_config, job_overrides
     from aihf.resume import check_same_run, load_checkpoint, resolve_resume, run_dir_of, schema_defaults
-    from aihf.run_dir import check_new_run_dir, finished_record, hold_run_dir, json_safe
+    from aihf.run_dir import check_new_run_dir, finished_record, hold_run_dir, save_metrics
     check_config(cfg, job_overrides())
     module_cls = hydra.utils.get_class(cfg.domain.module)
     record = finished_record(cfg, Path(cfg.run_dir))
@@ -147,7 +147,7 @@ def _train(cfg: DictConfig, taken: list[Path]) -> dict:
                                   f"{budget}: raise it above {resume_step} to continue the run")
             metrics = run_dir / "metrics.json"
             if not metrics.is_file():  # killed after its final checkpoint, before writing its results
-                metrics.write_text(json.dumps(json_safe(state["final_metrics"]), indent=2, allow_nan=False))
+                save_metrics(metrics, state["final_metrics"])
             print(f"loop.resume: the run in {run_dir} is finished ({resume_step} of {budget} steps); "
                   f"metrics in {metrics}")
             return json.loads(metrics.read_text())

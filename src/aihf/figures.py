@@ -353,12 +353,13 @@ def restore_records(path: Path, root: Path) -> list[str]:
     """Write each recorded run's metrics.json back under `root` where its directory has none, so `run --root`
     counts it finished (a sweep continued over it runs only the others: `loop.resume=auto` leaves a finished run
     without checkpoints as it is) and the report tabulates it; returns the runs restored."""
+    from aihf.run_dir import save_metrics
     restored = []
     for run, metrics in read_records(path).items():
         target = root / run / "metrics.json"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(metrics, indent=2, allow_nan=False))
+            save_metrics(target, metrics)
             restored.append(run)
     return restored
 

@@ -8,6 +8,7 @@ directory must still find what the project ships or prepares (`data/llm/`, `mode
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -44,3 +45,17 @@ def resolve_dir(path: str | None) -> str | None:
         return path
     given = Path(path).expanduser()
     return str(given if given.is_absolute() else launch_dir() / given)
+
+
+@contextmanager
+def written_whole(path: Path):
+    """A temporary path beside `path`, renamed to it when the block ends without error (removed otherwise): a
+    process killed mid-write leaves the old file or none, never a truncated one that a later run would trust
+    (a finished run's metrics.json, a ladder rung, a dataset)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -222,8 +222,8 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     return "\n".join(lines)
 
 
-CAVEAT = (f"Cells: mean over seeds [95 % t-interval] (min–max). Scores are expert-normalised (0: the uniform "
-          f"random policy, 1: the expert's demonstrations); the headline is the mean of each run's evaluations "
+CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expert-normalised (0: the uniform "
+          "random policy, 1: the expert's demonstrations); the headline is the mean of each run's evaluations "
           "in the last 20 % of its budget, the final score its last evaluation alone (more episodes), the first "
           "evaluation's score (under the recipe's warm start and before learning_starts: the warm start alone) "
           "shows what RL added. A diverged seed "
@@ -245,7 +245,7 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     if not any(v in METHOD for v in varying):
         return ""
     methods = [v for v in varying if v in METHOD]
-    lines = [f"Probability of improvement, P(row > column) of the score (last 20 % of training) over "
+    lines = ["Probability of improvement, P(row > column) of the score (last 20 % of training) over "
              "seeds, 95 % bootstrap interval:", ""]
     for context, keys in contexts(groups, METHOD).items():
         if len(keys) < 2:

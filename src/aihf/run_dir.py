@@ -48,6 +48,15 @@ def json_safe(value):
     return value
 
 
+def save_metrics(path: Path, record: dict) -> None:
+    """A run's metrics.json: strict JSON, written whole (its presence is what marks a run finished)."""
+    import json
+
+    from aihf.paths import written_whole
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
+
+
 def earlier_outputs(run_dir: Path) -> list[str]:
     return [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
 

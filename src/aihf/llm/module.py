@@ -45,7 +45,7 @@ from aihf.llm.updates import UpdateRules
 from aihf.nonfinite import FiniteWatch
 from aihf.provenance import commit_record, git_commit
 from aihf.resume import BudgetStream, Continuable
-from aihf.run_dir import json_safe
+from aihf.run_dir import save_metrics
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             result = {"domain": "llm", "algo": self.cfg.algo.name, "seed": self.cfg.seed, "status": "diverged",
                       "error": message, "steps": self.steps_done, "skipped_updates": self.skipped_updates,
                       "history": self.history}
-            (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+            save_metrics(self.run_dir / "metrics.json", result)
         raise TrainingDiverged(message)
 
     def _log(self, metrics: dict, step: int) -> None:
@@ -366,8 +366,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             self.finish()
         if self._is_global_zero():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.final_metrics), indent=2,
-                                                                  allow_nan=False))
+            save_metrics(self.run_dir / "metrics.json", self.final_metrics)
 
     def finish(self) -> None:
         """The final evaluation and the run's results."""

@@ -76,7 +76,7 @@ def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = 
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
     from aihf.llm.module import LLMAIHF
     from aihf.provenance import git_commit
-    from aihf.run_dir import json_safe
+    from aihf.run_dir import save_metrics
     commit = commit or git_commit()
     check_overrides(overrides)
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -106,7 +106,7 @@ def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = 
                                "wall_s": time.perf_counter() - t0,
                                "at_training": {k: before[k] for k in metrics if k in before}}}
     out.mkdir(parents=True)
-    (out / "metrics.json").write_text(json.dumps(json_safe(record), indent=2, allow_nan=False))
+    save_metrics(out / "metrics.json", record)
     return record
 
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from aihf.errors import ConfigError
+from aihf.paths import written_whole
 
 DEMO, TRAIN, HELDOUT = 0, 1, 2
 ARRAYS = {"obs": 2, "act": 2, "reward": 1, "traj_start": 1, "traj_len": 1, "traj_return": 1, "traj_policy": 1,
@@ -94,19 +94,11 @@ class TrajectoryDataset:
         if path.exists() or metadata_path(path).exists():
             raise ConfigError(f"{path} already exists: choose a new collect.output (nothing was overwritten)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside under temporary names, then renamed: a writer killed mid-way leaves neither a truncated
-        # file nor one half of the pair, either of which would block the rerun ("already exists").
-        tmp_npz, tmp_json = path.with_name(path.name + ".tmp"), metadata_path(path).with_name(
-            metadata_path(path).name + ".tmp")
-        try:
-            with open(tmp_npz, "wb") as f:
-                np.savez_compressed(f, **self.arrays)
-            tmp_json.write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
-            os.replace(tmp_json, metadata_path(path))
-            os.replace(tmp_npz, path)
-        finally:
-            tmp_npz.unlink(missing_ok=True)
-            tmp_json.unlink(missing_ok=True)
+        # npz then json, each written whole: a writer killed mid-way leaves no truncated file to block the rerun
+        with written_whole(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **self.arrays)
+        with written_whole(metadata_path(path)) as tmp:
+            tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
         return path
 
 

@@ -17,7 +17,6 @@ steps for behaviour cloning). Evaluation and checkpoints are scheduled by the ca
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -43,9 +42,10 @@ from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
 from aihf.mujoco.rollout import VectorRollout
 from aihf.mujoco.video import check_video_support, log_video, record_episode
 from aihf.nonfinite import FiniteWatch, update_is_finite
+from aihf.paths import written_whole
 from aihf.provenance import commit_record, git_commit
 from aihf.resume import BudgetStream, Continuable
-from aihf.run_dir import json_safe
+from aihf.run_dir import save_metrics
 from aihf.teachers import SimulatedTeacher
 
 REWARD_SOURCES = ("learned", "env", "constant")
@@ -557,12 +557,12 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         """One rung of the expert quality ladder: the actor and what is needed to rebuild it."""
         ladder = self.run_dir / "ladder"
         ladder.mkdir(parents=True, exist_ok=True)
-        torch.save({"actor": {k: v.cpu() for k, v in self.policy.actor.state_dict().items()},
-                    "env_id": self.cfg.env.id, "env_steps": step,
-                    "eval_return": eval_return, "hidden": list(self.cfg.policy.hidden),
-                    "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                    "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()},
-                   ladder / f"step_{step:08d}.pt")
+        with written_whole(ladder / f"step_{step:08d}.pt") as tmp:  # `collect` trusts every rung it finds
+            torch.save({"actor": {k: v.cpu() for k, v in self.policy.actor.state_dict().items()},
+                        "env_id": self.cfg.env.id, "env_steps": step,
+                        "eval_return": eval_return, "hidden": list(self.cfg.policy.hidden),
+                        "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+                        "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()}, tmp)
 
     def _result(self, final: dict) -> dict:
         return {"env_id": self.cfg.env.id, "algo": self.cfg.algo.name, "seed": self.cfg.seed, "budget": self.budget,
@@ -589,8 +589,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
     @rank_zero_only
     def write_metrics(self) -> None:
         # Valid JSON: an undefined metric (e.g. pair accuracy with no decided pairs) is null, never NaN.
-        (self.run_dir / "metrics.json").write_text(json.dumps(json_safe(self.final_metrics), indent=2,
-                                                              allow_nan=False))
+        save_metrics(self.run_dir / "metrics.json", self.final_metrics)
 
     def teardown(self, stage: str) -> None:
         self.rollout.close()
