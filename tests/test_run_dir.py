@@ -192,6 +192,30 @@ def test_a_training_run_holds_its_directory(hopper_data, tmp_path):
     assert in_use(d) is None
 
 
+def test_a_single_run_holds_its_new_directory_before_hydra_writes_there(hopper_data, tmp_path):
+    """Two commands aimed at the same new hydra.run.dir: the first holds it from the start, so the second is refused
+    before its Hydra writes its config snapshot over the first's."""
+    from aihf.run_dir import in_use
+    d = tmp_path / "new" / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "algo=sac", "debug=fast", f"data.path={hopper_data}",
+                             "loop.total_env_steps=200000", "loop.torch_threads=1", f"hydra.run.dir={d}"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if (d / ".hydra" / "overrides.yaml").is_file() or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert in_use(d) == f"pid {proc.pid}"
+        time.sleep(0.5)  # (its snapshot written to the end)
+        before = (d / ".hydra" / "overrides.yaml").read_bytes()
+        second = run_py("algo=bc", "debug=fast", f"data.path={hopper_data}", f"hydra.run.dir={d}", cwd=tmp_path)
+        assert second.returncode == 2 and "is in use by pid" in second.stderr
+        assert (d / ".hydra" / "overrides.yaml").read_bytes() == before
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_sweep_or_figure_in_use_is_refused_before_anything_is_written(tmp_path):
     sweep = tmp_path / "sweep"
     (sweep / "0-sac-s0").mkdir(parents=True)

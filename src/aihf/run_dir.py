@@ -350,6 +350,7 @@ class ProtectRunDir(Callback):
         note_new_dir(run_dir)
         try:
             check_writable(run_dir, "hydra.run.dir")
+            run_dir.mkdir(parents=True, exist_ok=True)  # (Hydra makes it anyway) held before Hydra writes there
             hold_run_dir(run_dir)  # held until the run ends
             if finished_record(config, run_dir) is not None:
                 keep_earlier_record(config, run_dir)  # aihf.app.train says it is finished and returns its metrics
