@@ -170,19 +170,25 @@ def test_a_run_directory_in_use_is_refused_until_its_process_ends_even_killed(ea
     assert in_use(earlier_run) is None  # the kernel dropped the killed holder's lock: nothing stale is left
 
 
+def long_run_until(path: Path, args: list[str], cwd: Path) -> subprocess.Popen:
+    """A SAC run of 200k env steps (it outlasts the test), once `path` exists or the process has ended."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, "algo=sac", "debug=fast",
+                             "loop.total_env_steps=200000", "loop.torch_threads=1"],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(6000):
+        if path.is_file() or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    return proc
+
+
 def test_a_training_run_holds_its_directory(hopper_data, tmp_path):
     """A sweep's job (as a figure runs them) holds its own run directory while it trains, and the sweep its own."""
     from aihf.run_dir import in_use
     d = tmp_path / "sweep" / "0-sac-s0"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", "algo=sac", "debug=fast", "seed=0",
-                             f"data.path={hopper_data}", "loop.total_env_steps=200000", "loop.torch_threads=1",
-                             f"hydra.sweep.dir={d.parent}"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = long_run_until(d / "csv" / "metrics.csv", ["-m", "seed=0", f"data.path={hopper_data}",
+                                                      f"hydra.sweep.dir={d.parent}"], cwd=tmp_path)
     try:
-        for _ in range(600):
-            if (d / "csv" / "metrics.csv").is_file() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be looked at"
         assert in_use(d) == f"pid {proc.pid}"
         assert in_use(d.parent) == f"pid {proc.pid}"  # the sweep holds its directory, new as it was
@@ -197,14 +203,9 @@ def test_a_single_run_holds_its_new_directory_before_hydra_writes_there(hopper_d
     before its Hydra writes its config snapshot over the first's."""
     from aihf.run_dir import in_use
     d = tmp_path / "new" / "run"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "algo=sac", "debug=fast", f"data.path={hopper_data}",
-                             "loop.total_env_steps=200000", "loop.torch_threads=1", f"hydra.run.dir={d}"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = long_run_until(d / ".hydra" / "overrides.yaml", [f"data.path={hopper_data}", f"hydra.run.dir={d}"],
+                          cwd=tmp_path)
     try:
-        for _ in range(600):
-            if (d / ".hydra" / "overrides.yaml").is_file() or proc.poll() is not None:
-                break
-            time.sleep(0.01)
         assert in_use(d) == f"pid {proc.pid}"
         time.sleep(0.5)  # (its snapshot written to the end)
         before = (d / ".hydra" / "overrides.yaml").read_bytes()
