@@ -106,6 +106,7 @@ def test_a_dataset_write_killed_midway_leaves_nothing_that_blocks_the_rerun(hopp
 
     def dies_midway(file, **arrays):
         real(file, **dict(list(arrays.items())[:2]))  # part of the arrays reach the disk
+        assert not out.exists()  # ... not under the dataset's name: a SIGKILL now would leave nothing there
         raise KeyboardInterrupt
 
     monkeypatch.setattr(np, "savez_compressed", dies_midway)

@@ -95,6 +95,7 @@ def test_an_expert_runs_ladder_is_what_collect_reads(hopper_data, tmp_path):
                                              "loop.eval_every=100", "loop.eval_episodes=1", "loop.save_ladder=true",
                                              "loop.torch_threads=1", "trainer.enable_checkpointing=true"]))
     assert sorted(p.name for p in (run / "ladder").iterdir()) == [f"step_{s:08d}.pt" for s in (100, 200, 300)]
+    (run / "ladder" / "step_00000400.pt.tmp-99").write_bytes(b"half a rung")  # a writer killed mid-way
     rungs = load_ladder(str(run / "ladder"), "Hopper-v5")
     assert [r["env_steps"] for r in rungs] == [100, 200, 300]
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

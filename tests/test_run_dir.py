@@ -206,8 +206,12 @@ def test_a_single_run_holds_its_new_directory_before_hydra_writes_there(hopper_d
     proc = long_run_until(d / ".hydra" / "overrides.yaml", [f"data.path={hopper_data}", f"hydra.run.dir={d}"],
                           cwd=tmp_path)
     try:
+        assert proc.poll() is None, "the run ended before it could be looked at"
         assert in_use(d) == f"pid {proc.pid}"
-        time.sleep(0.5)  # (its snapshot written to the end)
+        for _ in range(3000):  # its snapshot written to the end: it is training
+            if (d / "csv" / "metrics.csv").is_file():
+                break
+            time.sleep(0.01)
         before = (d / ".hydra" / "overrides.yaml").read_bytes()
         second = run_py("algo=bc", "debug=fast", f"data.path={hopper_data}", f"hydra.run.dir={d}", cwd=tmp_path)
         assert second.returncode == 2 and "is in use by pid" in second.stderr
@@ -277,12 +281,14 @@ def test_a_finished_record_of_other_data_or_another_teacher_is_not_taken_for_thi
 
 
 @pytest.mark.parametrize("env,checked", [({"SLURM_PROCID": "1"}, False), ({"RANK": "2", "LOCAL_RANK": "0"}, False),
-                                         ({"LOCAL_RANK": "1"}, False), ({"SLURM_PROCID": "0"}, True), ({}, True)])
+                                         ({"LOCAL_RANK": "1"}, False), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),
+                                         ({"SLURM_PROCID": "0"}, True), ({}, True)])
 def test_only_the_global_rank_zero_checks_the_run_directory(earlier_run, monkeypatch, env, checked):
-    """Under srun every task starts with SLURM_PROCID but no LOCAL_RANK: a worker must not refuse the directory into
+    """Under srun every task starts with SLURM_PROCID but no LOCAL_RANK (and under Lightning's multi-node launch node N
+    with NODE_RANK N, LOCAL_RANK 0): a worker must not refuse the directory into
     which rank zero's Hydra has just written, and rank zero must still refuse an earlier run's directory."""
     from aihf.run_dir import check_new_run_dir
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -305,6 +311,7 @@ def test_a_metrics_file_killed_mid_write_is_never_left_truncated(tmp_path, monke
     def dies_midway(self, text, *args, **kwargs):
         with open(self, "w") as f:
             f.write(text[: len(text) // 2])  # half the record reaches the disk
+        assert path.read_bytes() == before  # ... not the file's place: a SIGKILL now would leave it whole
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Path, "write_text", dies_midway)

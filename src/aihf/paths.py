@@ -56,6 +56,8 @@ def written_whole(path: Path):
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the file (a machine that goes down too)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -165,9 +165,13 @@ def in_use(path: Path) -> str | None:
 
 
 def _rank_zero() -> bool:
-    # srun starts every task before Lightning sets LOCAL_RANK, so the global rank decides (SLURM_PROCID there)
-    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
-    return rank == "0"
+    # The global rank where a launcher gives one (torchrun: RANK; srun starts every task before Lightning sets
+    # LOCAL_RANK: SLURM_PROCID); else Lightning's own multi-node launch, where node N's first process has
+    # LOCAL_RANK 0 but NODE_RANK N.
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key):
+            return os.environ[key] == "0"
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def hold_dir(path: Path, what: str, advice: str) -> bool:
@@ -214,7 +218,8 @@ def check_new_run_dir(run_dir: Path, resuming: bool, resume_asked: bool = False)
                           f"or continue that run with loop.resume={run_dir}")
 
 
-# Run directories that this process's run created (Hydra makes them before the job starts), each with the topmost
+# Run directories that this process's run created (before the job starts: Hydra, or for a single run the callback
+# that holds it), each with the topmost
 # directory that the run created on the way to it: a run that fails at start-up removes them again.
 _created: dict[Path, Path] = {}
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
@@ -359,6 +364,7 @@ class ProtectRunDir(Callback):
             resuming_here = ckpt is not None and run_dir_of(ckpt) == run_dir.resolve()
             check_new_run_dir(run_dir, resuming_here, resume_asked=config.loop.resume == "auto")
         except ConfigError as exc:
+            discard_failed_start(run_dir)  # the directory made above for this run (not one another process holds)
             release_dir(run_dir)
             _refuse(exc)
         if resuming_here:

@@ -94,11 +94,12 @@ class TrajectoryDataset:
         if path.exists() or metadata_path(path).exists():
             raise ConfigError(f"{path} already exists: choose a new collect.output (nothing was overwritten)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        # npz then json, each written whole: a writer killed mid-way leaves no truncated file to block the rerun
-        with written_whole(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **self.arrays)
-        with written_whole(metadata_path(path)) as tmp:
-            tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
+        # both written whole under temporary names, then renamed back to back: a writer killed mid-way leaves no
+        # truncated file and (but for the instant between the renames) no half of the pair to block the rerun
+        with written_whole(metadata_path(path)) as meta_tmp, written_whole(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **self.arrays)
+            meta_tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
         return path
 
 
