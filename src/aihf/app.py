@@ -53,12 +53,12 @@ class AppendingCSVLogger:
     @staticmethod
     def write(path: Path, header: list[str], rows: list[dict]) -> None:
         import csv
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+
+        from aihf.paths import written_whole
+        with written_whole(path) as tmp, open(tmp, "w", newline="") as f:
             out = csv.DictWriter(f, fieldnames=header)
             out.writeheader()
             out.writerows(rows)
-        os.replace(tmp, path)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> list:

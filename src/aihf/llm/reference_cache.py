@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
+
+from aihf.paths import written_whole
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bumped whenever the way the numbers are computed changes
@@ -98,8 +99,7 @@ class ReferenceLogps:
                 table[part] = torch.cat(out) if out else torch.zeros(0, 2)
         if path is not None and write:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place: never half a file
-            torch.save({"key": key, "settings": settings, "table": table}, tmp)
-            os.replace(tmp, path)
+            with written_whole(path) as tmp:  # renamed into place: never half a file
+                torch.save({"key": key, "settings": settings, "table": table}, tmp)
             log.info("reference log-probs of %s written to %s", ", ".join(sorted(pairs)), path)
         return cls(table, key)

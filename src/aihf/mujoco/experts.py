@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aihf.paths import written_whole
+
 RECORD_KEYS = ("env", "steps", "returns", "wall_s", "machine", "curve")
 
 
@@ -99,9 +101,8 @@ def save_records(new: list[dict], path: Path) -> None:
     by_env = {r["env"]: r for r in (read_records(path) if path.is_file() else [])}
     by_env.update({r["env"]: r for r in new})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(by_env[env], sort_keys=True) + "\n" for env in sorted(by_env)))
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_text("".join(json.dumps(by_env[env], sort_keys=True) + "\n" for env in sorted(by_env)))
 
 
 def records_of(sources: list[str], trained_on: str | None = None) -> list[dict]:
