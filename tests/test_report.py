@@ -27,9 +27,15 @@ def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_we
                        "baseline/constant/pref_accuracy_equal_length": 0.5,
                        "baseline/length/pref_accuracy_equal_length": 0.5, "baseline/length/return_correlation": 0.99},
          "budget": 1000,  # the headline window: evaluations at 800 and after; the one at 200 is the first
-         "history": [{"step": 200, "eval/return_mean": 9.0, "eval/normalised_score": 0.9},
-                     {"step": 800, "eval/return_mean": 1.0, "eval/normalised_score": 0.1},
-                     {"step": 1000, "eval/return_mean": 2.0, "eval/normalised_score": score}]}
+         "eval/reward_level_demos": 1.5, "eval/reward_level_agent": 1.5,
+         # r_θ at each evaluation: untrained at the first (EPIC 0.65), paying the demonstrations 2, 1, 0 more
+         "history": [{"step": 200, "eval/return_mean": 9.0, "eval/normalised_score": 0.9, "eval/epic": 0.65,
+                      "eval/pref_accuracy_equal_length": 0.45, "eval/pref_accuracy": 0.6,
+                      "eval/reward_level_demos": 3.0, "eval/reward_level_agent": 1.0},
+                     {"step": 800, "eval/return_mean": 1.0, "eval/normalised_score": 0.1,
+                      "eval/reward_level_demos": 2.0, "eval/reward_level_agent": 1.0},
+                     {"step": 1000, "eval/return_mean": 2.0, "eval/normalised_score": score,
+                      "eval/reward_level_demos": 1.5, "eval/reward_level_agent": 1.5}]}
     (d / "metrics.json").write_text(json.dumps(m))
 
 
@@ -50,11 +56,27 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     assert "| 0.307 [0.297, 0.318] (0.300–0.315) |" in x_row
     assert "| 0.900 [0.900, 0.900] (0.900–0.900) (200) |" in x_row
     assert "score, last 20 % of training, row − column, paired by seed (4 seeds)" in md
-    # the constant's and the length proxy's pair accuracy beside the learned one (no policy baseline recorded: –)
-    assert "(0.720 / 0.700 / –)" in x_row
+    # the constant's and the length proxy's pair accuracy beside the learned one (no policy baseline recorded: –),
+    # and the untrained r_θ of the first evaluation beside each reward metric
+    assert "(0.720 / 0.700 / – / 0.600)" in x_row and "(0.500 / 0.500 / – / 0.450)" in x_row
+    assert "(0.400–0.400) (0.650)" in x_row  # EPIC, then the first evaluation's
+    # r_θ on the demonstrations / the agent at the end, and their gap averaged over the evaluations: (2 + 1 + 0) / 3
+    assert x_row.endswith("| 1.50 / 1.50 (1.00) |")
+    # 4 seeds: the IQM and the probability of improvement without a bootstrap interval, and the table says why
+    assert "(0.300–0.315) | 0.307 | 0.515" in x_row
+    poi = md.split("Probability of improvement")[1]
+    assert "not an estimate" in poi and "[" not in poi.split("`abc123`")[0]
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
     report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_bootstrap_intervals_are_shown_only_from_ten_seeds():
+    """A percentile bootstrap over 5 seeds covers far less than 95 %: the IQM cell has no interval below
+    BOOTSTRAP_MIN_SEEDS seeds, and one from there on."""
+    assert report.iqm_cell(np.linspace(0.1, 0.9, 9)) == "0.500"
+    point, low, high = stats.iqm_ci(np.linspace(0.1, 0.9, 10))
+    assert report.iqm_cell(np.linspace(0.1, 0.9, 10)) == f"{point:.3f} [{low:.3f}, {high:.3f}]" and low < point < high
 
 
 def test_mujoco_scarcity_plot_shows_each_method_against_its_pair_count(tmp_path):
@@ -91,7 +113,7 @@ def test_mujoco_methods_without_pairs_or_recipe_join_every_pair_count_in_paired_
     assert "| +0.095 [" in rows[0] and "(n=4)" in rows[0] and "| +0.295 [" in rows[1]
     improvement = md.split("Probability of improvement")[1]
     assert "*pairs = 10*" in improvement and "*pairs = 100*" in improvement
-    assert improvement.count("| method_o | 0.00 [0.00, 0.00] | – |") == 2
+    assert improvement.count("| method_o | 0.00 | – |") == 2
     # a no-pair method run with another budget matches no pair count: it keeps a context of its own, not none
     for s in range(2):
         write_run(tmp_path, f"b{s}", "method_b", s, 0.3, num_prefs=0, tricks=(0, 0.0))
@@ -239,9 +261,11 @@ def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
     p_z = [stats.t_test_p(np.array(gold["method_x"]) + shift - 0.2) for shift in (0.0, 0.05)]
     holm = stats.holm([p, p_z[0], p, p_z[1]])  # the family: every contrast at every count, in table order
     assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
-    assert rows[1].endswith("| – | – | – | ±0.610 |")  # method_z learns from no pairs: no accuracy contrast
-    # beside each, the smallest difference Holm's first step could call in this family of 4, at its spread
-    assert rows[0].endswith(f"| ±{stats.smallest_significant_difference(diffs, 4):.3f} |")
+    assert "| – | – | – | ±0.610 | ±" in rows[1]  # method_z learns from no pairs: no accuracy contrast
+    # beside each, the smallest difference Holm's first step could call in this family of 4, at its spread, and the
+    # true difference it would find with 80 % power
+    assert rows[0].endswith(f"| ±{stats.smallest_significant_difference(diffs, 4):.3f} "
+                            f"| ±{stats.difference_for_power(diffs, 4):.3f} |")
     assert "in a family of 4" in md
     assert "*pairs = 10: held-out preference accuracy" in md and "| method_z |" not in md.split(
         "*pairs = 10: held-out preference accuracy")[1].split("*pairs")[0]
@@ -423,8 +447,8 @@ def test_figure_records_survive_the_machine_and_continue_the_figure(tmp_path, ho
         train(fast_cfg("aihf", hopper_data, run_dir))
 
 
-def test_detectable_difference_is_where_holms_first_step_turns_significant():
-    """The `detectable` column: a mean paired difference just above it has t-test p < α/family (Holm's first step
+def test_the_significance_threshold_is_where_holms_first_step_turns_significant():
+    """The `significant from` column: a mean paired difference just above it has t-test p < α/family (Holm's first step
     calls it), just below it does not; with 5 seeds and 8 contrasts it is 2.35 sd of the differences."""
     spread = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) * 0.1
     bound = stats.smallest_significant_difference(spread + 0.3, family=8)
@@ -463,3 +487,21 @@ def test_figure_progress_says_which_runs_are_finished_and_where_the_others_stand
            f"2-bc-s0 at 3,000 (log last written 60 min ago)" in lines
     assert f"  {'hopper-oracle-recipe-s0':28s} not started (1 run)" in lines
     assert len(lines) == 1 + len(figures.planned_sweeps("comparison_hopper"))
+
+
+def test_the_difference_for_80_percent_power_is_found_80_percent_of_the_time():
+    """Simulated paired differences with that true mean and the sample's spread reach Holm's first step (p < α/8)
+    in 80 % of 20,000 experiments of 5 seeds; a z-approximation (the usual shortcut) is found far less often."""
+    spread = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) * 0.1
+    delta = stats.difference_for_power(spread, family=8)
+    sd, n = spread.std(ddof=1), 5
+    assert delta > stats.smallest_significant_difference(spread, family=8)
+    rng = np.random.default_rng(0)
+    draws = rng.normal(delta, sd, size=(20_000, n))
+    t = draws.mean(1) / (draws.std(1, ddof=1) / np.sqrt(n))
+    crit = __import__("scipy").stats.t.ppf(1 - 0.05 / 16, n - 1)
+    assert np.mean(np.abs(t) > crit) == pytest.approx(0.8, abs=0.01)
+    z = __import__("scipy").stats.norm
+    shortcut = (z.ppf(1 - 0.05 / 16) + z.ppf(0.8)) * sd / np.sqrt(n)
+    assert shortcut < 0.8 * delta
+    assert np.isnan(stats.difference_for_power([0.1], family=8))

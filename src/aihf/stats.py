@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -123,6 +123,24 @@ def smallest_significant_difference(differences, family: int, alpha: float = 1 -
     if len(d) < 2 or family < 1:
         return math.nan
     return float(stats.t.ppf(1 - alpha / (2 * family), len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def difference_for_power(differences, family: int, power: float = 0.8, alpha: float = 1 - CONFIDENCE) -> float:
+    """The true mean paired difference that Holm's first step (a two-sided t-test at α/family) would find with
+    probability `power`, at these differences' spread and count, from the noncentral t distribution (NaN below 2
+    values). The spread is the sample's own, itself uncertain with few seeds, so this is a planning figure: a
+    contrast smaller than it had little chance of being found, whatever its sign."""
+    d = _finite(differences)
+    if len(d) < 2 or family < 1 or d.std(ddof=1) == 0:
+        return math.nan
+    n, sd = len(d), float(d.std(ddof=1))
+    crit = stats.t.ppf(1 - alpha / (2 * family), n - 1)
+    found = lambda delta: (stats.nct.sf(crit, n - 1, delta * math.sqrt(n) / sd)  # noqa: E731
+                           + stats.nct.sf(crit, n - 1, -delta * math.sqrt(n) / sd) - power)  # (P(T < −crit))
+    high = sd
+    while found(high) < 0:
+        high *= 2
+    return float(optimize.brentq(found, 0.0, high, xtol=1e-10 * sd))
 
 
 def holm(p_values) -> list[float]:
