@@ -109,3 +109,29 @@ def test_policy_baseline_ranks_segments_by_their_policys_reward_per_step(hopper_
     one.arrays = {**a, "traj_policy": np.zeros_like(a["traj_policy"])}
     same = HeldoutRewardMetrics(one, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
     assert same.baselines()["baseline/policy/pref_accuracy_equal_length"] == 0.5
+
+
+def test_a_reward_that_only_recognises_the_demonstrator_gets_no_credit_without_it(hopper_data):
+    """Pair accuracy `_without_demonstrator` keeps only the held-out pairs with no segment of the demonstrator's
+    policy: a reward that pays 1 on that policy's steps and 0 elsewhere orders many pairs overall, but ties (0.5)
+    every pair left, and the mask is the pairs counted by hand."""
+    from aihf.mujoco.datasets import HELDOUT
+    ds = load_dataset(hopper_data)
+    a = ds.arrays
+    names = [p["name"] for p in ds.metadata["policies"]]
+    q = names.index(ds.metadata["expert"])
+    index = a["pair_index"][ds.pairs(HELDOUT)]
+    by_hand = (a["traj_policy"][index[:, 0]] != q) & (a["traj_policy"][index[:, 3]] != q)
+    assert 0 < by_hand.sum() < len(by_hand)  # the data has pairs with and without the expert's segments
+    demonstrator_steps = {a["obs"][s].tobytes() for t in np.flatnonzero(a["traj_policy"] == q)
+                          for s in range(a["traj_start"][t], a["traj_start"][t] + a["traj_len"][t])}
+    recognise = lambda o, act, term: np.array([float(row.tobytes() in demonstrator_steps) for row in o])  # noqa: E731
+    m = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0,
+                             demo_policy=q)
+    np.testing.assert_array_equal(m.without_demonstrator, by_hand)
+    out = m(recognise)
+    assert out["pref_accuracy"] > 0.5
+    assert out["pref_accuracy_without_demonstrator"] == 0.5
+    assert "baseline/policy/pref_accuracy_without_demonstrator" in m.baselines()
+    plain = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
+    assert "pref_accuracy_without_demonstrator" not in plain(recognise)

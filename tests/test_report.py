@@ -60,6 +60,7 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     # and the untrained r_θ of the first evaluation beside each reward metric
     assert "(0.720 / 0.700 / – / 0.600)" in x_row and "(0.500 / 0.500 / – / 0.450)" in x_row
     assert "(0.400–0.400) (0.650)" in x_row  # EPIC, then the first evaluation's
+    assert "| – |" in x_row  # recorded before the accuracy without the demonstrator's segments existed
     # r_θ on the demonstrations / the agent at the end, and their gap averaged over the evaluations: (2 + 1 + 0) / 3
     assert x_row.endswith("| 1.50 / 1.50 (1.00) |")
     # 4 seeds: the IQM and the probability of improvement without a bootstrap interval, and the table says why
@@ -505,3 +506,13 @@ def test_the_difference_for_80_percent_power_is_found_80_percent_of_the_time():
     shortcut = (z.ppf(1 - 0.05 / 16) + z.ppf(0.8)) * sd / np.sqrt(n)
     assert shortcut < 0.8 * delta
     assert np.isnan(stats.difference_for_power([0.1], family=8))
+
+
+def test_the_accuracy_without_the_demonstrators_segments_is_shown_with_its_baselines():
+    key = "pref_accuracy_equal_length_without_demonstrator"
+    runs = [{"seed": s, f"eval/{key}": 0.6 + 0.1 * s,
+             "baselines": {f"baseline/constant/{key}": 0.5, f"baseline/length/{key}": 0.52,
+                           f"baseline/policy/{key}": 0.75},
+             "history": [{"step": 10, f"eval/{key}": 0.4}, {"step": 20, f"eval/{key}": 0.9}]} for s in range(2)]
+    assert report.without_demonstrator(runs) == (
+        f"{report.cell([0.6, 0.7])} (0.500 / 0.520 / 0.750 / 0.400)")

@@ -489,9 +489,11 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         so training's randomness is untouched)."""
         if self._heldout is None and self.reward is not None and self.data is not None:
             loop = self.cfg.loop
+            names = [p["name"] for p in self.data.dataset.metadata.get("policies", [])]
+            demo_policy = names.index(self.data.demo_policy) if self.data.demo_policy in names else None
             self._heldout = HeldoutRewardMetrics(self.data.dataset, self.cfg.env.id, self.action_low,
                                                  self.action_high, self.cfg.policy.gamma, self.cfg.seed,
-                                                 loop.epic_transitions, loop.epic_coverage)
+                                                 loop.epic_transitions, loop.epic_coverage, demo_policy=demo_policy)
         return self._heldout
 
     @torch.no_grad()
@@ -509,10 +511,11 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     @torch.no_grad()
     def reward_level(self) -> dict:
-        """The learned reward's mean per step on the demonstrations and on the agent's latest steps. Both reward
-        losses ignore a constant offset, yet in an env that terminates (Hopper) the level decides whether staying
-        alive pays: a gap in return between presets can be a gap in level, which EPIC cannot see. (No random
-        draw: the runs' streams are unchanged.)"""
+        """The learned reward's mean per step on the demonstrations and on the agent's latest steps. Neither reward
+        loss pins the level (the demonstration term ignores a constant offset, Bradley–Terry sees it only through
+        pairs of unequal length), yet in an env that terminates (Hopper) the level decides whether staying alive
+        pays: a gap in return between presets can be a gap in level, which EPIC cannot see. (No random draw: the
+        runs' streams are unchanged.)"""
         out = {}
         if self.data is not None and self.data.num_demos:
             out["eval/reward_level_demos"] = float(self.reward(self.data.demo_obs, self.data.demo_act).mean())

@@ -82,7 +82,8 @@ class HeldoutRewardMetrics:
 
     def __init__(self, dataset: TrajectoryDataset, env_id: str, action_low: np.ndarray, action_high: np.ndarray,
                  gamma: float, seed: int, num_transitions: int = 500, num_coverage: int = 8,
-                 true_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+                 true_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                 demo_policy: int | None = None):
         a = dataset.arrays
         rng = np.random.default_rng(seed)
         self.gamma = gamma
@@ -133,6 +134,11 @@ class HeldoutRewardMetrics:
                     for q in np.unique(policy[train])}
         self.pair_policy_pred = [np.array([per_step.get(int(policy[t]), np.nan) * n for t, n in
                                            zip(index[:, ti], index[:, ni])]) for ti, ni in ((0, 2), (3, 5))]
+        # pairs with no segment of the demonstrator's policy (index into the metadata's policies): a reward fitted
+        # to its demonstrations can order the others only by what it learned beyond recognising that policy
+        self.without_demonstrator = None
+        if demo_policy is not None:
+            self.without_demonstrator = (policy[index[:, 0]] != demo_policy) & (policy[index[:, 3]] != demo_policy)
 
     @staticmethod
     def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -160,9 +166,17 @@ class HeldoutRewardMetrics:
                 pred = [self.span_sums(r, side) for side in self.pair_spans]
                 out["pref_accuracy"] = metrics.pair_accuracy(*pred, *self.pair_true)
                 out["pref_accuracy_equal_length"] = metrics.pair_accuracy(*pred, *self.pair_true, self.equal_length)
+                if self.without_demonstrator is not None:
+                    out.update(self._without_demonstrator(pred))
             if len(self.traj_spans) >= 2:
                 out["return_correlation"] = metrics.pearson(self.span_sums(r, self.traj_spans), self.traj_returns)
         return out
+
+    def _without_demonstrator(self, pred: list[np.ndarray], known: np.ndarray | None = None) -> dict[str, float]:
+        mask = self.without_demonstrator if known is None else self.without_demonstrator & known
+        return {"pref_accuracy_without_demonstrator": metrics.pair_accuracy(*pred, *self.pair_true, mask),
+                "pref_accuracy_equal_length_without_demonstrator": metrics.pair_accuracy(
+                    *pred, *self.pair_true, mask & self.equal_length)}
 
     def baselines(self) -> dict[str, float]:
         out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
@@ -174,4 +188,6 @@ class HeldoutRewardMetrics:
             out["baseline/policy/pref_accuracy"] = metrics.pair_accuracy(*pred, *self.pair_true, known)
             out["baseline/policy/pref_accuracy_equal_length"] = metrics.pair_accuracy(
                 *pred, *self.pair_true, known & self.equal_length)
+            if self.without_demonstrator is not None:
+                out.update({f"baseline/policy/{k}": v for k, v in self._without_demonstrator(pred, known).items()})
         return out
