@@ -19,12 +19,8 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-from omegaconf import open_dict
-
 from aihf.errors import ConfigError
-
-PROJECT = Path(__file__).resolve().parents[3]
+from aihf.recompose import compose_run
 # What a re-evaluation may change: how much it samples and in what batches, never what was trained or on what data.
 EVAL_KEYS = ("llm.train.eval_prompts", "llm.train.eval_samples", "llm.train.eval_batch_size",
              "llm.train.max_new_tokens", "llm.train.sample_table_rows", "llm.train.torch_threads")
@@ -34,42 +30,12 @@ KEEP = ("domain", "task", "algo", "seed", "weighting", "beta", "num_demos", "num
         "skipped_updates", "heldout_rows_with_training_prompts_dropped", "data_subset")
 
 
-def run_overrides(run: Path) -> list[str]:
-    """The command line a run was made with, less what only concerned where and whether it resumed."""
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run}: no .hydra/overrides.yaml, so its configuration cannot be composed again")
-    return [o for o in yaml.safe_load(path.read_text()) or []
-            if not o.startswith(("loop.resume=", "loop.init_from=", "hydra.", "run_dir="))]
-
-
 def check_overrides(overrides: list[str]) -> None:
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
         if "=" not in o or key not in EVAL_KEYS:
             raise ConfigError(f"reevaluate: {o!r} is not an evaluation setting; expected KEY=VALUE with KEY one of "
                               f"{', '.join(EVAL_KEYS)}")
-
-
-def predating(run: Path) -> list[str]:
-    """Overrides that give keys added since the run was made the value the run ran with (BEFORE_KEY_EXISTED)."""
-    from aihf.config import BEFORE_KEY_EXISTED
-    from aihf.resume import flatten
-    path = run / ".hydra" / "config.yaml"
-    saved = flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    return [f"{k}={v}" for k, v in BEFORE_KEY_EXISTED.items() if saved and k not in saved]
-
-
-def compose_run(run: Path, overrides: list[str], out: Path):
-    from hydra import compose, initialize_config_dir
-    from aihf.config import register_configs
-    register_configs()
-    with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*run_overrides(run), *predating(run), *overrides])
-    with open_dict(cfg):
-        cfg.run_dir = str(out)
-        cfg.trainer.enable_checkpointing = False
-    return cfg
 
 
 def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = None) -> dict:

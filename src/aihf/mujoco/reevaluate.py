@@ -1,0 +1,102 @@
+"""Measure finished MuJoCo runs' learned rewards again from their last checkpoints, at this commit, so that reward
+metrics added since they ran (pair accuracy without the demonstrator's segments, say) cover them too:
+
+    python -m aihf.mujoco.reevaluate RUN_DIR [RUN_DIR ...] --out DIR
+
+Each run's configuration is composed again from its own command line (`.hydra/overrides.yaml`), the module is built
+from it and loaded with `loop.init_from`'s checks (same env, preset and architecture), and the dataset must be the
+one the run learned from (its sha256). Only the learned reward is measured again: its held-out metrics, its level on
+the demonstrations and on the agent's latest steps (from the checkpoint's replay buffer), and the baselines beside
+them. No env is stepped and no policy evaluated, so the scores and the history stay those the run recorded. A run
+without a learned reward (sac, bc, the constant control) is copied as it is, so that DIR holds the whole figure.
+The results go to `DIR/<sweep>/<run>/metrics.json`: the run's own metrics.json with the reward metrics replaced and
+`reevaluation` (checkpoint, this commit, the values at training). Nothing is written into the runs; an existing
+output is skipped. `python -m aihf.report DIR` then tabulates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from aihf.errors import ConfigError
+from aihf.recompose import compose_run
+
+
+def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
+    """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
+    from aihf.mujoco.module import MuJoCoAIHF
+    from aihf.provenance import git_commit
+    from aihf.run_dir import save_metrics
+    commit = commit or git_commit()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    trained = run / "metrics.json"
+    if not trained.is_file():
+        raise ConfigError(f"{run}: a finished run has metrics.json; it is missing")
+    if out.exists():
+        raise ConfigError(f"reevaluate: {out} already exists; choose another --out (nothing is overwritten)")
+    before = json.loads(trained.read_text())
+    record = dict(before)
+    if before.get("status", "finished") == "finished" and before.get("reward_updates"):
+        if not ckpt.is_file():
+            raise ConfigError(f"{run}: its learned reward is measured from checkpoints/last.ckpt, which is missing")
+        t0 = time.perf_counter()
+        cfg = compose_run(run, [], out)
+        if cfg.domain.name != "mujoco":
+            raise ConfigError(f"{run} is a {cfg.domain.name} run; aihf.mujoco.reevaluate measures MuJoCo runs")
+        module = MuJoCoAIHF(cfg)
+        try:
+            module.init_from(str(ckpt))
+            if module.reward_updates != before["reward_updates"] or module.final_metrics is None:
+                raise ConfigError(f"{ckpt} is at {module.env_steps} env steps and {module.reward_updates} reward "
+                                  f"updates, not the finished run's {before['reward_updates']}")
+            sha = (before.get("data_subset") or {}).get("dataset_sha256")
+            if sha is not None and sha != module.data.dataset.sha256:
+                raise ConfigError(f"{run} learned from a dataset with sha256 {sha[:12]}, but "
+                                  f"{module.data.dataset.path} now has {module.data.dataset.sha256[:12]}")
+            measured = module.reward_metrics()
+            baselines = module.heldout_metrics.baselines()
+        finally:
+            module.teardown("reevaluate")
+        record.update(measured)
+        record["baselines"] = {**before.get("baselines", {}), **baselines}
+        record["reevaluation"] = {"run": str(run), "checkpoint": str(ckpt), "git_commit": commit,
+                                  "wall_s": time.perf_counter() - t0,
+                                  "at_training": {k: before[k] for k in measured if k in before}}
+    else:
+        record["reevaluation"] = {"run": str(run), "git_commit": commit, "copied": "no learned reward to measure"}
+    out.mkdir(parents=True)
+    save_metrics(out / "metrics.json", record)
+    return record
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="finished MuJoCo run directories")
+    p.add_argument("--out", type=Path, required=True, help="a new folder; each run goes to <out>/<sweep>/<run>")
+    args = p.parse_args()
+    from aihf.provenance import git_commit
+    commit = git_commit()
+    names = [f"{r.resolve().parent.name}/{r.resolve().name}" for r in args.runs]
+    if len(set(names)) != len(names):
+        raise ConfigError("reevaluate: two runs share a sweep and run name; evaluate them into separate --out folders")
+    for run, name in zip(args.runs, names):
+        if (args.out / name).exists():
+            print(f"{args.out / name} exists: skipped (already evaluated)", flush=True)
+            continue
+        r = reevaluate(run, args.out / name, commit)
+        shown = {k.removeprefix("eval/"): round(r[k], 3) for k in (
+            "eval/epic", "eval/pref_accuracy_equal_length", "eval/pref_accuracy_equal_length_without_demonstrator")
+            if r.get(k) is not None}
+        wall = r["reevaluation"].get("wall_s")
+        print(f"{name}: {shown or r['reevaluation'].get('copied')}" + (f" ({wall:.0f} s)" if wall else ""),
+              flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as exc:
+        raise SystemExit(f"Error: {exc}") from None

@@ -1,0 +1,44 @@
+"""A finished run's configuration composed again at this commit, from its own command line (`.hydra/overrides.yaml`)
+and the values it ran with for keys added since: what `aihf.llm.reevaluate` and `aihf.mujoco.reevaluate` build
+their modules from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from omegaconf import open_dict
+
+from aihf.errors import ConfigError
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def run_overrides(run: Path) -> list[str]:
+    """The command line a run was made with, less what only concerned where and whether it resumed."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run}: no .hydra/overrides.yaml, so its configuration cannot be composed again")
+    return [o for o in yaml.safe_load(path.read_text()) or []
+            if not o.startswith(("loop.resume=", "loop.init_from=", "hydra.", "run_dir="))]
+
+
+def predating(run: Path) -> list[str]:
+    """Overrides that give keys added since the run was made the value the run ran with (BEFORE_KEY_EXISTED)."""
+    from aihf.config import BEFORE_KEY_EXISTED
+    from aihf.resume import flatten
+    path = run / ".hydra" / "config.yaml"
+    saved = flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return [f"{k}={v}" for k, v in BEFORE_KEY_EXISTED.items() if saved and k not in saved]
+
+
+def compose_run(run: Path, overrides: list[str], out: Path):
+    from hydra import compose, initialize_config_dir
+    from aihf.config import register_configs
+    register_configs()
+    with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*run_overrides(run), *predating(run), *overrides])
+    with open_dict(cfg):
+        cfg.run_dir = str(out)
+        cfg.trainer.enable_checkpointing = False
+    return cfg

@@ -1,0 +1,59 @@
+"""`aihf.mujoco.reevaluate`: a finished run's learned reward measured again from its last checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aihf.errors import ConfigError
+from aihf.mujoco.reevaluate import reevaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_metrics(hopper_data, tmp_path):
+    """A run made by run.py: measured again, every reward metric, its level and the baselines equal what the run
+    recorded (same checkpoint, held-out data and EPIC draws), a metric its metrics.json lacks (as a run made before
+    the metric existed) is added, the scores and history are kept, the run itself is not touched, and a changed
+    dataset, an existing output and a run without a learned reward are handled as documented."""
+    run = tmp_path / "sweep" / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "algo=aihf", "debug=fast", f"data.path={hopper_data}",
+                           "data.num_prefs=20", "trainer.enable_checkpointing=true", f"hydra.run.dir={run}"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = json.loads((run / "metrics.json").read_text())
+    new = "eval/pref_accuracy_without_demonstrator"
+    assert trained.get(new) is not None and trained["reward_updates"] > 0
+    older = {k: v for k, v in trained.items() if k != new}  # as if made before the metric existed
+    (run / "metrics.json").write_text(json.dumps(older))
+    before = (run / "metrics.json").read_bytes()
+
+    reevaluate(run, tmp_path / "again" / "sweep" / "run")
+    again = json.loads((tmp_path / "again" / "sweep" / "run" / "metrics.json").read_text())  # (NaN written as null)
+    measured = [k for k in trained if k.startswith("eval/") and k not in ("eval/return_mean", "eval/return_std",
+                                                                            "eval/normalised_score")]
+    assert {"eval/epic", "eval/pref_accuracy_equal_length", "eval/reward_level_agent"} <= set(measured)
+    for key in measured:
+        assert again[key] == trained[key], key
+    assert again["baselines"] == trained["baselines"]
+    assert new not in again["reevaluation"]["at_training"] and again[new] == trained[new]
+    assert (again["history"], again["eval/normalised_score"]) == (trained["history"], trained["eval/normalised_score"])
+    assert (run / "metrics.json").read_bytes() == before
+    with pytest.raises(ConfigError, match="already exists"):
+        reevaluate(run, tmp_path / "again" / "sweep" / "run")
+
+    (run / "metrics.json").write_text(json.dumps({**older, "data_subset": {**older["data_subset"],
+                                                                            "dataset_sha256": "0" * 64}}))
+    with pytest.raises(ConfigError, match="learned from a dataset with sha256 000000000000, but"):
+        reevaluate(run, tmp_path / "changed")
+    assert not (tmp_path / "changed").exists()
+
+    plain = tmp_path / "sweep" / "sac"
+    plain.mkdir()
+    (plain / "metrics.json").write_text(json.dumps({"algo": "sac", "reward_updates": 0, "eval/return_mean": 5.0}))
+    copied = reevaluate(plain, tmp_path / "again" / "sweep" / "sac")
+    assert copied["eval/return_mean"] == 5.0 and copied["reevaluation"]["copied"] == "no learned reward to measure"
