@@ -4,6 +4,7 @@ their modules from."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -42,3 +43,16 @@ def compose_run(run: Path, overrides: list[str], out: Path):
         cfg.run_dir = str(out)
         cfg.trainer.enable_checkpointing = False
     return cfg
+
+
+def new_outputs(runs: list[Path], out: Path, name: Callable[[Path], str]) -> Iterator[tuple[Path, Path]]:
+    """(run, its output folder `out/name(run)`) for each run not yet evaluated into `out`: one already there is
+    skipped with a line, and two runs with one output name are refused before anything is evaluated."""
+    names = [name(r.resolve()) for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError("reevaluate: two runs share an output name; evaluate them into separate --out folders")
+    for run, n in zip(runs, names):
+        if (out / n).exists():
+            print(f"{out / n} exists: skipped (already evaluated)", flush=True)
+            continue
+        yield run, out / n

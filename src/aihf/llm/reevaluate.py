@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from aihf.errors import ConfigError
-from aihf.recompose import compose_run
+from aihf.recompose import compose_run, new_outputs
 # What a re-evaluation may change: how much it samples and in what batches, never what was trained or on what data.
 EVAL_KEYS = ("llm.train.eval_prompts", "llm.train.eval_samples", "llm.train.eval_batch_size",
              "llm.train.max_new_tokens", "llm.train.sample_table_rows", "llm.train.torch_threads")
@@ -84,14 +84,8 @@ def main() -> None:
     check_overrides(overrides)
     from aihf.provenance import git_commit
     commit = git_commit()
-    names = [r.resolve().name for r in args.runs]
-    if len(set(names)) != len(names):
-        raise ConfigError("reevaluate: two runs share a directory name; evaluate them into separate --out folders")
-    for run in args.runs:
-        if (args.out / run.resolve().name).exists():
-            print(f"{args.out / run.resolve().name} exists: skipped (already evaluated)", flush=True)
-            continue
-        r = reevaluate(run, args.out / run.resolve().name, overrides, commit)
+    for run, out in new_outputs(args.runs, args.out, lambda r: r.name):
+        r = reevaluate(run, out, overrides, commit)
         shown = {k: round(r[k], 4) for k in ("eval/pref_accuracy", "baseline/length_pref_accuracy", "eval/kl",
                                              "eval/kl_se") if k in r}
         print(f"{run}: {shown} ({r['reevaluation']['wall_s']:.0f} s)", flush=True)

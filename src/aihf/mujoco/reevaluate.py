@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from aihf.errors import ConfigError
-from aihf.recompose import compose_run
+from aihf.recompose import compose_run, new_outputs
 
 
 def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
@@ -79,19 +79,13 @@ def main() -> None:
     args = p.parse_args()
     from aihf.provenance import git_commit
     commit = git_commit()
-    names = [f"{r.resolve().parent.name}/{r.resolve().name}" for r in args.runs]
-    if len(set(names)) != len(names):
-        raise ConfigError("reevaluate: two runs share a sweep and run name; evaluate them into separate --out folders")
-    for run, name in zip(args.runs, names):
-        if (args.out / name).exists():
-            print(f"{args.out / name} exists: skipped (already evaluated)", flush=True)
-            continue
-        r = reevaluate(run, args.out / name, commit)
+    for run, out in new_outputs(args.runs, args.out, lambda r: f"{r.parent.name}/{r.name}"):
+        r = reevaluate(run, out, commit)
         shown = {k.removeprefix("eval/"): round(r[k], 3) for k in (
             "eval/epic", "eval/pref_accuracy_equal_length", "eval/pref_accuracy_equal_length_without_demonstrator")
             if r.get(k) is not None}
         wall = r["reevaluation"].get("wall_s")
-        print(f"{name}: {shown or r['reevaluation'].get('copied')}" + (f" ({wall:.0f} s)" if wall else ""),
+        print(f"{out}: {shown or r['reevaluation'].get('copied')}" + (f" ({wall:.0f} s)" if wall else ""),
               flush=True)
 
 
