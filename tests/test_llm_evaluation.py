@@ -179,7 +179,7 @@ def test_without_a_gold_reward_only_the_sample_tables_prompts_are_greedily_decod
 
 
 def test_reevaluating_a_run_older_than_a_changed_default_uses_the_value_it_ran_with(tmp_path):
-    from aihf.llm.reevaluate import predating
+    from aihf.recompose import predating
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\nllm:\n  data:\n    num_prefs: 100\n")
     assert predating(tmp_path) == ["llm.data.subset=first"]
