@@ -364,30 +364,41 @@ def label_of(key: tuple, varying: list[str]) -> str:
 
 
 def plot_curves(runs: list[dict], out: Path, title: str) -> None:
-    """Learning curves against env steps (mean ± std over seeds); a method without env steps (behaviour cloning's
-    curve is over gradient steps) is a dotted level at its headline score."""
+    """Learning curves against env steps (mean ± std over seeds): presets that learn a reward in one panel, the
+    rest (true-reward references, the constant control, behaviour cloning) in another, each named by the settings
+    that tell it apart; a method without env steps (behaviour cloning's curve is over gradient steps) is a dotted
+    level at its headline score."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups, varying, _ = group(runs, mujoco_config)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (key, g) in enumerate(groups.items()):
-        colour, label = f"C{i % 10}", label_of(key, varying)
-        curves = [[(h["step"], h.get("eval/normalised_score", h["eval/return_mean"])) for h in m["history"]]
-                  for m in g if m.get("history")]
-        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves])) if curves else []
-        if len(steps) < 2 or all(m.get("env_steps", 1) == 0 for m in g):
-            ax.axhline(np.nanmean([np.nan if v is None else v for v in (score_of(m, headline=True) for m in g)]),
-                       ls=":", color=colour, label=f"{label} (no env steps)")
-            continue
-        ys = np.array([[dict(c)[s] for s in steps] for c in curves])
-        ax.plot(steps, ys.mean(0), color=colour, label=label)
-        ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=colour, alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("expert-normalised score")
-    ax.set_title(title + " (mean ± std over seeds; dotted: no learning curve)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    keys = list(groups)
+    short = [v for v in varying if v in ("algo", "pairs")]
+    names = [label_of(k, short) for k in keys]
+    if len(set(names)) < len(names):
+        names = [label_of(k, varying) for k in keys]
+    learns = [any((m.get("reward_updates") or 0) > 0 for m in groups[k]) for k in keys]
+    panels = [p for p in ((True, "learned reward"), (False, "true reward, constant reward and BC")) if p[0] in learns]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, (which, what) in zip(axes[0], panels):
+        for i, (key, label) in enumerate((k, n) for k, n, w in zip(keys, names, learns) if w == which):
+            g, colour = groups[key], f"C{i % 10}"
+            curves = [[(h["step"], h.get("eval/normalised_score", h["eval/return_mean"])) for h in m["history"]]
+                      for m in g if m.get("history")]
+            steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves])) if curves else []
+            if len(steps) < 2 or all(m.get("env_steps", 1) == 0 for m in g):
+                ax.axhline(np.nanmean([np.nan if v is None else v for v in (score_of(m, headline=True) for m in g)]),
+                           ls=":", color=colour, label=f"{label} (no env steps)")
+                continue
+            ys = np.array([[dict(c)[s] for s in steps] for c in curves])
+            ax.plot(steps, ys.mean(0), color=colour, label=label, lw=1.2)
+            ax.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=colour, alpha=0.12)
+        ax.set_xlabel("environment steps")
+        ax.set_title(what, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("expert-normalised score")
+    fig.suptitle(title + " (mean ± std over seeds; dotted: no learning curve)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -731,6 +742,11 @@ def plot_mujoco_scarcity(runs: list[dict], out: Path, title: str) -> dict:
             base = _mean_by_size(groups, lambda m: (m.get("baselines") or {}).get(f"baseline/{proxy}/{name}"), sizes)
             if base:
                 ax.plot(list(base), list(base.values()), style, label=f"{proxy} reward")
+        if metric != "score":  # the randomly initialised r_θ, where the first evaluation precedes any reward update
+            untrained = _mean_by_size(groups, lambda m: first_value(m, metric), sizes)
+            if untrained:
+                ax.plot(list(untrained), list(untrained.values()), color="0.6", ls=(0, (1, 3)),
+                        label="r_θ at first evaluation")
 
     return plot_scarcity(groups, [v for v in varying if v in METHOD],
                          [(name, measure.value, label, True) for name, measure, label in (
