@@ -51,9 +51,23 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     with pytest.raises(ConfigError, match="learned from a dataset with sha256 000000000000, but"):
         reevaluate(run, tmp_path / "changed")
     assert not (tmp_path / "changed").exists()
+    (run / "metrics.json").write_text(json.dumps(older))
+
+    # a setting whose default changed since the run (here: the run's own config says another γ) is refused
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("gamma: 0.99", "gamma: 0.9", 1))
+    with pytest.raises(ConfigError, match=r"1 setting\(s\) differ from the run's own .hydra/config.yaml, "
+                                          r"e.g. policy.gamma: 0.9 → 0.99"):
+        reevaluate(run, tmp_path / "other_gamma")
+    llm = tmp_path / "sweep" / "llm"
+    llm.mkdir()
+    (llm / "metrics.json").write_text(json.dumps({"algo": "dpo", "reward_updates": 0}))
+    with pytest.raises(ConfigError, match="is not a MuJoCo run"):
+        reevaluate(llm, tmp_path / "llm_out")
 
     plain = tmp_path / "sweep" / "sac"
     plain.mkdir()
-    (plain / "metrics.json").write_text(json.dumps({"algo": "sac", "reward_updates": 0, "eval/return_mean": 5.0}))
+    (plain / "metrics.json").write_text(json.dumps({"env_id": "Hopper-v5", "algo": "sac", "reward_updates": 0,
+                                                    "eval/return_mean": 5.0}))
     copied = reevaluate(plain, tmp_path / "again" / "sweep" / "sac")
     assert copied["eval/return_mean"] == 5.0 and copied["reevaluation"]["copied"] == "no learned reward to measure"

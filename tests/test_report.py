@@ -60,13 +60,16 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     # and the untrained r_θ of the first evaluation beside each reward metric
     assert "(0.720 / 0.700 / – / 0.600)" in x_row and "(0.500 / 0.500 / – / 0.450)" in x_row
     assert "(0.400–0.400) (0.650)" in x_row  # EPIC, then the first evaluation's
-    assert "| – |" in x_row  # recorded before the accuracy without the demonstrator's segments existed
+    header = [c.strip() for c in main.splitlines()[2].strip("|").split("|")]
+    cells = [c.strip() for c in x_row.strip("|").split("|")]
+    no_demonstrator = next(i for i, h in enumerate(header) if h.startswith("pair acc., equal lengths, no demo"))
+    assert cells[no_demonstrator] == "–"  # recorded before the accuracy without the demonstrator's segments existed
     # r_θ on the demonstrations / the agent at the end, and their gap averaged over the evaluations: (2 + 1 + 0) / 3
     assert x_row.endswith("| 1.50 / 1.50 (1.00) |")
     # 4 seeds: the IQM and the probability of improvement without a bootstrap interval, and the table says why
     assert "(0.300–0.315) | 0.307 | 0.515" in x_row
     poi = md.split("Probability of improvement")[1]
-    assert "not an estimate" in poi and "[" not in poi.split("`abc123`")[0]
+    assert "rather than estimating" in poi and "[" not in poi.split("`abc123`")[0]
     assert "Probability of improvement" in md and "`abc123` (12 runs)" in md
     report.plot_curves(report.load_runs([tmp_path]), tmp_path / "curves.png", "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
@@ -506,6 +509,11 @@ def test_the_difference_for_80_percent_power_is_found_80_percent_of_the_time():
     shortcut = (z.ppf(1 - 0.05 / 16) + z.ppf(0.8)) * sd / np.sqrt(n)
     assert shortcut < 0.8 * delta
     assert np.isnan(stats.difference_for_power([0.1], family=8))
+    # no spread (all one value, up to rounding): neither bar exists
+    assert np.isnan(stats.difference_for_power([0.2, 0.2, 0.2 + 1e-17], family=8))
+    assert np.isnan(stats.smallest_significant_difference([0.2, 0.2, 0.2], family=8))
+    with pytest.raises(ValueError, match="power must lie between"):
+        stats.difference_for_power(spread, family=8, power=1.0)
 
 
 def test_the_accuracy_without_the_demonstrators_segments_is_shown_with_its_baselines():
@@ -516,3 +524,15 @@ def test_the_accuracy_without_the_demonstrators_segments_is_shown_with_its_basel
              "history": [{"step": 10, f"eval/{key}": 0.4}, {"step": 20, f"eval/{key}": 0.9}]} for s in range(2)]
     assert report.without_demonstrator(runs) == (
         f"{report.cell([0.6, 0.7])} (0.500 / 0.520 / 0.750 / 0.400)")
+
+
+def test_the_probability_of_improvement_has_an_interval_only_where_both_methods_have_ten_seeds(tmp_path):
+    for s in range(10):
+        write_run(tmp_path, f"a{s}", "method_a", s, 0.5 + 0.01 * s)
+        write_run(tmp_path, f"c{s}", "method_c", s, 0.4 + 0.01 * s)
+    for s in range(3):
+        write_run(tmp_path, f"b{s}", "method_b", s, 0.45 + 0.01 * s)
+    poi = report.table(report.load_runs([tmp_path])).split("Probability of improvement")[1]
+    row = next(line for line in poi.splitlines() if line.startswith("| method_a |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]  # against method_a, method_b, method_c
+    assert cells[0] == "–" and "[" not in cells[1] and cells[2].startswith("1.00 [")

@@ -459,7 +459,7 @@ class Config:
 
 
 # Keys added with a default that differs from what runs did before they existed: a run recorded without such a key
-# ran with the value here, and is resumed or evaluated again with it (aihf.resume, aihf.llm.reevaluate).
+# ran with the value here, and is resumed or evaluated again with it (aihf.resume, aihf.recompose).
 BEFORE_KEY_EXISTED = {"llm.data.subset": "first"}
 
 

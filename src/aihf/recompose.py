@@ -45,6 +45,20 @@ def compose_run(run: Path, overrides: list[str], out: Path):
     return cfg
 
 
+def config_changes(run: Path, cfg, allowed: tuple[str, ...] = ("run_dir", "trainer.enable_checkpointing")) -> list[str]:
+    """Settings of the recomposed `cfg` that differ from the run's own `.hydra/config.yaml` ("key: then → now"), other
+    than `allowed` and keys added since the run (which `predating` sets to the value it ran with)."""
+    from omegaconf import OmegaConf
+    from aihf.resume import flatten
+    path = run / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run}: no .hydra/config.yaml, so its configuration cannot be checked")
+    saved = flatten(yaml.safe_load(path.read_text()) or {})
+    now = flatten(OmegaConf.to_container(cfg, resolve=False))
+    return [f"{k}: {saved[k]} → {now.get(k, '(removed)')}" for k in sorted(saved)
+            if not k.startswith(allowed) and now.get(k, "(removed)") != saved[k]]
+
+
 def new_outputs(runs: list[Path], out: Path, name: Callable[[Path], str]) -> Iterator[tuple[Path, Path]]:
     """(run, its output folder `out/name(run)`) for each run not yet evaluated into `out`: one already there is
     skipped with a line, and two runs with one output name are refused before anything is evaluated."""

@@ -144,7 +144,8 @@ def commits_line(runs: list[dict]) -> str:
     resumed = [m["git_commit_resumed"] for m in runs if m.get("git_commit_resumed")]
     if resumed:  # an interrupted run continued at another commit: its later steps ran that code
         line += "; resumed at " + listed(resumed)
-    again = [(m.get("reevaluation") or {}).get("git_commit") for m in runs if "reevaluation" in m]
+    again = [m["reevaluation"].get("git_commit") for m in runs
+             if "reevaluation" in m and "copied" not in m["reevaluation"]]  # (copied: nothing to measure again)
     if again:  # aihf.llm.reevaluate: the metrics are those of this later evaluation
         line += "; evaluated again from their last checkpoints at " + listed(again)
     return line
@@ -199,12 +200,6 @@ def first_value(m: dict, key: str) -> float | None:
     evaluate at 3,000 env steps, before `learning_starts`), the randomly initialised r_θ, a bar any learning must
     clear."""
     return (first_evaluation(m) or {}).get(key)
-
-
-def mean_over_training(m: dict, key: str) -> float | None:
-    """The mean of `key` over every evaluation of a finished run (None without one)."""
-    values = [h[key] for h in m.get("history") or [] if h.get(key) is not None]
-    return float(np.mean(values)) if values and m.get("status", "finished") == "finished" else None
 
 
 def without_demonstrator(done: list[dict]) -> str:
@@ -294,8 +289,9 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           "fitted to its demonstrations recognises; the column without them shows what it learned beyond that. "
           "Return correlation reads mostly the sign of the reward's level on this data (the length proxy scores "
           "about 1), not its shape. r_θ per step: the learned reward's mean on the demonstrations and on the "
-          "agent's latest steps at the final evaluation, and in brackets their difference averaged over all "
-          "evaluations (what replaying the demonstrations paid above the agent's own steps while it trained). "
+          "agent's latest steps at the final evaluation, and in brackets their difference averaged over every "
+          "evaluation (the first, before any reward update, included): under a recipe that replays the "
+          "demonstrations, what that replay paid above the agent's own steps while it trained. "
           "Neither reward loss pins the level: the demonstration term (a difference of per-step means) ignores a "
           "constant offset, Bradley–Terry sees it only through pairs of segments of unequal length, and weight "
           "decay and the ±10 clamp also move it; in an env that terminates, the level decides whether staying "
@@ -309,12 +305,10 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     if not any(v in METHOD for v in varying):
         return ""
     methods = [v for v in varying if v in METHOD]
-    seeds = len({m["seed"] for g in groups.values() for m in g})
     lines = ["Probability of improvement, P(row > column) of the score (last 20 % of training) over seeds, each "
-             "method's seeds taken on their own (not paired)" + (
-                 ", 95 % bootstrap interval:" if seeds >= BOOTSTRAP_MIN_SEEDS else
-                 f"; no interval below {BOOTSTRAP_MIN_SEEDS} seeds (a bootstrap over {seeds} covers far less than "
-                 f"95 %), so read it as a description of these seeds, not an estimate:"), ""]
+             "method's seeds taken on their own (not paired), with a 95 % bootstrap interval only where both "
+             f"methods have at least {BOOTSTRAP_MIN_SEEDS} seeds (below that it covers far less than 95 %, and the "
+             "value describes these seeds rather than estimating anything):", ""]
     for context, keys in contexts(groups, METHOD).items():
         if len(keys) < 2:
             continue
@@ -327,9 +321,9 @@ def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
                 if ka == kb:
                     row.append("–")
                     continue
-                p, lo, hi = stats.probability_of_improvement_ci([score_of(m, headline=True) for m in groups[ka]],
-                                                                [score_of(m, headline=True) for m in groups[kb]])
-                shown = not math.isnan(lo) and seeds >= BOOTSTRAP_MIN_SEEDS
+                x, y = ([score_of(m, headline=True) for m in groups[k]] for k in (ka, kb))
+                p, lo, hi = stats.probability_of_improvement_ci(x, y)
+                shown = not math.isnan(lo) and min(len(stats._finite(x)), len(stats._finite(y))) >= BOOTSTRAP_MIN_SEEDS
                 row.append(f"{p:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if shown else ""))
             lines.append(f"| {a} | " + " | ".join(row) + " |")
         lines.append("")
@@ -586,7 +580,7 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
              f"significant at that contrast's spread and seed count, in a family of {family}; 80 % power: the true "
              f"difference it would find 4 times in 5 at that spread (noncentral t; the spread is itself estimated "
              f"from these few seeds). A contrast below them is not evidence of no difference.", "",
-             f"| | contrast | {head} | significant from | 80 % power |",
+             f"| | contrast | {head} | significant from (first metric) | 80 % power (first metric) |",
              "|---|---|" + "---|---|---|" * len(measures) + "---|---|"]
     for i, (label, name, _, _) in enumerate(found):
         row = [f"{t} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"

@@ -17,6 +17,11 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def _no_spread(d: np.ndarray) -> bool:
+    """No spread beyond float rounding (differences that are all one value, up to the last bits)."""
+    return bool(d.std(ddof=1) <= 1e-12 * max(1.0, float(np.abs(d).max())))
+
+
 def t_interval(values) -> tuple[float, float, float]:
     """(mean, low, high): the 95 % Student-t interval of the mean over seeds (NaN bounds with one seed)."""
     v = _finite(values)
@@ -120,7 +125,7 @@ def smallest_significant_difference(differences, family: int, alpha: float = 1 -
     contrast below it is not evidence of no difference: with 5 seeds and 8 contrasts it is 2.35 standard deviations
     of the per-seed differences."""
     d = _finite(differences)
-    if len(d) < 2 or family < 1:
+    if len(d) < 2 or family < 1 or _no_spread(d):
         return math.nan
     return float(stats.t.ppf(1 - alpha / (2 * family), len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
 
@@ -130,8 +135,10 @@ def difference_for_power(differences, family: int, power: float = 0.8, alpha: fl
     probability `power`, at these differences' spread and count, from the noncentral t distribution (NaN below 2
     values). The spread is the sample's own, itself uncertain with few seeds, so this is a planning figure: a
     contrast smaller than it had little chance of being found, whatever its sign."""
+    if not alpha / family < power < 1:
+        raise ValueError(f"power must lie between α/family ({alpha / family:g}) and 1, not {power}")
     d = _finite(differences)
-    if len(d) < 2 or family < 1 or d.std(ddof=1) == 0:
+    if len(d) < 2 or family < 1 or _no_spread(d):
         return math.nan
     n, sd = len(d), float(d.std(ddof=1))
     crit = stats.t.ppf(1 - alpha / (2 * family), n - 1)

@@ -21,8 +21,10 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from aihf.errors import ConfigError
-from aihf.recompose import compose_run, new_outputs
+from aihf.recompose import compose_run, config_changes, new_outputs
 
 
 def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
@@ -38,6 +40,9 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     if out.exists():
         raise ConfigError(f"reevaluate: {out} already exists; choose another --out (nothing is overwritten)")
     before = json.loads(trained.read_text())
+    if "env_id" not in before:
+        raise ConfigError(f"{run} is not a MuJoCo run (its metrics.json names no env_id); aihf.mujoco.reevaluate "
+                          f"measures MuJoCo runs")
     record = dict(before)
     if before.get("status", "finished") == "finished" and before.get("reward_updates"):
         if not ckpt.is_file():
@@ -46,16 +51,27 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         cfg = compose_run(run, [], out)
         if cfg.domain.name != "mujoco":
             raise ConfigError(f"{run} is a {cfg.domain.name} run; aihf.mujoco.reevaluate measures MuJoCo runs")
+        changed = config_changes(run, cfg)
+        if changed:  # a default changed since the run: the metrics would be of another setting
+            raise ConfigError(f"{run}: composed again at this commit, {len(changed)} setting(s) differ from the run's "
+                              f"own .hydra/config.yaml, e.g. {changed[0]}")
+        torch.set_num_threads(cfg.loop.torch_threads)
         module = MuJoCoAIHF(cfg)
         try:
             module.init_from(str(ckpt))
             if module.reward_updates != before["reward_updates"] or module.final_metrics is None:
                 raise ConfigError(f"{ckpt} is at {module.env_steps} env steps and {module.reward_updates} reward "
                                   f"updates, not the finished run's {before['reward_updates']}")
-            sha = (before.get("data_subset") or {}).get("dataset_sha256")
-            if sha is not None and sha != module.data.dataset.sha256:
-                raise ConfigError(f"{run} learned from a dataset with sha256 {sha[:12]}, but "
+            subset = before.get("data_subset") or {}
+            sha = subset.get("dataset_sha256")
+            if sha is None or sha != module.data.dataset.sha256:
+                raise ConfigError(f"{run} learned from a dataset with sha256 {str(sha)[:12]}, but "
                                   f"{module.data.dataset.path} now has {module.data.dataset.sha256[:12]}")
+            drawn = {k: v for k, v in module.data.subset().items() if k != "dataset"}
+            differ = [k for k, v in drawn.items() if subset.get(k) != v]
+            if differ:
+                raise ConfigError(f"{run}: composed again, its data subset differs from the one it trained on "
+                                  f"({', '.join(differ)})")
             measured = module.reward_metrics()
             baselines = module.heldout_metrics.baselines()
         finally:
@@ -66,7 +82,9 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
                                   "wall_s": time.perf_counter() - t0,
                                   "at_training": {k: before[k] for k in measured if k in before}}
     else:
-        record["reevaluation"] = {"run": str(run), "git_commit": commit, "copied": "no learned reward to measure"}
+        why = ("no learned reward to measure" if not before.get("reward_updates")
+               else f"status {before.get('status')}: no final reward to measure")
+        record["reevaluation"] = {"run": str(run), "git_commit": commit, "copied": why}
     out.mkdir(parents=True)
     save_metrics(out / "metrics.json", record)
     return record
@@ -80,6 +98,9 @@ def main() -> None:
     from aihf.provenance import git_commit
     commit = git_commit()
     for run, out in new_outputs(args.runs, args.out, lambda r: f"{r.parent.name}/{r.name}"):
+        if not (run / "metrics.json").is_file():
+            print(f"{run}: not finished (no metrics.json): skipped", flush=True)
+            continue
         r = reevaluate(run, out, commit)
         shown = {k.removeprefix("eval/"): round(r[k], 3) for k in (
             "eval/epic", "eval/pref_accuracy_equal_length", "eval/pref_accuracy_equal_length_without_demonstrator")
