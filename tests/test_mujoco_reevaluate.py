@@ -31,6 +31,9 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     older = {k: v for k, v in trained.items() if k != new}  # as if made before the metric existed
     (run / "metrics.json").write_text(json.dumps(older))
     before = (run / "metrics.json").read_bytes()
+    config = run / ".hydra" / "config.yaml"  # as a run continued with loop.resume=auto (not a setting of the result)
+    assert "  resume: null\n" in config.read_text()
+    config.write_text(config.read_text().replace("  resume: null\n", "  resume: auto\n", 1))
 
     reevaluate(run, tmp_path / "again" / "sweep" / "run")
     again = json.loads((tmp_path / "again" / "sweep" / "run" / "metrics.json").read_text())  # (NaN written as null)
@@ -54,7 +57,6 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     (run / "metrics.json").write_text(json.dumps(older))
 
     # a setting whose default changed since the run (here: the run's own config says another γ) is refused
-    config = run / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("gamma: 0.99", "gamma: 0.9", 1))
     with pytest.raises(ConfigError, match=r"1 setting\(s\) differ from the run's own .hydra/config.yaml, "
                                           r"e.g. policy.gamma: 0.9 → 0.99"):

@@ -45,7 +45,12 @@ def compose_run(run: Path, overrides: list[str], out: Path):
     return cfg
 
 
-def config_changes(run: Path, cfg, allowed: tuple[str, ...] = ("run_dir", "trainer.enable_checkpointing")) -> list[str]:
+# What composing a run again leaves out or sets on purpose: where and whether it resumed (run_overrides drops these),
+# and checkpointing (compose_run turns it off).
+RECOMPOSED = ("run_dir", "loop.resume", "loop.init_from", "hydra.", "trainer.enable_checkpointing")
+
+
+def config_changes(run: Path, cfg, allowed: tuple[str, ...] = RECOMPOSED) -> list[str]:
     """Settings of the recomposed `cfg` that differ from the run's own `.hydra/config.yaml` ("key: then → now"), other
     than `allowed` and keys added since the run (which `predating` sets to the value it ran with)."""
     from omegaconf import OmegaConf
