@@ -29,6 +29,7 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     new = "eval/pref_accuracy_without_demonstrator"
     assert trained.get(new) is not None and trained["reward_updates"] > 0
     older = {k: v for k, v in trained.items() if k != new}  # as if made before the metric existed
+    older["eval/epic"] = trained["eval/epic"] + 1e-6  # as if measured differently at training: must be named
     (run / "metrics.json").write_text(json.dumps(older))
     before = (run / "metrics.json").read_bytes()
     config = run / ".hydra" / "config.yaml"  # as a run continued with loop.resume=auto (not a setting of the result)
@@ -44,6 +45,7 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
         assert again[key] == trained[key], key
     assert again["baselines"] == trained["baselines"]
     assert new not in again["reevaluation"]["at_training"] and again[new] == trained[new]
+    assert again["reevaluation"]["not_reproduced"] == ["eval/epic"]
     assert (again["history"], again["eval/normalised_score"]) == (trained["history"], trained["eval/normalised_score"])
     assert (run / "metrics.json").read_bytes() == before
     with pytest.raises(ConfigError, match="already exists"):

@@ -10,14 +10,16 @@ the demonstrations and on the agent's latest steps (from the checkpoint's replay
 them. No env is stepped and no policy evaluated, so the scores and the history stay those the run recorded. A run
 without a learned reward (sac, bc, the constant control) is copied as it is, so that DIR holds the whole figure.
 The results go to `DIR/<sweep>/<run>/metrics.json`: the run's own metrics.json with the reward metrics replaced and
-`reevaluation` (checkpoint, this commit, the values at training). Nothing is written into the runs; an existing
-output is skipped. `python -m aihf.report DIR` then tabulates them.
+`reevaluation` (checkpoint, this commit, the values at training, and `not_reproduced`: those the new measurement does
+not equal exactly, also printed). Nothing is written into the runs; an existing output is skipped.
+`python -m aihf.report DIR` then tabulates them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -25,6 +27,16 @@ import torch
 
 from aihf.errors import ConfigError
 from aihf.recompose import compose_run, config_changes, new_outputs
+
+
+def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[str]:
+    """The recorded values that the new measurement does not equal exactly (same checkpoint, data and EPIC draws:
+    anything else means the code measures differently now, and the re-measured table is not the trained one's)."""
+    def same(a, b) -> bool:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return all(same(v, b.get(k)) for k, v in a.items())
+        return a == b or (a is None and isinstance(b, float) and math.isnan(b))  # NaN is stored as null
+    return [prefix + k for k, v in recorded.items() if k in measured and not same(v, measured[k])]
 
 
 def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
@@ -78,9 +90,11 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
             module.teardown("reevaluate")
         record.update(measured)
         record["baselines"] = {**before.get("baselines", {}), **baselines}
+        at_training = {k: before[k] for k in measured if k in before}
         record["reevaluation"] = {"run": str(run), "checkpoint": str(ckpt), "git_commit": commit,
-                                  "wall_s": time.perf_counter() - t0,
-                                  "at_training": {k: before[k] for k in measured if k in before}}
+                                  "wall_s": time.perf_counter() - t0, "at_training": at_training,
+                                  "not_reproduced": _not_reproduced(at_training, measured)
+                                  + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")}
     else:
         why = ("no learned reward to measure" if not before.get("reward_updates")
                else f"status {before.get('status')}: no final reward to measure")
@@ -105,9 +119,12 @@ def main() -> None:
         shown = {k.removeprefix("eval/"): round(r[k], 3) for k in (
             "eval/epic", "eval/pref_accuracy_equal_length", "eval/pref_accuracy_equal_length_without_demonstrator")
             if r.get(k) is not None}
-        wall = r["reevaluation"].get("wall_s")
-        print(f"{out}: {shown or r['reevaluation'].get('copied')}" + (f" ({wall:.0f} s)" if wall else ""),
-              flush=True)
+        info = r["reevaluation"]
+        wall, differ = info.get("wall_s"), info.get("not_reproduced") or []
+        check = (f"; NOT REPRODUCED (recorded at training vs now): {', '.join(differ)}" if differ else
+                 f"; {len(info['at_training'])} recorded metrics and the baselines reproduced" if "at_training" in info
+                 else "")
+        print(f"{out}: {shown or info.get('copied')}{check}" + (f" ({wall:.0f} s)" if wall else ""), flush=True)
 
 
 if __name__ == "__main__":
