@@ -144,6 +144,11 @@ def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):
     # (3 × (0.1 + 0.3) / 2 + 0) / 4 = 0.15 over the last evaluations; the true return averages the finished seeds
     assert "| 4 (3) |" in noisy and "| 0.225 [" in noisy and "| 0.150 [" in noisy
     assert "| 30.0 [30.0, 30.0] (30.0–30.0) |" in noisy
+    # every run by seed: the diverged one named, not hidden in a mean; EPIC beside each learned reward's score
+    per_seed = md.split("Per seed:")[1].split("\n\n")[1].splitlines()
+    assert per_seed[0].endswith("| seed 0 | seed 1 | seed 2 | seed 9 |")
+    assert next(r for r in per_seed if "mistake_prob=0.3" in r).endswith(
+        "| 0.200 (0.400) | 0.200 (0.400) | 0.200 (0.400) | diverged |")
 
 
 def test_report_code_names_no_preset():
@@ -264,7 +269,8 @@ def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
     p = stats.t_test_p(diffs)
     p_z = [stats.t_test_p(np.array(gold["method_x"]) + shift - 0.2) for shift in (0.0, 0.05)]
     holm = stats.holm([p, p_z[0], p, p_z[1]])  # the family: every contrast at every count, in table order
-    assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
+    # beside the t-test's p, the exact sign-flip test's: all 5 differences positive → 2 of the 32 sign patterns
+    assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} (0.062) |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
     assert "| – | – | – | ±0.610 | ±" in rows[1]  # method_z learns from no pairs: no accuracy contrast
     # beside each, the smallest difference Holm's first step could call in this family of 4, at its spread, and the
     # true difference it would find with 80 % power
@@ -276,6 +282,18 @@ def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
     assert md.index("| pairs = 10 |") < md.index("| pairs = 100 |")  # counts in numeric order
     assert "resumed at `def` (4 runs)" in md
     assert "rows drawn = random" in md
+
+
+def test_the_exact_sign_flip_p_counts_the_sign_patterns_as_extreme_as_the_data():
+    """Two-sided, from first principles: every one of the 2^n sign patterns of |d| equally likely under the null;
+    p = the share whose mean is at least as far from 0 as the observed one."""
+    import itertools
+    for d in ([0.1, 0.2, -0.05, 0.3, 0.15], [1.0, 2.0, 3.0], [0.3, -0.1, 0.2, -0.25, 0.05, 0.4]):
+        observed = abs(np.mean(d))
+        means = [abs(np.mean(np.abs(d) * signs)) for signs in itertools.product((1, -1), repeat=len(d))]
+        assert stats.sign_flip_p(d) == pytest.approx(np.mean([m >= observed - 1e-12 for m in means]))
+    assert stats.sign_flip_p([0.1, 0.2, 0.3, 0.1, 0.2]) == pytest.approx(2 / 32)  # its floor at 5 values
+    assert np.isnan(stats.sign_flip_p([0.1]))
 
 
 def test_holm_against_a_hand_computation():

@@ -259,7 +259,7 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
             f"{plain([m.get('eval/reward_level_demos') for m in done], 2)} / "
             f"{plain([m.get('eval/reward_level_agent') for m in done], 2)} ({plain([level_gap(m) for m in done], 2)})"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", CAVEAT]
+    lines += ["", CAVEAT, "", per_seed(groups, varying)]
     for part in (primary_contrasts(groups, varying, contrasts, METHOD, MUJOCO_MEASURES),
                  matrices(groups, varying, METHOD, MUJOCO_MEASURES[:1], MUJOCO_MATRIX_NOTE),
                  improvement(groups, varying)):
@@ -279,8 +279,9 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           f"interval only from {BOOTSTRAP_MIN_SEEDS} seeds on (below that it covers far less than 95 %); with "
           "fewer than 4 seeds the IQM trims nothing and equals the mean, and with 4 it is the mean of the middle "
           "two. Reward metrics are on the dataset's held-out split, one fixed set for every seed, so the intervals "
-          "leave out that set's own sampling error (about ±0.05 at 95 % on an accuracy over 300 pairs, more on "
-          "the equal-length ones). Beside each: a "
+          "leave out that set's own sampling error (about ±0.05 at 95 % on an accuracy over 300 independent pairs, "
+          "more on the equal-length ones, and more again because the pairs are cut from a few held-out "
+          "trajectories: 22 on Hopper). Beside each: a "
           "constant reward, the episode-length proxy, `policy` (ranks a segment by its ladder policy's reward per "
           "step: it knows the ladder, which no learner does; a learned reward near it has learned how good each "
           "policy is, not more), and r_θ at the run's first evaluation (before any reward update when that "
@@ -296,6 +297,30 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           "constant offset, Bradley–Terry sees it only through pairs of segments of unequal length, and weight "
           "decay and the ±10 clamp also move it; in an env that terminates, the level decides whether staying "
           "alive pays (a negative level makes falling early pay).")
+
+
+def per_seed(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
+    """Every run's headline score (and its learned reward's EPIC), by seed: with few seeds and scores that jump
+    between failure and success, the intervals summarise a handful of numbers a reader should see."""
+    seeds = sorted({m.get("seed") for g in groups.values() for m in g if m.get("seed") is not None})
+    if not seeds:
+        return ""
+    def shown(m: dict | None) -> str:
+        if m is None:
+            return ""
+        score = score_of(m, headline=True)
+        epic = m.get("eval/epic") if m.get("status", "finished") == "finished" else None
+        return ("–" if score is None else f"{score:.3f}") + ("" if epic is None else f" ({epic:.3f})")
+    lines = [f"Per seed: {HEADLINE} (EPIC of the learned reward at the end, where there is one); a diverged "
+             "run scores 0 in the summary and shows its status here.", "",
+             "| " + " | ".join([*varying, *(f"seed {s}" for s in seeds)]) + " |",
+             "|" + "---|" * (len(varying) + len(seeds))]
+    for key, g in groups.items():
+        by_seed = {m.get("seed"): m for m in g}
+        cells = [shown(by_seed.get(s)) if by_seed.get(s, {}).get("status", "finished") == "finished"
+                 else by_seed[s]["status"] for s in seeds]
+        lines.append("| " + " | ".join([*(str(dict(key)[v]) for v in varying), *cells]) + " |")
+    return "\n".join(lines)
 
 
 def improvement(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
@@ -566,25 +591,33 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
             if measure is measures[0]:
                 spreads.append(diffs)
             if not diffs or (measure.pairs_only and (dict(ka)["pairs"] == 0 or dict(kb)["pairs"] == 0)):
-                results.append(("–", math.nan))
+                results.append(("–", math.nan, math.nan))
                 continue
-            results.append((f"{difference_text(*stats.t_interval(diffs))} (n={len(diffs)})", stats.t_test_p(diffs)))
-        adjusted = stats.holm([p for _, p in results])
-        cells.append([(t, p, q) for (t, p), q in zip(results, adjusted)])
+            results.append((f"{difference_text(*stats.t_interval(diffs))} (n={len(diffs)})", stats.t_test_p(diffs),
+                            stats.sign_flip_p(diffs)))
+        adjusted = stats.holm([p for _, p, _ in results])
+        cells.append([(t, p, e, q) for (t, p, e), q in zip(results, adjusted)])
     fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
-    head = " | ".join(f"{m.what}: difference [95 %] | p | Holm p" for m in measures)
-    family = sum(1 for _, p, _ in cells[0] if not math.isnan(p))
+    head = " | ".join(f"{m.what}: difference [95 %] | p (exact) | Holm p" for m in measures)
+    families = [sum(1 for _, p, _, _ in column if not math.isnan(p)) for column in cells]
+    family = families[0]
+    seeds = max((len(d) for d in spreads), default=0)
     lines = [f"Primary contrasts (declared in advance), paired by seed; Holm's adjustment over every contrast and "
              f"count of each metric. The first metric ({measures[0].what}) is the primary one, the others "
              f"secondary. Significant from: the smallest mean difference Holm's first step could call "
              f"significant at that contrast's spread and seed count, in a family of {family}; 80 % power: the true "
              f"difference it would find 4 times in 5 at that spread (noncentral t; the spread is itself estimated "
-             f"from these few seeds). A contrast below them is not evidence of no difference.", "",
+             f"from these few seeds). A contrast below them is not evidence of no difference. Family sizes "
+             f"(contrasts with a p-value): {', '.join(f'{m.what}: {n}' for m, n in zip(measures, families))}; a "
+             f"secondary metric tested after the primary one failed is exploratory. p: Student's t-test; in brackets "
+             f"the exact sign-flip test, which assumes nothing of the differences' distribution and cannot go below "
+             f"2 / 2^n with n seeds ({2 / 2 ** seeds:.4f} at {seeds}): where the t-test passes and the exact test "
+             f"cannot, normality carries the result.", "",
              f"| | contrast | {head} | significant from (first metric) | 80 % power (first metric) |",
              "|---|---|" + "---|---|---|" * len(measures) + "---|---|"]
     for i, (label, name, _, _) in enumerate(found):
-        row = [f"{t} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
-               for t, p, q in (column[i] for column in cells)]
+        row = [f"{t} | {fmt(p)}{'' if math.isnan(e) else f' ({e:.3f})'} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
+               for t, p, e, q in (column[i] for column in cells)]
         bounds = [stats.smallest_significant_difference(spreads[i], family),
                   stats.difference_for_power(spreads[i], family)]
         lines.append(f"| {label} | {name} | " + " | ".join(row) + " | "
