@@ -135,3 +135,33 @@ def test_a_reward_that_only_recognises_the_demonstrator_gets_no_credit_without_i
     assert "baseline/policy/pref_accuracy_without_demonstrator" in m.baselines()
     plain = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
     assert "pref_accuracy_without_demonstrator" not in plain(recognise)
+
+
+def test_the_nearest_demonstration_baseline_is_minus_the_scaled_distance_to_the_closest_demonstrated_pair(
+        hopper_data):
+    """`nearest_demo` scores (s, a) by minus its distance to the nearest demonstrated (s, a), each dimension scaled
+    by its spread over the training trajectories: checked against a brute-force loop, 0 on a demonstrated pair, and
+    reported beside the other baselines only when the run has demonstrations."""
+    from aihf.mujoco.datasets import TRAIN
+    from aihf.mujoco.reward_metrics import NearestDemoReward
+    rng = np.random.default_rng(0)
+    demo_obs, demo_act = rng.normal(size=(30, 4)), rng.uniform(-1, 1, (30, 2))
+    scale = np.array([1.0, 2.0, 0.5, 1.0, 0.1, 1.0])
+    fn = NearestDemoReward(demo_obs, demo_act, scale, chunk=7)  # chunks that do not divide the queries
+    obs, act = rng.normal(size=(20, 4)), rng.uniform(-1, 1, (20, 2))
+    points = np.concatenate([demo_obs, demo_act], 1) / scale
+    brute = [-min(np.linalg.norm(np.concatenate([o, a]) / scale - p) for p in points) for o, a in zip(obs, act)]
+    np.testing.assert_allclose(fn(obs, act), brute, rtol=1e-9, atol=1e-9)
+    assert fn(demo_obs[:3], demo_act[:3]) == pytest.approx(np.zeros(3), abs=1e-6)
+
+    ds = load_dataset(hopper_data)
+    demos = [t for t in range(len(ds.arrays["traj_len"])) if ds.arrays["traj_split"][t] == 0][:1]
+    demo = tuple(x.numpy() for x in ds.transitions(np.array(demos)))
+    m = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0, demos=demo)
+    train_obs, train_act = ds.transitions(ds.trajectories(TRAIN))
+    expected = NearestDemoReward(*demo, np.concatenate([train_obs.numpy().std(0), train_act.numpy().std(0)]))
+    base = m.baselines()
+    assert base["baseline/nearest_demo/pref_accuracy"] == pytest.approx(m(expected)["pref_accuracy"])
+    assert base["baseline/nearest_demo/pref_accuracy_equal_length"] > 0.5  # being near the expert says something
+    no_demos = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
+    assert not any("nearest_demo" in k for k in no_demos.baselines())

@@ -202,14 +202,17 @@ def first_value(m: dict, key: str) -> float | None:
     return (first_evaluation(m) or {}).get(key)
 
 
+# the rewards that learn nothing, printed beside each pair accuracy (aihf.mujoco.reward_metrics)
+PAIR_BASELINES = ("constant", "length", "policy", "nearest_demo")
+
+
 def without_demonstrator(done: list[dict]) -> str:
     """Equal-length pair accuracy on the held-out pairs with no segment of the demonstrator's policy, with its
     baselines ('–' for runs recorded before the metric existed)."""
     key = "pref_accuracy_equal_length_without_demonstrator"
     if not any(m.get(f"eval/{key}") is not None for m in done):
         return "–"
-    bases = [plain([m.get("baselines", {}).get(f"baseline/{b}/{key}") for m in done])
-             for b in ("constant", "length", "policy")]
+    bases = [plain([m.get("baselines", {}).get(f"baseline/{b}/{key}") for m in done]) for b in PAIR_BASELINES]
     return (f"{cell([m.get(f'eval/{key}') for m in done])} "
             f"({' / '.join(bases)} / {plain([first_value(m, f'eval/{key}') for m in done])})")
 
@@ -229,10 +232,12 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
     first = lambda g, key: plain([first_value(m, key) for m in g])  # noqa: E731
     head = ["seeds (finished)", "reward updates", HEADLINE, "IQM",
-            "final score", "first evaluation (step)", "true return", "EPIC ↓ (constant 0.707 / r_θ at first eval.)",
-            "pair acc., equal lengths (constant / length / policy / r_θ at first eval.)",
-            "pair acc. (constant / length / policy / r_θ at first eval.)",
-            "pair acc., equal lengths, no demonstrator segment (constant / length / policy / r_θ at first eval.)",
+            "final score", "first evaluation (step)", "true return",
+            "EPIC ↓ (constant 0.707 / nearest demo / r_θ at first eval.)",
+            "pair acc., equal lengths (constant / length / policy / nearest demo / r_θ at first eval.)",
+            "pair acc. (constant / length / policy / nearest demo / r_θ at first eval.)",
+            "pair acc., equal lengths, no demonstrator segment (constant / length / policy / nearest demo / r_θ at "
+            "first eval.)",
             "per-step Pearson / Spearman",
             "return corr. (length)", "r_θ per step: demos / agent (final; demos − agent over training)"]
     lines = [shared_line(shared, len(runs)), "",
@@ -246,12 +251,13 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
             cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
             f"{cell([first_score(m) for m in g])} ({plain([(first_evaluation(m) or {}).get('step') for m in g], 0)})",
             cell([m.get("eval/return_mean") for m in done], 1),
-            f"{cell([m.get('eval/epic') for m in done])} ({first(done, 'eval/epic')})",
+            f"{cell([m.get('eval/epic') for m in done])} ({base(g, 'nearest_demo', 'epic')} / "
+            f"{first(done, 'eval/epic')})",
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
-            f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in ('constant', 'length', 'policy'))} / "
+            f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in PAIR_BASELINES)} / "
             f"{first(done, 'eval/pref_accuracy_equal_length')})",
             f"{cell([m.get('eval/pref_accuracy') for m in done])} "
-            f"({' / '.join(base(g, b, 'pref_accuracy') for b in ('constant', 'length', 'policy'))} / "
+            f"({' / '.join(base(g, b, 'pref_accuracy') for b in PAIR_BASELINES)} / "
             f"{first(done, 'eval/pref_accuracy')})",
             without_demonstrator(done),
             " / ".join(plain([m.get(k) for m in done]) for k in ("eval/reward_pearson", "eval/reward_spearman")),
@@ -284,7 +290,9 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           "trajectories: 22 on Hopper). Beside each: a "
           "constant reward, the episode-length proxy, `policy` (ranks a segment by its ladder policy's reward per "
           "step: it knows the ladder, which no learner does; a learned reward near it has learned how good each "
-          "policy is, not more), and r_θ at the run's first evaluation (before any reward update when that "
+          "policy is, not more), `nearest demo` (minus the distance from (s, a) to the nearest pair of the run's own "
+          "demonstrations, each dimension scaled by its spread: a reward that knows only what the demonstrations "
+          "look like; a learned reward near it has learned that, not more), and r_θ at the run's first evaluation (before any reward update when that "
           "evaluation precedes learning_starts: the randomly initialised network, which any learning must beat). "
           "Some held-out pairs (60 of 300 on Hopper) hold a segment of the demonstrator's own policy, which a reward "
           "fitted to its demonstrations recognises; the column without them shows what it learned beyond that. "
@@ -765,10 +773,10 @@ def plot_mujoco_scarcity(runs: list[dict], out: Path, title: str) -> dict:
 
     def baselines(ax, metric, sizes):
         name = metric.removeprefix("eval/")
-        for proxy, style in (("constant", "k--"), ("length", "k-."), ("policy", "k:")):
+        for proxy, style in (("constant", "k--"), ("length", "k-."), ("policy", "k:"), ("nearest_demo", "c-.")):
             base = _mean_by_size(groups, lambda m: (m.get("baselines") or {}).get(f"baseline/{proxy}/{name}"), sizes)
             if base:
-                ax.plot(list(base), list(base.values()), style, label=f"{proxy} reward")
+                ax.plot(list(base), list(base.values()), style, label=f"{proxy.replace('_', ' ')} reward")
         if metric != "score":  # the randomly initialised r_θ, where the first evaluation precedes any reward update
             untrained = _mean_by_size(groups, lambda m: first_value(m, metric), sizes)
             if untrained:

@@ -491,9 +491,13 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             loop = self.cfg.loop
             names = [p["name"] for p in self.data.dataset.metadata.get("policies", [])]
             demo_policy = names.index(self.data.demo_policy) if self.data.demo_policy in names else None
+            demos = None
+            if self.data.num_demos:
+                demos = (self.data.demo_obs.cpu().numpy(), self.data.demo_act.cpu().numpy())
             self._heldout = HeldoutRewardMetrics(self.data.dataset, self.cfg.env.id, self.action_low,
                                                  self.action_high, self.cfg.policy.gamma, self.cfg.seed,
-                                                 loop.epic_transitions, loop.epic_coverage, demo_policy=demo_policy)
+                                                 loop.epic_transitions, loop.epic_coverage, demo_policy=demo_policy,
+                                                 demos=demos)
         return self._heldout
 
     @torch.no_grad()

@@ -17,6 +17,11 @@ Most held-out pairs compare segments of two different ladder policies, so a rewa
 made a segment would order most of them. `baselines()` says how many: the `policy` baseline ranks each segment by
 its length times its policy's mean reward per step on the training trajectories (a pair within one policy ties).
 It knows the ladder, which no learner does: a learned reward near it has learned how good each policy is, not more.
+
+A reward fitted to demonstrations can score well by recognising behaviour that looks like them, and the held-out
+data holds much of it (the demonstrator's own policy and near-expert rungs). The `nearest_demo` baseline is that
+and nothing else: minus the distance from (s, a) to the nearest demonstrated (s, a) of the run's own
+demonstrations (`NearestDemoReward`). A learned reward no better than it has learned "like the demonstrations".
 """
 
 from __future__ import annotations
@@ -39,6 +44,27 @@ def constant_reward(obs, act, terminal):
 
 def length_proxy_reward(obs, act, terminal):
     return 1.0 - np.asarray(terminal, dtype=np.float64)
+
+
+class NearestDemoReward:
+    """r(s, a) = −min_i ‖z(s, a) − z(s_i, a_i)‖ over the demonstrated pairs (s_i, a_i), with z scaling each
+    observation and action dimension by its standard deviation over the training trajectories (so no dimension
+    dominates by its units). It needs no learning and knows only the demonstrations."""
+
+    def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, scale: np.ndarray, chunk: int = 4096):
+        self.scale = np.where(scale > 0, scale, 1.0)
+        self.points = np.concatenate([demo_obs, demo_act], 1).astype(np.float64) / self.scale
+        self.sq = (self.points ** 2).sum(1)
+        self.chunk = chunk
+
+    def __call__(self, obs, act, terminal=None) -> np.ndarray:
+        x = np.concatenate([obs, act], 1).astype(np.float64) / self.scale
+        out = np.empty(len(x))
+        for i in range(0, len(x), self.chunk):
+            q = x[i:i + self.chunk]
+            d2 = (q ** 2).sum(1)[:, None] - 2 * q @ self.points.T + self.sq[None, :]
+            out[i:i + self.chunk] = -np.sqrt(np.maximum(d2.min(1), 0.0))
+        return out
 
 
 class SimulatorReward:
@@ -83,7 +109,8 @@ class HeldoutRewardMetrics:
     def __init__(self, dataset: TrajectoryDataset, env_id: str, action_low: np.ndarray, action_high: np.ndarray,
                  gamma: float, seed: int, num_transitions: int = 500, num_coverage: int = 8,
                  true_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                 demo_policy: int | None = None):
+                 demo_policy: int | None = None, demos: tuple[np.ndarray, np.ndarray] | None = None):
+        """`demos`: the run's own demonstrations (observations, actions), for the nearest_demo baseline."""
         a = dataset.arrays
         rng = np.random.default_rng(seed)
         self.gamma = gamma
@@ -139,6 +166,11 @@ class HeldoutRewardMetrics:
         self.without_demonstrator = None
         if demo_policy is not None:
             self.without_demonstrator = (policy[index[:, 0]] != demo_policy) & (policy[index[:, 3]] != demo_policy)
+        self.nearest_demo = None
+        if demos is not None and len(demos[0]):
+            train_obs, train_act = dataset.transitions(train)
+            scale = np.concatenate([np.asarray(train_obs).std(0), np.asarray(train_act).std(0)])
+            self.nearest_demo = NearestDemoReward(np.asarray(demos[0]), np.asarray(demos[1]), scale)
 
     @staticmethod
     def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -180,7 +212,10 @@ class HeldoutRewardMetrics:
 
     def baselines(self) -> dict[str, float]:
         out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
-        for name, fn in (("constant", constant_reward), ("length", length_proxy_reward)):
+        rewards = [("constant", constant_reward), ("length", length_proxy_reward)]
+        if self.nearest_demo is not None:
+            rewards.append(("nearest_demo", self.nearest_demo))
+        for name, fn in rewards:
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
         if len(self.equal_length):
             known = ~np.isnan(self.pair_policy_pred[0]) & ~np.isnan(self.pair_policy_pred[1])
