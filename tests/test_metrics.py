@@ -137,31 +137,42 @@ def test_a_reward_that_only_recognises_the_demonstrator_gets_no_credit_without_i
     assert "pref_accuracy_without_demonstrator" not in plain(recognise)
 
 
-def test_the_nearest_demonstration_baseline_is_minus_the_scaled_distance_to_the_closest_demonstrated_pair(
+def test_the_demo_classifier_baseline_is_the_balanced_logistic_regression_of_demonstrations_against_the_others(
         hopper_data):
-    """`nearest_demo` scores (s, a) by minus its distance to the nearest demonstrated (s, a), each dimension scaled
-    by its spread over the training trajectories: checked against a brute-force loop, 0 on a demonstrated pair, and
-    reported beside the other baselines only when the run has demonstrations."""
+    """`demo_classifier` scores (s, a) by the logit of a linear classifier of the demonstrated (s, a) against other
+    policies' (s, a): at its fit, the score equations of the class-balanced, L2-penalised log-likelihood hold (so a
+    wrong gradient, weighting or penalty fails), it ranks the demonstrations' side of the data higher, and it is
+    reported beside the other baselines only when the run has demonstrations, fitted against the training
+    trajectories of every policy but the demonstrator's."""
     from aihf.mujoco.datasets import TRAIN
-    from aihf.mujoco.reward_metrics import NearestDemoReward
+    from aihf.mujoco.reward_metrics import DemoClassifierReward
     rng = np.random.default_rng(0)
-    demo_obs, demo_act = rng.normal(size=(30, 4)), rng.uniform(-1, 1, (30, 2))
-    scale = np.array([1.0, 2.0, 0.5, 1.0, 0.1, 1.0])
-    fn = NearestDemoReward(demo_obs, demo_act, scale, chunk=7)  # chunks that do not divide the queries
-    obs, act = rng.normal(size=(20, 4)), rng.uniform(-1, 1, (20, 2))
-    points = np.concatenate([demo_obs, demo_act], 1) / scale
-    brute = [-min(np.linalg.norm(np.concatenate([o, a]) / scale - p) for p in points) for o, a in zip(obs, act)]
-    np.testing.assert_allclose(fn(obs, act), brute, rtol=1e-9, atol=1e-9)
-    assert fn(demo_obs[:3], demo_act[:3]) == pytest.approx(np.zeros(3), abs=1e-6)
+    pos_obs, pos_act = rng.normal(0.8, 1.0, (60, 3)), rng.normal(0.3, 0.5, (60, 1))
+    neg_obs, neg_act = rng.normal(-0.5, 1.5, (400, 3)), rng.normal(0.0, 0.5, (400, 1))
+    fn = DemoClassifierReward(pos_obs, pos_act, neg_obs, neg_act, l2=0.01)
+    assert fn.converged
+    z = (np.concatenate([np.concatenate([pos_obs, pos_act], 1), np.concatenate([neg_obs, neg_act], 1)]) - fn.mean) \
+        / fn.std
+    logit = np.concatenate([fn(pos_obs, pos_act), fn(neg_obs, neg_act)])
+    y = np.r_[np.ones(60), np.zeros(400)]
+    w = np.where(y == 1, 0.5 / 60, 0.5 / 400)
+    residual = w * (1 / (1 + np.exp(-logit)) - y)
+    np.testing.assert_allclose(z.T @ residual + 0.01 * fn.beta[:-1], 0, atol=1e-5)  # each feature's equation
+    assert abs(residual.sum()) < 1e-5  # the intercept's: unpenalised
+    assert fn(pos_obs, pos_act).mean() > 0 > fn(neg_obs, neg_act).mean()
 
     ds = load_dataset(hopper_data)
-    demos = [t for t in range(len(ds.arrays["traj_len"])) if ds.arrays["traj_split"][t] == 0][:1]
-    demo = tuple(x.numpy() for x in ds.transitions(np.array(demos)))
-    m = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0, demos=demo)
-    train_obs, train_act = ds.transitions(ds.trajectories(TRAIN))
-    expected = NearestDemoReward(*demo, np.concatenate([train_obs.numpy().std(0), train_act.numpy().std(0)]))
+    a = ds.arrays
+    names = [p["name"] for p in ds.metadata["policies"]]
+    q = names.index(ds.metadata["expert"])
+    demo = tuple(x.numpy() for x in ds.transitions(ds.trajectories(0)[:1]))
+    m = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0, demos=demo,
+                             demo_policy=q)
+    train = ds.trajectories(TRAIN)
+    others = tuple(x.numpy() for x in ds.transitions(train[a["traj_policy"][train] != q]))
+    expected = DemoClassifierReward(*demo, *others)
     base = m.baselines()
-    assert base["baseline/nearest_demo/pref_accuracy"] == pytest.approx(m(expected)["pref_accuracy"])
-    assert base["baseline/nearest_demo/pref_accuracy_equal_length"] > 0.5  # being near the expert says something
+    assert base["baseline/demo_classifier/pref_accuracy"] == pytest.approx(m(expected)["pref_accuracy"])
+    assert base["baseline/demo_classifier/pref_accuracy_equal_length"] > 0.5  # telling the expert apart says something
     no_demos = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
-    assert not any("nearest_demo" in k for k in no_demos.baselines())
+    assert not any("demo_classifier" in k for k in no_demos.baselines())

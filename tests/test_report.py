@@ -26,7 +26,7 @@ def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_we
          "baselines": {"baseline/constant/pref_accuracy": 0.72, "baseline/length/pref_accuracy": 0.7,
                        "baseline/constant/pref_accuracy_equal_length": 0.5,
                        "baseline/length/pref_accuracy_equal_length": 0.5, "baseline/length/return_correlation": 0.99,
-                       "baseline/nearest_demo/pref_accuracy": 0.62, "baseline/nearest_demo/epic": 0.66},
+                       "baseline/demo_classifier/pref_accuracy": 0.62, "baseline/demo_classifier/epic": 0.66},
          "budget": 1000,  # the headline window: evaluations at 800 and after; the one at 200 is the first
          "eval/reward_level_demos": 1.5, "eval/reward_level_agent": 1.5,
          # r_θ at each evaluation: untrained at the first (EPIC 0.65), paying the demonstrations 2, 1, 0 more
@@ -57,10 +57,10 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     assert "| 0.307 [0.297, 0.318] (0.300–0.315) |" in x_row
     assert "| 0.900 [0.900, 0.900] (0.900–0.900) (200) |" in x_row
     assert "score, last 20 % of training, row − column, paired by seed (4 seeds)" in md
-    # the constant's, the length proxy's and the nearest demonstration's pair accuracy beside the learned one (no
+    # the constant's, the length proxy's and the demonstration classifier's pair accuracy beside the learned one (no
     # policy baseline recorded: –), and the untrained r_θ of the first evaluation beside each reward metric
     assert "(0.720 / 0.700 / – / 0.620 / 0.600)" in x_row and "(0.500 / 0.500 / – / – / 0.450)" in x_row
-    assert "(0.400–0.400) (0.660 / 0.650)" in x_row  # EPIC, then the nearest demonstration's and the first evaluation's
+    assert "(0.400–0.400) (0.660 / 0.650)" in x_row  # EPIC, then the demonstration classifier's and the first evaluation's
     header = [c.strip() for c in main.splitlines()[2].strip("|").split("|")]
     cells = [c.strip() for c in x_row.strip("|").split("|")]
     no_demonstrator = next(i for i, h in enumerate(header) if h.startswith("pair acc., equal lengths, no demo"))
@@ -271,7 +271,7 @@ def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
     p_z = [stats.t_test_p(np.array(gold["method_x"]) + shift - 0.2) for shift in (0.0, 0.05)]
     holm = stats.holm([p, p_z[0], p, p_z[1]])  # the family: every contrast at every count, in table order
     # beside the t-test's p, the exact sign-flip test's: all 5 differences positive → 2 of the 32 sign patterns
-    assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} (0.062) |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
+    assert f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5) | {p:.3f} (0.0625) |" in rows[0] and f"{holm[0]:.3f}" in rows[0]
     assert "| – | – | – | ±0.610 | ±" in rows[1]  # method_z learns from no pairs: no accuracy contrast
     # beside each, the smallest difference Holm's first step could call in this family of 4, at its spread, and the
     # true difference it would find with 80 % power
@@ -539,7 +539,7 @@ def test_the_accuracy_without_the_demonstrators_segments_is_shown_with_its_basel
     key = "pref_accuracy_equal_length_without_demonstrator"
     runs = [{"seed": s, f"eval/{key}": 0.6 + 0.1 * s,
              "baselines": {f"baseline/constant/{key}": 0.5, f"baseline/length/{key}": 0.52,
-                           f"baseline/policy/{key}": 0.75, f"baseline/nearest_demo/{key}": 0.7 - 0.1 * s},
+                           f"baseline/policy/{key}": 0.75, f"baseline/demo_classifier/{key}": 0.7 - 0.1 * s},
              "history": [{"step": 10, f"eval/{key}": 0.4}, {"step": 20, f"eval/{key}": 0.9}]} for s in range(2)]
     assert report.without_demonstrator(runs) == (
         f"{report.cell([0.6, 0.7])} (0.500 / 0.520 / 0.750 / 0.650 / 0.400)")

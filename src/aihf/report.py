@@ -203,7 +203,7 @@ def first_value(m: dict, key: str) -> float | None:
 
 
 # the rewards that learn nothing, printed beside each pair accuracy (aihf.mujoco.reward_metrics)
-PAIR_BASELINES = ("constant", "length", "policy", "nearest_demo")
+PAIR_BASELINES = ("constant", "length", "policy", "demo_classifier")
 
 
 def without_demonstrator(done: list[dict]) -> str:
@@ -233,10 +233,10 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     first = lambda g, key: plain([first_value(m, key) for m in g])  # noqa: E731
     head = ["seeds (finished)", "reward updates", HEADLINE, "IQM",
             "final score", "first evaluation (step)", "true return",
-            "EPIC ↓ (constant 0.707 / nearest demo / r_θ at first eval.)",
-            "pair acc., equal lengths (constant / length / policy / nearest demo / r_θ at first eval.)",
-            "pair acc. (constant / length / policy / nearest demo / r_θ at first eval.)",
-            "pair acc., equal lengths, no demonstrator segment (constant / length / policy / nearest demo / r_θ at "
+            "EPIC ↓ (constant 0.707 / demo classifier / r_θ at first eval.)",
+            "pair acc., equal lengths (constant / length / policy / demo classifier / r_θ at first eval.)",
+            "pair acc. (constant / length / policy / demo classifier / r_θ at first eval.)",
+            "pair acc., equal lengths, no demonstrator segment (constant / length / policy / demo classifier / r_θ at "
             "first eval.)",
             "per-step Pearson / Spearman",
             "return corr. (length)", "r_θ per step: demos / agent (final; demos − agent over training)"]
@@ -251,7 +251,7 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
             cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
             f"{cell([first_score(m) for m in g])} ({plain([(first_evaluation(m) or {}).get('step') for m in g], 0)})",
             cell([m.get("eval/return_mean") for m in done], 1),
-            f"{cell([m.get('eval/epic') for m in done])} ({base(g, 'nearest_demo', 'epic')} / "
+            f"{cell([m.get('eval/epic') for m in done])} ({base(g, 'demo_classifier', 'epic')} / "
             f"{first(done, 'eval/epic')})",
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
             f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in PAIR_BASELINES)} / "
@@ -284,15 +284,18 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           "average the finished seeds. The IQM and the probability of improvement get a percentile-bootstrap "
           f"interval only from {BOOTSTRAP_MIN_SEEDS} seeds on (below that it covers far less than 95 %); with "
           "fewer than 4 seeds the IQM trims nothing and equals the mean, and with 4 it is the mean of the middle "
-          "two. Reward metrics are on the dataset's held-out split, one fixed set for every seed, so the intervals "
-          "leave out that set's own sampling error (about ±0.05 at 95 % on an accuracy over 300 independent pairs, "
-          "more on the equal-length ones, and more again because the pairs are cut from a few held-out "
-          "trajectories: 22 on Hopper). Beside each: a "
+          "two. Reward metrics are on the dataset's held-out split, the same trajectories and pairs for every "
+          "seed, so the intervals leave out that set's own sampling error (about ±0.05 at 95 % on an accuracy over "
+          "300 independent pairs, more on the equal-length ones, and more again because the pairs are cut from a "
+          "few held-out trajectories: 22 on Hopper). EPIC's 500 transitions and 8 coverage states and actions are "
+          "drawn with each run's seed, which moves one reward's EPIC by a few hundredths (a near-identical reward "
+          "scored 0.58–0.65 over the five Hopper seeds' draws). Beside each: a "
           "constant reward, the episode-length proxy, `policy` (ranks a segment by its ladder policy's reward per "
           "step: it knows the ladder, which no learner does; a learned reward near it has learned how good each "
-          "policy is, not more), `nearest demo` (minus the distance from (s, a) to the nearest pair of the run's own "
-          "demonstrations, each dimension scaled by its spread: a reward that knows only what the demonstrations "
-          "look like; a learned reward near it has learned that, not more), and r_θ at the run's first evaluation (before any reward update when that "
+          "policy is, not more), `demo classifier` (the logit of a linear classifier of the run's own demonstrated "
+          "(s, a) against the other ladder policies' training steps: a reward that has learned to recognise the "
+          "demonstrations and nothing else; a learned reward near it has learned that, not more), and r_θ at the "
+          "run's first evaluation (before any reward update when that "
           "evaluation precedes learning_starts: the randomly initialised network, which any learning must beat). "
           "Some held-out pairs (60 of 300 on Hopper) hold a segment of the demonstrator's own policy, which a reward "
           "fitted to its demonstrations recognises; the column without them shows what it learned beyond that. "
@@ -624,7 +627,7 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
              f"| | contrast | {head} | significant from (first metric) | 80 % power (first metric) |",
              "|---|---|" + "---|---|---|" * len(measures) + "---|---|"]
     for i, (label, name, _, _) in enumerate(found):
-        row = [f"{t} | {fmt(p)}{'' if math.isnan(e) else f' ({e:.3f})'} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
+        row = [f"{t} | {fmt(p)}{'' if math.isnan(e) else f' ({e:.4f})'} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)}"
                for t, p, e, q in (column[i] for column in cells)]
         bounds = [stats.smallest_significant_difference(spreads[i], family),
                   stats.difference_for_power(spreads[i], family)]
@@ -773,7 +776,7 @@ def plot_mujoco_scarcity(runs: list[dict], out: Path, title: str) -> dict:
 
     def baselines(ax, metric, sizes):
         name = metric.removeprefix("eval/")
-        for proxy, style in (("constant", "k--"), ("length", "k-."), ("policy", "k:"), ("nearest_demo", "c-.")):
+        for proxy, style in (("constant", "k--"), ("length", "k-."), ("policy", "k:"), ("demo_classifier", "c-.")):
             base = _mean_by_size(groups, lambda m: (m.get("baselines") or {}).get(f"baseline/{proxy}/{name}"), sizes)
             if base:
                 ax.plot(list(base), list(base.values()), style, label=f"{proxy.replace('_', ' ')} reward")

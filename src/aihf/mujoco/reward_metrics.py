@@ -19,9 +19,10 @@ its length times its policy's mean reward per step on the training trajectories 
 It knows the ladder, which no learner does: a learned reward near it has learned how good each policy is, not more.
 
 A reward fitted to demonstrations can score well by recognising behaviour that looks like them, and the held-out
-data holds much of it (the demonstrator's own policy and near-expert rungs). The `nearest_demo` baseline is that
-and nothing else: minus the distance from (s, a) to the nearest demonstrated (s, a) of the run's own
-demonstrations (`NearestDemoReward`). A learned reward no better than it has learned "like the demonstrations".
+data holds much of it (the demonstrator's own policy and near-expert rungs). The `demo_classifier` baseline is that
+and nothing else: the logit of a linear classifier of the run's own demonstrated (s, a) against the training
+trajectories of the other ladder policies (`DemoClassifierReward`). It sees the ladder, which no learner does; a
+learned reward no better than it has learned to recognise the demonstrations, not more.
 """
 
 from __future__ import annotations
@@ -46,25 +47,38 @@ def length_proxy_reward(obs, act, terminal):
     return 1.0 - np.asarray(terminal, dtype=np.float64)
 
 
-class NearestDemoReward:
-    """r(s, a) = −min_i ‖z(s, a) − z(s_i, a_i)‖ over the demonstrated pairs (s_i, a_i), with z scaling each
-    observation and action dimension by its standard deviation over the training trajectories (so no dimension
-    dominates by its units). It needs no learning and knows only the demonstrations."""
+class DemoClassifierReward:
+    """r(s, a) = the logit of a linear logistic regression that tells the demonstrated (s, a) from the (s, a) of other
+    policies: a reward that has learned to recognise the demonstrations and nothing else. Features are the
+    observation and action, standardised on the data it is fitted to; the two classes weigh equally (the
+    demonstrations are far fewer steps), with a small L2 penalty so that separable data still has a finite fit.
+    Fitted once, deterministically (L-BFGS)."""
 
-    def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, scale: np.ndarray, chunk: int = 4096):
-        self.scale = np.where(scale > 0, scale, 1.0)
-        self.points = np.concatenate([demo_obs, demo_act], 1).astype(np.float64) / self.scale
-        self.sq = (self.points ** 2).sum(1)
-        self.chunk = chunk
+    def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, other_obs: np.ndarray, other_act: np.ndarray,
+                 l2: float = 1e-3):
+        from scipy.optimize import minimize
+        pos = np.concatenate([demo_obs, demo_act], 1).astype(np.float64)
+        neg = np.concatenate([other_obs, other_act], 1).astype(np.float64)
+        x = np.concatenate([pos, neg])
+        self.mean, std = x.mean(0), x.std(0)
+        self.std = np.where(std > 0, std, 1.0)
+        z = np.concatenate([(x - self.mean) / self.std, np.ones((len(x), 1))], 1)
+        y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+        w = np.where(y == 1, 0.5 / len(pos), 0.5 / len(neg))
+
+        def loss(beta):
+            logit = z @ beta
+            value = (w * (np.logaddexp(0.0, logit) - y * logit)).sum() + 0.5 * l2 * (beta[:-1] ** 2).sum()
+            grad = z.T @ (w * (1.0 / (1.0 + np.exp(-logit)) - y))
+            grad[:-1] += l2 * beta[:-1]
+            return value, grad
+
+        fit = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 1000})
+        self.beta, self.converged = fit.x, bool(fit.success)
 
     def __call__(self, obs, act, terminal=None) -> np.ndarray:
-        x = np.concatenate([obs, act], 1).astype(np.float64) / self.scale
-        out = np.empty(len(x))
-        for i in range(0, len(x), self.chunk):
-            q = x[i:i + self.chunk]
-            d2 = (q ** 2).sum(1)[:, None] - 2 * q @ self.points.T + self.sq[None, :]
-            out[i:i + self.chunk] = -np.sqrt(np.maximum(d2.min(1), 0.0))
-        return out
+        x = (np.concatenate([obs, act], 1).astype(np.float64) - self.mean) / self.std
+        return x @ self.beta[:-1] + self.beta[-1]
 
 
 class SimulatorReward:
@@ -110,7 +124,7 @@ class HeldoutRewardMetrics:
                  gamma: float, seed: int, num_transitions: int = 500, num_coverage: int = 8,
                  true_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                  demo_policy: int | None = None, demos: tuple[np.ndarray, np.ndarray] | None = None):
-        """`demos`: the run's own demonstrations (observations, actions), for the nearest_demo baseline."""
+        """`demos`: the run's own demonstrations (observations, actions), for the demo_classifier baseline."""
         a = dataset.arrays
         rng = np.random.default_rng(seed)
         self.gamma = gamma
@@ -166,11 +180,12 @@ class HeldoutRewardMetrics:
         self.without_demonstrator = None
         if demo_policy is not None:
             self.without_demonstrator = (policy[index[:, 0]] != demo_policy) & (policy[index[:, 3]] != demo_policy)
-        self.nearest_demo = None
+        self.demo_classifier = None
         if demos is not None and len(demos[0]):
-            train_obs, train_act = dataset.transitions(train)
-            scale = np.concatenate([np.asarray(train_obs).std(0), np.asarray(train_act).std(0)])
-            self.nearest_demo = NearestDemoReward(np.asarray(demos[0]), np.asarray(demos[1]), scale)
+            others = train if demo_policy is None else train[policy[train] != demo_policy]
+            other_obs, other_act = dataset.transitions(others)
+            self.demo_classifier = DemoClassifierReward(np.asarray(demos[0]), np.asarray(demos[1]),
+                                                        other_obs.numpy(), other_act.numpy())
 
     @staticmethod
     def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -213,8 +228,8 @@ class HeldoutRewardMetrics:
     def baselines(self) -> dict[str, float]:
         out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
         rewards = [("constant", constant_reward), ("length", length_proxy_reward)]
-        if self.nearest_demo is not None:
-            rewards.append(("nearest_demo", self.nearest_demo))
+        if self.demo_classifier is not None:
+            rewards.append(("demo_classifier", self.demo_classifier))
         for name, fn in rewards:
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
         if len(self.equal_length):
