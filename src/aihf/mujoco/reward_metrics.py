@@ -50,9 +50,10 @@ def length_proxy_reward(obs, act, terminal):
 class DemoClassifierReward:
     """r(s, a) = the logit of a linear logistic regression that tells the demonstrated (s, a) from the (s, a) of other
     policies: a reward that has learned to recognise the demonstrations and nothing else. Features are the
-    observation and action, standardised on the data it is fitted to; the two classes weigh equally (the
-    demonstrations are far fewer steps), with a small L2 penalty so that separable data still has a finite fit.
-    Fitted once, deterministically (L-BFGS)."""
+    observation and action, standardised on the data it is fitted to; plain (unweighted) log-likelihood, mean over
+    steps, with a small L2 penalty so that separable data still has a finite fit. Fitted once, deterministically
+    (L-BFGS). (Weighing the two classes equally made a weaker recogniser on Hopper: per-step correlation with the
+    true reward 0.45–0.51 against 0.60–0.62; a control should be the stronger one.)"""
 
     def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, other_obs: np.ndarray, other_act: np.ndarray,
                  l2: float = 1e-3):
@@ -64,7 +65,7 @@ class DemoClassifierReward:
         self.std = np.where(std > 0, std, 1.0)
         z = np.concatenate([(x - self.mean) / self.std, np.ones((len(x), 1))], 1)
         y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-        w = np.where(y == 1, 0.5 / len(pos), 0.5 / len(neg))
+        w = np.full(len(y), 1.0 / len(y))
 
         def loss(beta):
             logit = z @ beta
