@@ -623,7 +623,7 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
              f"secondary metric tested after the primary one failed is exploratory. p: Student's t-test; in brackets "
              f"the exact sign-flip test, which assumes nothing of the differences' distribution and cannot go below "
              f"2 / 2^n with n seeds ({2 / 2 ** seeds:.4f} at {seeds}): where the t-test passes and the exact test "
-             f"cannot, normality carries the result.", "",
+             f"cannot, normality carries the result (the exact p is not Holm-adjusted).", "",
              f"| | contrast | {head} | significant from (first metric) | 80 % power (first metric) |",
              "|---|---|" + "---|---|---|" * len(measures) + "---|---|"]
     for i, (label, name, _, _) in enumerate(found):
