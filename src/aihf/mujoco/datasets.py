@@ -132,9 +132,14 @@ def load_dataset(path: str | Path, obs_dim: int | None = None, act_dim: int | No
     except json.JSONDecodeError as exc:
         raise ConfigError(f"metadata {meta_file} is not valid JSON: line {exc.lineno}: {exc.msg}") from None
     validate(arrays, metadata, str(path), obs_dim, act_dim, env_id, action_bounds, anchors_given, str(meta_file))
-    digest = hashlib.sha256(path.read_bytes())
-    digest.update(meta_file.read_bytes())  # the anchors and the teacher live in the metadata
-    return TrajectoryDataset(arrays, metadata, path, digest.hexdigest())
+    return TrajectoryDataset(arrays, metadata, path, dataset_sha256(path))
+
+
+def dataset_sha256(path: Path) -> str:
+    """The dataset's identity: its .npz and its metadata (the anchors and the teacher live there)."""
+    digest = hashlib.sha256(Path(path).read_bytes())
+    digest.update(metadata_path(Path(path)).read_bytes())
+    return digest.hexdigest()
 
 
 def validate(arrays: dict[str, np.ndarray], metadata, where: str, obs_dim: int | None = None,

@@ -39,8 +39,19 @@ def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[st
     return [prefix + k for k, v in recorded.items() if k in measured and not same(v, measured[k])]
 
 
+def _check_dataset(run: Path, recorded: str | None, path: Path, sha: str | None = None) -> None:
+    """Refuse a run whose data file changed since it trained (checked before the module is built, and again on the
+    file the module loaded)."""
+    from aihf.mujoco.datasets import dataset_sha256
+    sha = sha or (dataset_sha256(path) if path.is_file() else "missing")
+    if recorded is None or recorded != sha:
+        raise ConfigError(f"{run} learned from a dataset with sha256 {str(recorded)[:12]}, but {path} now has "
+                          f"{sha[:12]}")
+
+
 def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
+    from aihf.mujoco.datasets import shipped_path
     from aihf.mujoco.module import MuJoCoAIHF
     from aihf.provenance import git_commit
     from aihf.run_dir import save_metrics
@@ -67,6 +78,8 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         if changed:  # a default changed since the run: the metrics would be of another setting
             raise ConfigError(f"{run}: composed again at this commit, {len(changed)} setting(s) differ from the run's "
                               f"own .hydra/config.yaml, e.g. {changed[0]}")
+        subset = before.get("data_subset") or {}
+        _check_dataset(run, subset.get("dataset_sha256"), Path(cfg.data.path or shipped_path(cfg.env.id)))
         torch.set_num_threads(cfg.loop.torch_threads)
         module = MuJoCoAIHF(cfg)
         try:
@@ -74,11 +87,8 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
             if module.reward_updates != before["reward_updates"] or module.final_metrics is None:
                 raise ConfigError(f"{ckpt} is at {module.env_steps} env steps and {module.reward_updates} reward "
                                   f"updates, not the finished run's {before['reward_updates']}")
-            subset = before.get("data_subset") or {}
-            sha = subset.get("dataset_sha256")
-            if sha is None or sha != module.data.dataset.sha256:
-                raise ConfigError(f"{run} learned from a dataset with sha256 {str(sha)[:12]}, but "
-                                  f"{module.data.dataset.path} now has {module.data.dataset.sha256[:12]}")
+            _check_dataset(run, subset.get("dataset_sha256"), Path(module.data.dataset.path),
+                           module.data.dataset.sha256)
             drawn = {k: v for k, v in module.data.subset().items() if k != "dataset"}
             differ = [k for k, v in drawn.items() if subset.get(k) != v]
             if differ:
