@@ -184,9 +184,9 @@ class HeldoutRewardMetrics:
         self.demo_classifier = None
         if demos is not None and len(demos[0]):
             others = train if demo_policy is None else train[policy[train] != demo_policy]
-            other_obs, other_act = dataset.transitions(others)
+            steps = dataset.steps_of(others)  # numpy: no tensor made outside the module's device
             self.demo_classifier = DemoClassifierReward(np.asarray(demos[0]), np.asarray(demos[1]),
-                                                        other_obs.numpy(), other_act.numpy())
+                                                        a["obs"][steps], a["act"][steps])
 
     @staticmethod
     def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
