@@ -181,12 +181,13 @@ class HeldoutRewardMetrics:
         self.without_demonstrator = None
         if demo_policy is not None:
             self.without_demonstrator = (policy[index[:, 0]] != demo_policy) & (policy[index[:, 3]] != demo_policy)
-        self.demo_classifier = None
+        # the demo_classifier baseline is fitted in baselines(), the one place that uses it (not at every run's
+        # first evaluation)
+        self.classifier_data = None
         if demos is not None and len(demos[0]):
             others = train if demo_policy is None else train[policy[train] != demo_policy]
             steps = dataset.steps_of(others)  # numpy: no tensor made outside the module's device
-            self.demo_classifier = DemoClassifierReward(np.asarray(demos[0]), np.asarray(demos[1]),
-                                                        a["obs"][steps], a["act"][steps])
+            self.classifier_data = (np.asarray(demos[0]), np.asarray(demos[1]), a["obs"][steps], a["act"][steps])
 
     @staticmethod
     def span_sums(values: np.ndarray, spans: np.ndarray) -> np.ndarray:
@@ -229,8 +230,8 @@ class HeldoutRewardMetrics:
     def baselines(self) -> dict[str, float]:
         out = {"baseline/true_reward_simulator_vs_recorded_corr": self.simulator_fidelity}
         rewards = [("constant", constant_reward), ("length", length_proxy_reward)]
-        if self.demo_classifier is not None:
-            rewards.append(("demo_classifier", self.demo_classifier))
+        if self.classifier_data is not None:
+            rewards.append(("demo_classifier", DemoClassifierReward(*self.classifier_data)))
         for name, fn in rewards:
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
         if len(self.equal_length):
