@@ -39,11 +39,11 @@ def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[st
     return [prefix + k for k, v in recorded.items() if k in measured and not same(v, measured[k])]
 
 
-def _check_dataset(run: Path, recorded: str | None, path: Path, sha: str | None = None) -> None:
-    """Refuse a run whose data file changed since it trained (checked before the module is built, and again on the
-    file the module loaded)."""
+def _check_dataset(run: Path, recorded: str | None, path: Path) -> None:
+    """Refuse a run whose data file changed since it trained, before the module is built (from the path the module
+    would load)."""
     from aihf.mujoco.datasets import dataset_sha256
-    sha = sha or (dataset_sha256(path) if path.is_file() else "missing")
+    sha = dataset_sha256(path) if path.is_file() else "missing"
     if recorded is None or recorded != sha:
         raise ConfigError(f"{run} learned from a dataset with sha256 {str(recorded)[:12]}, but {path} now has "
                           f"{sha[:12]}")
@@ -87,8 +87,6 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
             if module.reward_updates != before["reward_updates"] or module.final_metrics is None:
                 raise ConfigError(f"{ckpt} is at {module.env_steps} env steps and {module.reward_updates} reward "
                                   f"updates, not the finished run's {before['reward_updates']}")
-            _check_dataset(run, subset.get("dataset_sha256"), Path(module.data.dataset.path),
-                           module.data.dataset.sha256)
             drawn = {k: v for k, v in module.data.subset().items() if k != "dataset"}
             differ = [k for k, v in drawn.items() if subset.get(k) != v]
             if differ:
