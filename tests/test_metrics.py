@@ -176,3 +176,70 @@ def test_the_demo_classifier_baseline_is_the_logistic_regression_of_demonstratio
     assert base["baseline/demo_classifier/pref_accuracy_equal_length"] > 0.5  # telling the expert apart says something
     no_demos = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
     assert not any("demo_classifier" in k for k in no_demos.baselines())
+
+
+def test_the_mlp_demo_classifier_recognises_what_a_linear_one_cannot_and_leaves_the_global_rng_alone():
+    """`demo_mlp_classifier` is a real non-linear recogniser: demonstrations on a ring around the others' cluster
+    (no linear boundary exists) are told apart far better than by the linear baseline; the fit is the same twice
+    from one seed, differs from another seed, and leaves torch's global random state as it found it."""
+    import torch
+    from aihf.mujoco.reward_metrics import DemoClassifierReward, DemoMLPClassifierReward
+
+    def ring(rng, n, inner):
+        angle, radius = rng.uniform(0, 2 * np.pi, n), (rng.uniform(0, 0.8, n) if inner else rng.uniform(1.6, 2.2, n))
+        return np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1), rng.normal(0, 0.1, (n, 1))
+
+    rng = np.random.default_rng(0)
+    demo, other = ring(rng, 400, False), ring(rng, 1600, True)
+    test_demo, test_other = ring(rng, 300, False), ring(rng, 300, True)
+
+    def auc(fn):  # the probability that a held-out demonstrated (s, a) scores above a held-out other one
+        pos, neg = fn(*test_demo), fn(*test_other)
+        return float((pos[:, None] > neg[None, :]).mean())
+
+    state = torch.get_rng_state()
+    mlp = DemoMLPClassifierReward(*demo, *other, steps=1500, seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+    assert auc(mlp) > 0.97
+    assert auc(DemoClassifierReward(*demo, *other)) < 0.75
+    again, other_seed = DemoMLPClassifierReward(*demo, *other, steps=1500, seed=3), \
+        DemoMLPClassifierReward(*demo, *other, steps=1500, seed=4)
+    np.testing.assert_array_equal(mlp(*test_demo), again(*test_demo))
+    assert not np.array_equal(mlp(*test_demo), other_seed(*test_demo))
+
+
+def test_epic_on_the_lower_rungs_uses_only_their_transitions_and_leaves_the_other_draws_alone(hopper_data):
+    """`epic_lower_rungs` is EPIC on held-out transitions of the policies whose return is under half the
+    demonstrator's: every drawn transition belongs to one, the true reward scores 0 there, a reward that is the
+    true one on those rungs and noise elsewhere scores 0 there too (but not on all transitions); the draws of
+    `epic` are what they are without a demonstrator, and without one the metric is absent."""
+    ds = load_dataset(hopper_data)
+    a = ds.arrays
+    policies = ds.metadata["policies"]
+    q = [p["name"] for p in policies].index(ds.metadata["expert"])
+    lower = {i for i, p in enumerate(policies) if p["eval_return"] is None
+             or p["eval_return"] < 0.5 * policies[q]["eval_return"]}
+    assert 0 < len(lower) < len(policies)
+    sim = SimulatorReward("Hopper-v5")
+    m = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=60,
+                             true_reward=sim, demo_policy=q)
+    traj_of_step = np.repeat(np.arange(len(a["traj_start"])), a["traj_len"])
+    assert len(m.lower_idx) >= 2
+    assert set(a["traj_policy"][traj_of_step[m.lower_idx]]) <= lower
+    assert not set(a["traj_policy"][traj_of_step[m.epic_idx]]) <= lower  # all held-out transitions, not only those
+    step_policy = a["traj_policy"][traj_of_step]
+    noise = np.random.default_rng(1)
+
+    def true_on_lower_rungs(o, act, term):  # the true reward where a lower rung was, noise at every other state
+        r = sim(o, act)
+        known = {o_.tobytes(): p for o_, p in zip(a["obs"], step_policy)}
+        is_lower = np.array([known.get(o_.tobytes(), -1) in lower for o_ in o])
+        return np.where(is_lower, r, noise.normal(0, 5, len(o)))
+
+    out = m(true_on_lower_rungs)
+    assert out["epic_lower_rungs"] < 0.05 < out["epic"]
+    assert m(lambda o, act, term: sim(o, act))["epic_lower_rungs"] == pytest.approx(0.0, abs=1e-6)
+    plain = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=60,
+                                 true_reward=sim)
+    np.testing.assert_array_equal(plain.epic_idx, m.epic_idx)
+    assert "epic_lower_rungs" not in plain(lambda o, act, term: sim(o, act))

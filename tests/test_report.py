@@ -26,11 +26,15 @@ def write_run(root: Path, name: str, algo: str, seed: int, score: float, pref_we
          "baselines": {"baseline/constant/pref_accuracy": 0.72, "baseline/length/pref_accuracy": 0.7,
                        "baseline/constant/pref_accuracy_equal_length": 0.5,
                        "baseline/length/pref_accuracy_equal_length": 0.5, "baseline/length/return_correlation": 0.99,
-                       "baseline/demo_classifier/pref_accuracy": 0.62, "baseline/demo_classifier/epic": 0.66},
+                       "baseline/demo_classifier/pref_accuracy": 0.62, "baseline/demo_classifier/epic": 0.66,
+                       "baseline/demo_mlp_classifier/epic": 0.69, "baseline/demo_classifier/epic_lower_rungs": 0.5,
+                       "baseline/demo_mlp_classifier/epic_lower_rungs": 0.8},
+         "eval/epic_lower_rungs": 0.45,
          "budget": 1000,  # the headline window: evaluations at 800 and after; the one at 200 is the first
          "eval/reward_level_demos": 1.5, "eval/reward_level_agent": 1.5,
          # r_θ at each evaluation: untrained at the first (EPIC 0.65), paying the demonstrations 2, 1, 0 more
          "history": [{"step": 200, "eval/return_mean": 9.0, "eval/normalised_score": 0.9, "eval/epic": 0.65,
+                      "eval/epic_lower_rungs": 0.7,
                       "eval/pref_accuracy_equal_length": 0.45, "eval/pref_accuracy": 0.6,
                       "eval/reward_level_demos": 3.0, "eval/reward_level_agent": 1.0},
                      {"step": 800, "eval/return_mean": 1.0, "eval/normalised_score": 0.1,
@@ -60,7 +64,8 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     # the constant's, the length proxy's and the demonstration classifier's pair accuracy beside the learned one (no
     # policy baseline recorded: –), and the untrained r_θ of the first evaluation beside each reward metric
     assert "(0.720 / 0.700 / – / 0.620 / 0.600)" in x_row and "(0.500 / 0.500 / – / – / 0.450)" in x_row
-    assert "(0.400–0.400) (0.660 / 0.650)" in x_row  # EPIC, then the demonstration classifier's and the first evaluation's
+    # EPIC, then the linear and MLP demonstration classifiers' and the first evaluation's; then on the lower rungs
+    assert "(0.400–0.400) (0.660 / 0.690 / 0.650)" in x_row and "(0.450–0.450) (0.500 / 0.800 / 0.700)" in x_row
     header = [c.strip() for c in main.splitlines()[2].strip("|").split("|")]
     cells = [c.strip() for c in x_row.strip("|").split("|")]
     no_demonstrator = next(i for i, h in enumerate(header) if h.startswith("pair acc., equal lengths, no demo"))

@@ -233,7 +233,8 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     first = lambda g, key: plain([first_value(m, key) for m in g])  # noqa: E731
     head = ["seeds (finished)", "reward updates", HEADLINE, "IQM",
             "final score", "first evaluation (step)", "true return",
-            "EPIC ↓ (constant 0.707 / demo classifier / r_θ at first eval.)",
+            "EPIC ↓ (constant 0.707 / demo classifier / MLP demo classifier / r_θ at first eval.)",
+            "EPIC ↓, lower rungs (demo classifier / MLP demo classifier / r_θ at first eval.)",
             "pair acc., equal lengths (constant / length / policy / demo classifier / r_θ at first eval.)",
             "pair acc. (constant / length / policy / demo classifier / r_θ at first eval.)",
             "pair acc., equal lengths, no demonstrator segment (constant / length / policy / demo classifier / r_θ at "
@@ -251,8 +252,9 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
             cell(headline), iqm_cell(headline), cell([score_of(m) for m in g]),
             f"{cell([first_score(m) for m in g])} ({plain([(first_evaluation(m) or {}).get('step') for m in g], 0)})",
             cell([m.get("eval/return_mean") for m in done], 1),
-            f"{cell([m.get('eval/epic') for m in done])} ({base(g, 'demo_classifier', 'epic')} / "
-            f"{first(done, 'eval/epic')})",
+            *(f"{cell([m.get(f'eval/{key}') for m in done])} ({base(g, 'demo_classifier', key)} / "
+              f"{base(g, 'demo_mlp_classifier', key)} / {first(done, f'eval/{key}')})"
+              for key in ("epic", "epic_lower_rungs")),
             f"{cell([m.get('eval/pref_accuracy_equal_length') for m in done])} "
             f"({' / '.join(base(g, b, 'pref_accuracy_equal_length') for b in PAIR_BASELINES)} / "
             f"{first(done, 'eval/pref_accuracy_equal_length')})",
@@ -294,11 +296,17 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           "step: it knows the ladder, which no learner does; a learned reward near it has learned how good each "
           "policy is, not more), `demo classifier` (the logit of a linear classifier of the run's own demonstrated "
           "(s, a) against the other ladder policies' training steps: a reward that has learned to recognise the "
-          "demonstrations and nothing else; a learned reward near it has learned that, not more), and r_θ at the "
+          "demonstrations and nothing else; a learned reward near it has learned that, not more), `MLP demo "
+          "classifier` (the same classification by a network of r_θ's shape, (64, 64) ReLU, 3,000 Adam updates: "
+          "a more flexible recogniser, which fits the demonstrations more sharply and is therefore no closer to "
+          "the true reward's shape), and r_θ at the "
           "run's first evaluation (before any reward update when that "
           "evaluation precedes learning_starts: the randomly initialised network, which any learning must beat). "
           "Some held-out pairs (60 of 300 on Hopper) hold a segment of the demonstrator's own policy, which a reward "
           "fitted to its demonstrations recognises; the column without them shows what it learned beyond that. "
+          "EPIC on the lower rungs: the same distance on held-out transitions of the ladder policies whose return "
+          "is under half the demonstrator's (on Hopper the untrained policy to the 340k rung, 11 % of the held-out "
+          "steps), where behaviour looks least like the demonstrations. "
           "Return correlation reads mostly the sign of the reward's level on this data (the length proxy scores "
           "about 1), not its shape. r_θ per step: the learned reward's mean on the demonstrations and on the "
           "agent's latest steps at the final evaluation, and in brackets their difference averaged over every "
@@ -373,7 +381,9 @@ def _finished(value: Callable[[dict], float | None]) -> Callable[[dict], float |
 MUJOCO_MEASURES = (
     Measure(HEADLINE, lambda m: score_of(m, headline=True)),
     Measure("final score", score_of),
-    Measure("EPIC distance to the true reward (lower is closer)", _finished(lambda m: m.get("eval/epic"))))
+    Measure("EPIC distance to the true reward (lower is closer)", _finished(lambda m: m.get("eval/epic"))),
+    Measure("EPIC on the lower rungs' transitions (lower is closer)",
+            _finished(lambda m: m.get("eval/epic_lower_rungs"))))
 
 MUJOCO_MATRIX_NOTE = (
     "Paired by seed: at one seed every method draws the same demonstrations and pairs, starts from the same "

@@ -82,6 +82,53 @@ class DemoClassifierReward:
         return x @ self.beta[:-1] + self.beta[-1]
 
 
+class DemoMLPClassifierReward:
+    """r(s, a) = the logit of a network of r_θ's shape ((64, 64) ReLU on (s, a)) trained only to tell the
+    demonstrated (s, a) from the (s, a) of other policies: the non-linear, same-capacity counterpart of
+    `DemoClassifierReward`, so that "the learned reward goes beyond recognising the demonstrations" is measured
+    against a recogniser as flexible as r_θ. Standardised features, plain (unweighted) binary cross-entropy on
+    minibatches drawn uniformly from all the data, Adam with an L2 penalty (r_θ's weight decay); a fixed number of
+    updates from a fixed seed, on the CPU, so the fit is deterministic and leaves torch's global random state
+    as it was."""
+
+    def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, other_obs: np.ndarray, other_act: np.ndarray,
+                 hidden: tuple[int, ...] = (64, 64), steps: int = 3000, batch_size: int = 1000, lr: float = 1e-3,
+                 weight_decay: float = 1e-3, seed: int = 0):
+        import torch
+        from torch import nn
+        from torch.nn import functional as F
+        x = np.concatenate([np.concatenate([demo_obs, demo_act], 1), np.concatenate([other_obs, other_act], 1)])
+        x = x.astype(np.float64)
+        self.mean, std = x.mean(0), x.std(0)
+        self.std = np.where(std > 0, std, 1.0)
+        z = torch.as_tensor((x - self.mean) / self.std, dtype=torch.float32)
+        y = torch.cat([torch.ones(len(demo_obs)), torch.zeros(len(other_obs))])
+        sizes = [z.shape[1], *hidden, 1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layers: list[nn.Module] = []
+            for i in range(len(sizes) - 1):
+                layers += [nn.Linear(sizes[i], sizes[i + 1])] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+            self.net = nn.Sequential(*layers)
+        draw = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        for _ in range(steps):
+            idx = torch.randint(len(z), (min(batch_size, len(z)),), generator=draw)
+            loss = F.binary_cross_entropy_with_logits(self.net(z[idx]).squeeze(-1), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        self.net.eval()
+        with torch.no_grad():
+            self.loss = float(F.binary_cross_entropy_with_logits(self.net(z).squeeze(-1), y))
+
+    def __call__(self, obs, act, terminal=None) -> np.ndarray:
+        import torch
+        x = (np.concatenate([obs, act], 1).astype(np.float64) - self.mean) / self.std
+        with torch.no_grad():
+            return self.net(torch.as_tensor(x, dtype=torch.float32)).squeeze(-1).double().numpy()
+
+
 class SimulatorReward:
     """The env's true reward r(s, a) at the state an observation describes.
 
@@ -128,7 +175,7 @@ class HeldoutRewardMetrics:
         """`demos`: the run's own demonstrations (observations, actions), for the demo_classifier baseline."""
         a = dataset.arrays
         rng = np.random.default_rng(seed)
-        self.gamma = gamma
+        self.gamma, self.seed = gamma, seed
         trajs = dataset.trajectories(HELDOUT)
         terminated = dataset.metadata.get("trajectory_terminated")
         # every held-out step (trajectory after trajectory), with whether it ends its episode by termination
@@ -151,10 +198,22 @@ class HeldoutRewardMetrics:
         self.coverage_states = self.obs[rng.choice(self.steps, size=num_coverage)] if len(self.steps) else None
         self.coverage_actions = rng.uniform(action_low, action_high,
                                             size=(num_coverage, len(action_low))).astype(np.float32)
-        self.true_canonical, self.simulator_fidelity = None, float("nan")
+        # EPIC again on the transitions of the ladder's lower rungs (policies whose return is under half the
+        # demonstrator's), where behaviour looks least like the demonstrations, so recognising them helps least;
+        # drawn from a stream of their own, so the draws above are what they were before this metric existed
+        lower = self._lower_rungs(dataset, demo_policy)
+        self.lower_idx = np.zeros(0, np.int64)
+        if lower is not None:
+            low = [(s, n) for t, (s, n) in zip(trajs, spans) if a["traj_policy"][t] in lower]
+            inner_low = np.concatenate([np.arange(s, s + n - 1) for s, n in low]) if low else np.zeros(0, np.int64)
+            self.lower_idx = np.sort(np.random.default_rng([seed, 1]).choice(
+                inner_low, size=min(num_transitions, len(inner_low)), replace=False))
+        self.true_canonical, self.lower_true_canonical, self.simulator_fidelity = None, None, float("nan")
         if len(self.epic_idx) >= 2:
             true_reward = true_reward or SimulatorReward(env_id)
             self.true_canonical = self._canonical(lambda o, act, term: true_reward(o, act))
+            if len(self.lower_idx) >= 2:
+                self.lower_true_canonical = self._canonical(lambda o, act, term: true_reward(o, act), self.lower_idx)
             # the simulator's reward against the recorded one on the same transitions: is it the data's reward?
             self.simulator_fidelity = metrics.pearson(true_reward(self.obs[self.epic_idx], self.act[self.epic_idx]),
                                                       self.reward[self.epic_idx])
@@ -195,8 +254,18 @@ class HeldoutRewardMetrics:
         total = np.concatenate([[0.0], np.cumsum(values)])
         return total[spans[:, 0] + spans[:, 1]] - total[spans[:, 0]]
 
-    def _canonical(self, fn: RewardFn) -> np.ndarray:
-        idx = self.epic_idx
+    @staticmethod
+    def _lower_rungs(dataset: TrajectoryDataset, demo_policy: int | None) -> set[int] | None:
+        """The ladder policies (indices into the metadata's) whose recorded return is under half the
+        demonstrator's (the untrained policy, with none recorded, among them); None without a demonstrator."""
+        policies = dataset.metadata.get("policies", [])
+        if demo_policy is None or policies[demo_policy].get("eval_return") is None:
+            return None
+        bar = 0.5 * policies[demo_policy]["eval_return"]
+        return {q for q, p in enumerate(policies) if p.get("eval_return") is None or p["eval_return"] < bar}
+
+    def _canonical(self, fn: RewardFn, idx: np.ndarray | None = None) -> np.ndarray:
+        idx = self.epic_idx if idx is None else idx
         of_transition = lambda o, a, o_next: fn(o, a, np.zeros(len(o), dtype=bool))  # noqa: E731 - r(s, a)
         return metrics.canonicalise(of_transition, self.obs[idx], self.act[idx], self.obs[idx + 1],
                                     self.coverage_states, self.coverage_actions, self.gamma)
@@ -206,6 +275,9 @@ class HeldoutRewardMetrics:
         out: dict[str, float] = {}
         if self.true_canonical is not None:
             out["epic"] = metrics.pearson_distance(self._canonical(fn), self.true_canonical)
+        if self.lower_true_canonical is not None:
+            out["epic_lower_rungs"] = metrics.pearson_distance(self._canonical(fn, self.lower_idx),
+                                                               self.lower_true_canonical)
         if len(self.steps):
             # the reward of every held-out step once; segments and trajectories are sums of it
             r = np.asarray(fn(self.obs[self.steps], self.act[self.steps], self.step_terminal), dtype=np.float64)
@@ -232,6 +304,7 @@ class HeldoutRewardMetrics:
         rewards = [("constant", constant_reward), ("length", length_proxy_reward)]
         if self.classifier_data is not None:
             rewards.append(("demo_classifier", DemoClassifierReward(*self.classifier_data)))
+            rewards.append(("demo_mlp_classifier", DemoMLPClassifierReward(*self.classifier_data, seed=self.seed)))
         for name, fn in rewards:
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
         if len(self.equal_length):
