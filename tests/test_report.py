@@ -135,6 +135,33 @@ def test_mujoco_methods_without_pairs_or_recipe_join_every_pair_count_in_paired_
         [["method_b"]]
 
 
+def test_an_ablations_contrasts_are_made_within_each_variant_of_the_recipe(tmp_path):
+    """With `within` = the recipe's parts, method_a − method_b is made under each recipe variant (paired by seed,
+    one Holm family over the variants); without it the variants are four methods and the contrast is ambiguous, so
+    none is made. The command line names an unknown setting in one line."""
+    gains = {(2000, 0.25): 0.2, (0, 0.25): 0.1, (2000, 0.0): 0.0, (0, 0.0): -0.1}
+    for s in range(4):
+        for tricks, gain in gains.items():
+            base = 0.3 + 0.05 * s + 0.1 * tricks[1]
+            write_run(tmp_path, f"a-{tricks[0]}-{tricks[1]}-{s}", "method_a", s, base + gain + 0.01 * (s % 2),
+                      tricks=tricks)
+            write_run(tmp_path, f"b-{tricks[0]}-{tricks[1]}-{s}", "method_b", s, base, tricks=tricks)
+    runs = report.load_runs([tmp_path])
+    assert "Primary contrasts" not in report.table(runs, [("method_a", "method_b")])
+    md = report.table(runs, [("method_a", "method_b")], within=("BC warm start", "demo replay"))
+    rows = [r for r in md.split("Primary contrasts")[1].split("\n\n")[1].splitlines()[2:]]
+    assert len(rows) == 4 and "in a family of 4" in md
+    for r in rows:
+        ws, replay = re.match(r"\| BC warm start = (\d+), demo replay = ([\d.]+) \| method_a − method_b \|", r).groups()
+        assert f"| {gains[(int(ws), float(replay))] + 0.005:+.3f} [" in r and "(n=4)" in r
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "aihf.report", str(tmp_path), "--out", str(tmp_path / "r"),
+                          "--contrasts", "method_a:method_b", "--within", "recipe"], capture_output=True, text=True)
+    assert out.returncode != 0 and "--within=recipe: ['recipe'] are not method settings" in out.stderr
+    assert not (tmp_path / "r.md").exists()
+
+
 def test_conditions_are_never_merged_and_diverged_seeds_are_shown(tmp_path):
     """Runs that differ in a recorded setting that is not the method (here the teacher) are separate rows, and a
     diverged seed is counted and scores the random level: leaving it out would favour the less stable method."""

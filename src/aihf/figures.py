@@ -125,7 +125,9 @@ FIGURES = {
     "recipe_ablation": Figure(
         "docs/results/recipe_ablation", "Hopper-v5, 100k env steps, 100 pairs: the cpu_budget recipe's parts",
         (HOPPER["pairs-100"], HOPPER["no-warm-start"], HOPPER["warm-start-only"]), 40,
-        "30 runs beyond comparison_hopper in the same --root"),
+        "30 runs beyond comparison_hopper in the same --root",
+        # aihf − rlhf under each variant of the recipe (declared after 2 of the 5 seeds had been seen)
+        report=("--contrasts", "aihf:rlhf", "--within", "BC warm start,demo replay")),
     "comparison_hopper_paper": Figure(
         "docs/results/comparison_hopper_paper", "Hopper-v5, 100k env steps, recipe=paper",
         tuple((*sweep[:1], "recipe=paper", *sweep[1:])

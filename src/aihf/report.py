@@ -227,7 +227,9 @@ def level_gap(m: dict) -> float | None:
 
 
 # -- MuJoCo -------------------------------------------------------------------------------------------------------
-def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
+def table(runs: list[dict], contrasts: list[tuple[str, str]] = (), within: tuple[str, ...] = ()) -> str:
+    """`within`: method settings (say the recipe's parts) that the contrasts are made within, as a context, rather
+    than across: an ablation compares aihf with rlhf under each variant of the recipe."""
     groups, varying, shared = group(runs, mujoco_config)
     base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
     first = lambda g, key: plain([first_value(m, key) for m in g])  # noqa: E731
@@ -268,7 +270,8 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
             f"{plain([m.get('eval/reward_level_agent') for m in done], 2)} ({plain([level_gap(m) for m in done], 2)})"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", CAVEAT, "", per_seed(groups, varying)]
-    for part in (primary_contrasts(groups, varying, contrasts, METHOD, MUJOCO_MEASURES),
+    for part in (primary_contrasts(groups, varying, contrasts, tuple(k for k in METHOD if k not in within),
+                                   MUJOCO_MEASURES),
                  matrices(groups, varying, METHOD, MUJOCO_MEASURES[:1], MUJOCO_MATRIX_NOTE),
                  improvement(groups, varying)):
         lines += ["", part] if part else []
@@ -864,10 +867,16 @@ def main() -> None:
     p.add_argument("--title", default="")
     p.add_argument("--contrasts", default="", help="comparisons declared in advance, A:B,... by recorded algo "
                                                    "(paired by seed, Holm-adjusted, in every context with both)")
+    p.add_argument("--within", default="", help="MuJoCo method settings the contrasts are made within, joined by "
+                                                "commas (e.g. 'BC warm start,demo replay' for a recipe ablation)")
     args = p.parse_args()
     contrasts = [tuple(c.split(":", 1)) for c in args.contrasts.split(",") if c]
     if any(len(c) != 2 for c in contrasts):
         raise SystemExit(f"--contrasts={args.contrasts}: expected A:B pairs joined by commas")
+    within = tuple(w.strip() for w in args.within.split(",") if w.strip())
+    if unknown := [w for w in within if w not in METHOD or w == "algo"]:
+        raise SystemExit(f"--within={args.within}: {unknown} are not method settings; expected some of "
+                         f"{[k for k in METHOD if k != 'algo']}")
     runs = load_runs(args.roots)
     if not runs:
         raise SystemExit(f"no metrics.json under {[str(r) for r in args.roots]}")
@@ -876,7 +885,7 @@ def main() -> None:
     mujoco = [m for m in runs if m.get("domain") != "llm"]
     parts = []
     if mujoco:
-        parts.append(table(mujoco, contrasts))
+        parts.append(table(mujoco, contrasts, within))
         plot_curves(mujoco, args.out.with_suffix(".png"), args.title)
         if len({m.get("num_prefs") for m in mujoco} - {0, None}) > 1:
             plot_mujoco_scarcity(mujoco, args.out.with_name(args.out.name + "-pairs.png"), args.title)
