@@ -85,15 +85,19 @@ class DemoClassifierReward:
 class DemoMLPClassifierReward:
     """r(s, a) = the logit of a network of r_θ's shape ((64, 64) ReLU on (s, a)) trained only to tell the
     demonstrated (s, a) from the (s, a) of other policies: the non-linear, same-capacity counterpart of
-    `DemoClassifierReward`, so that "the learned reward goes beyond recognising the demonstrations" is measured
-    against a recogniser as flexible as r_θ. Standardised features, plain (unweighted) binary cross-entropy on
-    minibatches drawn uniformly from all the data, Adam with an L2 penalty (r_θ's weight decay); a fixed number of
-    updates from a fixed seed, on the CPU, so the fit is deterministic and leaves torch's global random state
-    as it was."""
+    `DemoClassifierReward`. Standardised features, plain (unweighted) binary cross-entropy on minibatches drawn
+    uniformly from the training part, Adam with an L2 penalty (r_θ's weight decay). How long it trains is chosen by
+    its own criterion, never by the reward metrics: every `check_every` updates the cross-entropy on held-back data
+    (every `fold`-th block of `block` consecutive steps of each class, so neighbouring near-identical steps do not
+    leak across) is measured, and the network at its lowest is kept (`best_update`). Deterministic from `seed` on
+    the CPU, and torch's global random state is left as it was."""
 
     def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, other_obs: np.ndarray, other_act: np.ndarray,
-                 hidden: tuple[int, ...] = (64, 64), steps: int = 3000, batch_size: int = 1000, lr: float = 1e-3,
-                 weight_decay: float = 1e-3, seed: int = 0):
+                 hidden: tuple[int, ...] = (64, 64), max_updates: int = 3000, batch_size: int = 1000,
+                 lr: float = 1e-3, weight_decay: float = 1e-3, check_every: int = 100, block: int = 50,
+                 fold: int = 5, seed: int = 0):
+        import copy
+
         import torch
         from torch import nn
         from torch.nn import functional as F
@@ -103,6 +107,8 @@ class DemoMLPClassifierReward:
         self.std = np.where(std > 0, std, 1.0)
         z = torch.as_tensor((x - self.mean) / self.std, dtype=torch.float32)
         y = torch.cat([torch.ones(len(demo_obs)), torch.zeros(len(other_obs))])
+        held = np.concatenate([(np.arange(n) // block) % fold == fold - 1 for n in (len(demo_obs), len(other_obs))])
+        train, val = torch.as_tensor(np.flatnonzero(~held)), torch.as_tensor(np.flatnonzero(held))
         sizes = [z.shape[1], *hidden, 1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -112,15 +118,22 @@ class DemoMLPClassifierReward:
             self.net = nn.Sequential(*layers)
         draw = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
-        for _ in range(steps):
-            idx = torch.randint(len(z), (min(batch_size, len(z)),), generator=draw)
+
+        def val_loss() -> float:
+            with torch.no_grad():
+                return float(F.binary_cross_entropy_with_logits(self.net(z[val]).squeeze(-1), y[val]))
+
+        best, self.best_update, self.val_loss = copy.deepcopy(self.net.state_dict()), 0, val_loss()
+        for update in range(1, max_updates + 1):
+            idx = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=draw)]
             loss = F.binary_cross_entropy_with_logits(self.net(z[idx]).squeeze(-1), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if update % check_every == 0 and (now := val_loss()) < self.val_loss:
+                best, self.best_update, self.val_loss = copy.deepcopy(self.net.state_dict()), update, now
+        self.net.load_state_dict(best)
         self.net.eval()
-        with torch.no_grad():
-            self.loss = float(F.binary_cross_entropy_with_logits(self.net(z).squeeze(-1), y))
 
     def __call__(self, obs, act, terminal=None) -> np.ndarray:
         import torch
