@@ -247,6 +247,8 @@ class LoopConfig:
     # actions; the true reward of unvisited (s, a) comes from the simulator (aihf.mujoco.reward_metrics); 0 = off
     epic_transitions: int = key(500, at_least(0))
     epic_coverage: int = key(8, at_least(1))
+    # beside the linear demonstration classifier, the MLP one (about 5 s at the end of a run; off under debug=fast)
+    demo_mlp_classifier: bool = True
     # Record one deterministic episode at the final evaluation to <run_dir>/videos (and W&B / TensorBoard).
     # Needs moviepy (pip install 'aihf[video]') and an OpenGL backend (MUJOCO_GL, else glfw/egl/osmesa probed).
     video: bool = False

@@ -497,7 +497,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             self._heldout = HeldoutRewardMetrics(self.data.dataset, self.cfg.env.id, self.action_low,
                                                  self.action_high, self.cfg.policy.gamma, self.cfg.seed,
                                                  loop.epic_transitions, loop.epic_coverage, demo_policy=demo_policy,
-                                                 demos=demos)
+                                                 demos=demos, mlp_classifier=loop.demo_mlp_classifier)
         return self._heldout
 
     @torch.no_grad()

@@ -184,11 +184,13 @@ class HeldoutRewardMetrics:
     def __init__(self, dataset: TrajectoryDataset, env_id: str, action_low: np.ndarray, action_high: np.ndarray,
                  gamma: float, seed: int, num_transitions: int = 500, num_coverage: int = 8,
                  true_reward: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-                 demo_policy: int | None = None, demos: tuple[np.ndarray, np.ndarray] | None = None):
-        """`demos`: the run's own demonstrations (observations, actions), for the demo_classifier baseline."""
+                 demo_policy: int | None = None, demos: tuple[np.ndarray, np.ndarray] | None = None,
+                 mlp_classifier: bool = True):
+        """`demos`: the run's own demonstrations (observations, actions), for the demo_classifier baselines (the
+        MLP one only with `mlp_classifier`)."""
         a = dataset.arrays
         rng = np.random.default_rng(seed)
-        self.gamma, self.seed = gamma, seed
+        self.gamma, self.seed, self.mlp_classifier = gamma, seed, mlp_classifier
         trajs = dataset.trajectories(HELDOUT)
         terminated = dataset.metadata.get("trajectory_terminated")
         # every held-out step (trajectory after trajectory), with whether it ends its episode by termination
@@ -317,7 +319,8 @@ class HeldoutRewardMetrics:
         rewards = [("constant", constant_reward), ("length", length_proxy_reward)]
         if self.classifier_data is not None:
             rewards.append(("demo_classifier", DemoClassifierReward(*self.classifier_data)))
-            rewards.append(("demo_mlp_classifier", DemoMLPClassifierReward(*self.classifier_data, seed=self.seed)))
+            if self.mlp_classifier:
+                rewards.append(("demo_mlp_classifier", DemoMLPClassifierReward(*self.classifier_data, seed=self.seed)))
         for name, fn in rewards:
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
         if len(self.equal_length):
