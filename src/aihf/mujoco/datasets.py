@@ -37,6 +37,11 @@ def shipped_path(env_id: str) -> Path:
     return SHIPPED_DIR / f"{env_id}.npz"
 
 
+def run_data_path(cfg) -> Path:
+    """The dataset a MuJoCo run reads: `data.path`, else the env's shipped file."""
+    return Path(cfg.data.path) if cfg.data.path else shipped_path(cfg.env.id)
+
+
 def metadata_path(path: Path) -> Path:
     return path.with_suffix(".json")
 

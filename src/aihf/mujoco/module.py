@@ -35,7 +35,7 @@ from aihf.callbacks import CheckpointEvery, EvaluateEvery
 from aihf.errors import ConfigError, TrainingDiverged
 from aihf.mujoco.buffer import ReplayBuffer
 from aihf.mujoco.data_mix import DataMix
-from aihf.mujoco.datasets import load_dataset, shipped_path
+from aihf.mujoco.datasets import load_dataset, run_data_path
 from aihf.mujoco.envs import env_dims, env_versions, make_vector_env
 from aihf.mujoco.evaluation import PolicyEvaluator
 from aihf.mujoco.reward_metrics import HeldoutRewardMetrics
@@ -191,7 +191,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
     # -- setup -------------------------------------------------------------------------------------------
     def _load_data(self) -> DataMix | None:
         cfg = self.cfg
-        path = cfg.data.path or shipped_path(cfg.env.id)
+        path = run_data_path(cfg)
         a = cfg.algo
         needs_demos = (a.needs_demos and a.demo_weight != 0 or a.policy_update == "bc"
                        or self.recipe.bc_warmstart_steps > 0 or self.recipe.demo_replay_fraction > 0)

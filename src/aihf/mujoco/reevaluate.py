@@ -51,7 +51,7 @@ def _check_dataset(run: Path, recorded: str | None, path: Path) -> None:
 
 def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
-    from aihf.mujoco.datasets import shipped_path
+    from aihf.mujoco.datasets import run_data_path
     from aihf.mujoco.module import MuJoCoAIHF
     from aihf.provenance import git_commit
     from aihf.run_dir import save_metrics
@@ -79,7 +79,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
             raise ConfigError(f"{run}: composed again at this commit, {len(changed)} setting(s) differ from the run's "
                               f"own .hydra/config.yaml, e.g. {changed[0]}")
         subset = before.get("data_subset") or {}
-        _check_dataset(run, subset.get("dataset_sha256"), Path(cfg.data.path or shipped_path(cfg.env.id)))
+        _check_dataset(run, subset.get("dataset_sha256"), run_data_path(cfg))
         torch.set_num_threads(cfg.loop.torch_threads)
         module = MuJoCoAIHF(cfg)
         try:
