@@ -21,7 +21,8 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     dataset, an existing output and a run without a learned reward are handled as documented."""
     run = tmp_path / "sweep" / "run"
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "algo=aihf", "debug=fast", f"data.path={hopper_data}",
-                           "data.num_prefs=20", "trainer.enable_checkpointing=true", f"hydra.run.dir={run}"],
+                           "data.num_prefs=20", "trainer.enable_checkpointing=true", "loop.eval_every=100",
+                           f"hydra.run.dir={run}"],
                           capture_output=True, text=True, cwd=ROOT, timeout=900,
                           env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -29,6 +30,9 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     new = "eval/pref_accuracy_without_demonstrator"
     assert trained.get(new) is not None and trained["reward_updates"] > 0
     older = {k: v for k, v in trained.items() if k != new}  # as if made before the metric existed
+    first = min(trained["history"], key=lambda h: h["step"])
+    assert first["step"] == 100 and first.get(new) is not None  # before learning_starts: r_θ as initialised
+    older["history"] = [{k: v for k, v in h.items() if k != new} for h in trained["history"]]
     older["eval/epic"] = trained["eval/epic"] + 1e-6  # as if measured differently at training: must be named
     (run / "metrics.json").write_text(json.dumps(older))
     before = (run / "metrics.json").read_bytes()
@@ -46,7 +50,12 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     assert again["baselines"] == trained["baselines"]
     assert new not in again["reevaluation"]["at_training"] and again[new] == trained[new]
     assert again["reevaluation"]["not_reproduced"] == ["eval/epic"]
-    assert (again["history"], again["eval/normalised_score"]) == (trained["history"], trained["eval/normalised_score"])
+    assert (again["history"], again["eval/normalised_score"]) == (older["history"], trained["eval/normalised_score"])
+    # r_θ as initialised from the run's seed reproduces every metric of the first evaluation, so the metric the
+    # history lacks is read from it (and a first evaluation it does not reproduce is named, not used)
+    from aihf import report
+    assert again["reevaluation"]["first_evaluation"]["eval/epic"] == first["eval/epic"]
+    assert report.first_value(again, new) == first[new] and report.first_value(again, "eval/epic") == first["eval/epic"]
     assert (run / "metrics.json").read_bytes() == before
     with pytest.raises(ConfigError, match="already exists"):
         reevaluate(run, tmp_path / "again" / "sweep" / "run")
@@ -75,3 +84,13 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
                                                     "eval/return_mean": 5.0}))
     copied = reevaluate(plain, tmp_path / "again" / "sweep" / "sac")
     assert copied["eval/return_mean"] == 5.0 and copied["reevaluation"]["copied"] == "no learned reward to measure"
+
+    # a first evaluation that r_θ as initialised does not reproduce (as one made after reward updates) is named
+    config.write_text(config.read_text().replace("gamma: 0.9\n", "gamma: 0.99\n", 1))
+    shifted = [{**h, "eval/epic": h["eval/epic"] + 1e-6} if h is older["history"][0] else h
+               for h in older["history"]]
+    (run / "metrics.json").write_text(json.dumps({**older, "history": shifted}))
+    assert min(shifted, key=lambda h: h["step"])["eval/epic"] != first["eval/epic"]
+    other = reevaluate(run, tmp_path / "shifted" / "sweep" / "run")
+    assert other["reevaluation"]["first_evaluation_not_reproduced"] == ["eval/epic"]
+    assert "first_evaluation" not in other["reevaluation"] and report.first_value(other, new) is None

@@ -199,7 +199,10 @@ def first_value(m: dict, key: str) -> float | None:
     """`key` at the run's first evaluation: for a learned reward evaluated before its first update (the comparisons
     evaluate at 3,000 env steps, before `learning_starts`), the randomly initialised r_θ, a bar any learning must
     clear."""
-    return (first_evaluation(m) or {}).get(key)
+    first = first_evaluation(m) or {}
+    if key not in first:  # a metric added since the run: r_θ as initialised, re-measured where that reproduced it
+        first = (m.get("reevaluation") or {}).get("first_evaluation") or {}
+    return first.get(key)
 
 
 # the rewards that learn nothing, printed beside each pair accuracy (aihf.mujoco.reward_metrics)

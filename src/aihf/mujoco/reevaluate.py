@@ -11,7 +11,9 @@ them. No env is stepped and no policy evaluated, so the scores and the history s
 without a learned reward (sac, bc, the constant control) is copied as it is, so that DIR holds the whole figure.
 The results go to `DIR/<sweep>/<run>/metrics.json`: the run's own metrics.json with the reward metrics replaced and
 `reevaluation` (checkpoint, this commit, the values at training, and `not_reproduced`: those the new measurement does
-not equal exactly, also printed). Nothing is written into the runs; an existing output is skipped.
+not equal exactly, also printed). r_θ as initialised from the run's seed is measured too, before the checkpoint is
+loaded: where it reproduces every reward metric the run recorded at its first evaluation (which then came before any
+reward update), it is kept as `reevaluation.first_evaluation`, and the report reads metrics added since from it. Nothing is written into the runs; an existing output is skipped.
 `python -m aihf.report DIR` then tabulates them.
 """
 
@@ -23,6 +25,7 @@ import math
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 
 from aihf.errors import ConfigError
@@ -37,6 +40,12 @@ def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[st
             return all(same(v, b.get(k)) for k, v in a.items())
         return a == b or (a is None and isinstance(b, float) and math.isnan(b))  # NaN is stored as null
     return [prefix + k for k, v in recorded.items() if k in measured and not same(v, measured[k])]
+
+
+def first_recorded(metrics: dict) -> dict:
+    """The run's earliest recorded evaluation ({} if none)."""
+    history = metrics.get("history") or []
+    return min(history, key=lambda h: h["step"]) if history else {}
 
 
 def _check_dataset(run: Path, recorded: str | None, path: Path) -> None:
@@ -81,8 +90,14 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         subset = before.get("data_subset") or {}
         _check_dataset(run, subset.get("dataset_sha256"), run_data_path(cfg))
         torch.set_num_threads(cfg.loop.torch_threads)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as aihf.app does: the run's initial weights
         module = MuJoCoAIHF(cfg)
         try:
+            # r_θ as initialised, before the checkpoint is loaded: where the run's first evaluation came before any
+            # reward update (its recorded values are reproduced), metrics added since then get its value too
+            first = first_recorded(before)
+            initial = {f"eval/{k}": v for k, v in module.heldout_metrics(module.learned_reward).items()}
+            first_differ = _not_reproduced({k: v for k, v in first.items() if k in initial}, initial)
             module.init_from(str(ckpt))
             if module.reward_updates != before["reward_updates"] or module.final_metrics is None:
                 raise ConfigError(f"{ckpt} is at {module.env_steps} env steps and {module.reward_updates} reward "
@@ -103,6 +118,10 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
                                   "wall_s": time.perf_counter() - t0, "at_training": at_training,
                                   "not_reproduced": _not_reproduced(at_training, measured)
                                   + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")}
+        if first and not first_differ and any(k in first for k in initial):
+            record["reevaluation"]["first_evaluation"] = {"step": first["step"], **initial}
+        else:
+            record["reevaluation"]["first_evaluation_not_reproduced"] = first_differ or ["no reward metrics"]
     else:
         why = ("no learned reward to measure" if not before.get("reward_updates")
                else f"status {before.get('status')}: no final reward to measure")
@@ -132,6 +151,10 @@ def main() -> None:
         check = (f"; NOT REPRODUCED (recorded at training vs now): {', '.join(differ)}" if differ else
                  f"; {len(info['at_training'])} recorded metrics and the baselines reproduced" if "at_training" in info
                  else "")
+        if "first_evaluation" in info:
+            check += "; r_θ at the first evaluation reproduced"
+        elif "first_evaluation_not_reproduced" in info:
+            check += f"; r_θ at the first evaluation not reproduced ({', '.join(info['first_evaluation_not_reproduced'])})"
         print(f"{out}: {shown or info.get('copied')}{check}" + (f" ({wall:.0f} s)" if wall else ""), flush=True)
 
 
