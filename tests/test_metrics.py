@@ -174,6 +174,8 @@ def test_the_demo_classifier_baseline_is_the_logistic_regression_of_demonstratio
     base = m.baselines()
     assert base["baseline/demo_classifier/pref_accuracy"] == pytest.approx(m(expected)["pref_accuracy"])
     assert base["baseline/demo_classifier/pref_accuracy_equal_length"] > 0.5  # telling the expert apart says something
+    stop = base["baseline/demo_mlp_classifier/best_update"]  # the MLP's: where its own held-back loss was lowest
+    assert stop % 100 == 0 and 0 <= stop <= 3000 and base["baseline/demo_mlp_classifier/heldback_cross_entropy"] > 0
     no_demos = HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=0, num_transitions=0)
     assert not any("demo_classifier" in k for k in no_demos.baselines())
 

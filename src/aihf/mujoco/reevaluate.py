@@ -118,10 +118,15 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
                                   "wall_s": time.perf_counter() - t0, "at_training": at_training,
                                   "not_reproduced": _not_reproduced(at_training, measured)
                                   + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")}
-        if first and not first_differ and any(k in first for k in initial):
-            record["reevaluation"]["first_evaluation"] = {"step": first["step"], **initial}
+        # kept only for a first evaluation before learning_starts (no reward update can precede it) whose finite
+        # recorded values it all reproduces: a null or missing record proves nothing
+        matched = [k for k in initial if isinstance(first.get(k), float) and math.isfinite(first[k])]
+        if not first or first["step"] >= cfg.policy.learning_starts:
+            record["reevaluation"]["first_evaluation_not_reproduced"] = ["first evaluation at or after learning_starts"]
+        elif first_differ or not matched:
+            record["reevaluation"]["first_evaluation_not_reproduced"] = first_differ or ["no finite reward metric"]
         else:
-            record["reevaluation"]["first_evaluation_not_reproduced"] = first_differ or ["no reward metrics"]
+            record["reevaluation"]["first_evaluation"] = {"step": first["step"], **initial}
     else:
         why = ("no learned reward to measure" if not before.get("reward_updates")
                else f"status {before.get('status')}: no final reward to measure")

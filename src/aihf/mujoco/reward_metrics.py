@@ -89,7 +89,9 @@ class DemoMLPClassifierReward:
     uniformly from the training part, Adam with an L2 penalty (r_θ's weight decay). How long it trains is chosen by
     its own criterion, never by the reward metrics: every `check_every` updates the cross-entropy on held-back data
     (every `fold`-th block of `block` consecutive steps of each class, so neighbouring near-identical steps do not
-    leak across) is measured, and the network at its lowest is kept (`best_update`). Deterministic from `seed` on
+    leak across; shorter blocks for a class of under 2 · fold · block steps) is measured, and the network at its
+    lowest is kept (`best_update`, `val_loss`); with too little data to hold back both classes, the last network,
+    trained on all of it. Deterministic from `seed` on
     the CPU, and torch's global random state is left as it was."""
 
     def __init__(self, demo_obs: np.ndarray, demo_act: np.ndarray, other_obs: np.ndarray, other_act: np.ndarray,
@@ -107,7 +109,9 @@ class DemoMLPClassifierReward:
         self.std = np.where(std > 0, std, 1.0)
         z = torch.as_tensor((x - self.mean) / self.std, dtype=torch.float32)
         y = torch.cat([torch.ones(len(demo_obs)), torch.zeros(len(other_obs))])
-        held = np.concatenate([(np.arange(n) // block) % fold == fold - 1 for n in (len(demo_obs), len(other_obs))])
+        # blocks shrink for a short class (a 60-step demonstration), so each class holds some back
+        held = np.concatenate([(np.arange(n) // min(block, max(1, n // (2 * fold)))) % fold == fold - 1
+                               for n in (len(demo_obs), len(other_obs))])
         train, val = torch.as_tensor(np.flatnonzero(~held)), torch.as_tensor(np.flatnonzero(held))
         sizes = [z.shape[1], *hidden, 1]
         with torch.random.fork_rng(devices=[]):
@@ -123,15 +127,21 @@ class DemoMLPClassifierReward:
             with torch.no_grad():
                 return float(F.binary_cross_entropy_with_logits(self.net(z[val]).squeeze(-1), y[val]))
 
-        best, self.best_update, self.val_loss = copy.deepcopy(self.net.state_dict()), 0, val_loss()
+        checked = bool(len(val)) and 0 < float(y[val].sum()) < len(val)  # both classes held back, else no choice
+        if not checked:
+            train = torch.arange(len(z))
+        best, self.best_update, self.val_loss = copy.deepcopy(self.net.state_dict()), 0, val_loss() if checked \
+            else float("nan")
         for update in range(1, max_updates + 1):
             idx = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=draw)]
             loss = F.binary_cross_entropy_with_logits(self.net(z[idx]).squeeze(-1), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if update % check_every == 0 and (now := val_loss()) < self.val_loss:
+            if checked and update % check_every == 0 and (now := val_loss()) < self.val_loss:
                 best, self.best_update, self.val_loss = copy.deepcopy(self.net.state_dict()), update, now
+        if not checked:  # too little data to hold any back: the last network, trained on all of it
+            best, self.best_update = self.net.state_dict(), max_updates
         self.net.load_state_dict(best)
         self.net.eval()
 
@@ -274,7 +284,7 @@ class HeldoutRewardMetrics:
         """The ladder policies (indices into the metadata's) whose recorded return is under half the
         demonstrator's (the untrained policy, with none recorded, among them); None without a demonstrator."""
         policies = dataset.metadata.get("policies", [])
-        if demo_policy is None or policies[demo_policy].get("eval_return") is None:
+        if demo_policy is None or demo_policy >= len(policies) or policies[demo_policy].get("eval_return") is None:
             return None
         bar = 0.5 * policies[demo_policy]["eval_return"]
         return {q for q, p in enumerate(policies) if p.get("eval_return") is None or p["eval_return"] < bar}
@@ -323,6 +333,9 @@ class HeldoutRewardMetrics:
                 rewards.append(("demo_mlp_classifier", DemoMLPClassifierReward(*self.classifier_data, seed=self.seed)))
         for name, fn in rewards:
             out.update({f"baseline/{name}/{k}": v for k, v in self(fn).items()})
+            if isinstance(fn, DemoMLPClassifierReward):  # where its own criterion stopped it, and how well it fit
+                out[f"baseline/{name}/best_update"] = float(fn.best_update)
+                out[f"baseline/{name}/heldback_cross_entropy"] = fn.val_loss
         if len(self.equal_length):
             known = ~np.isnan(self.pair_policy_pred[0]) & ~np.isnan(self.pair_policy_pred[1])
             pred = [np.nan_to_num(side) for side in self.pair_policy_pred]
