@@ -11,9 +11,10 @@ them. No env is stepped and no policy evaluated, so the scores and the history s
 without a learned reward (sac, bc, the constant control) is copied as it is, so that DIR holds the whole figure.
 The results go to `DIR/<sweep>/<run>/metrics.json`: the run's own metrics.json with the reward metrics replaced and
 `reevaluation` (checkpoint, this commit, the values at training, and `not_reproduced`: those the new measurement does
-not equal exactly, also printed). r_θ as initialised from the run's seed is measured too, before the checkpoint is
-loaded: where it reproduces every reward metric the run recorded at its first evaluation (which then came before any
-reward update), it is kept as `reevaluation.first_evaluation`, and the report reads metrics added since from it. Nothing is written into the runs; an existing output is skipped.
+not equal exactly, also printed). Where the run's first evaluation came before `learning_starts` (so before any
+reward update), r_θ as initialised from the run's seed is measured too, before the checkpoint is loaded: where it
+reproduces every reward metric recorded there, it is kept as `reevaluation.first_evaluation`, and the report reads
+metrics added since from it. Nothing is written into the runs; an existing output is skipped.
 `python -m aihf.report DIR` then tabulates them.
 """
 
@@ -42,12 +43,6 @@ def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[st
     return [prefix + k for k, v in recorded.items() if k in measured and not same(v, measured[k])]
 
 
-def first_recorded(metrics: dict) -> dict:
-    """The run's earliest recorded evaluation ({} if none)."""
-    history = metrics.get("history") or []
-    return min(history, key=lambda h: h["step"]) if history else {}
-
-
 def _check_dataset(run: Path, recorded: str | None, path: Path) -> None:
     """Refuse a run whose data file changed since it trained, before the module is built (from the path the module
     would load)."""
@@ -63,6 +58,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     from aihf.mujoco.datasets import run_data_path
     from aihf.mujoco.module import MuJoCoAIHF
     from aihf.provenance import git_commit
+    from aihf.report import first_evaluation
     from aihf.run_dir import save_metrics
     commit = commit or git_commit()
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -93,11 +89,12 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as aihf.app does: the run's initial weights
         module = MuJoCoAIHF(cfg)
         try:
-            # r_θ as initialised, before the checkpoint is loaded: where the run's first evaluation came before any
-            # reward update (its recorded values are reproduced), metrics added since then get its value too
-            first = first_recorded(before)
-            initial = {f"eval/{k}": v for k, v in module.heldout_metrics(module.learned_reward).items()}
-            first_differ = _not_reproduced({k: v for k, v in first.items() if k in initial}, initial)
+            # r_θ as initialised, before the checkpoint is loaded, for a first evaluation before learning_starts (no
+            # reward update can precede it): where it reproduces that evaluation, metrics added since get its value
+            first = first_evaluation(before) or {}
+            early = bool(first) and first["step"] < cfg.policy.learning_starts
+            initial = ({f"eval/{k}": v for k, v in module.heldout_metrics(module.learned_reward).items()}
+                       if early else {})
             module.init_from(str(ckpt))
             if module.reward_updates != before["reward_updates"] or module.final_metrics is None:
                 raise ConfigError(f"{ckpt} is at {module.env_steps} env steps and {module.reward_updates} reward "
@@ -118,10 +115,11 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
                                   "wall_s": time.perf_counter() - t0, "at_training": at_training,
                                   "not_reproduced": _not_reproduced(at_training, measured)
                                   + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")}
-        # kept only for a first evaluation before learning_starts (no reward update can precede it) whose finite
-        # recorded values it all reproduces: a null or missing record proves nothing
+        # kept only where it reproduces every value recorded there and one of them is finite: a null or missing
+        # record proves nothing
+        first_differ = _not_reproduced({k: v for k, v in first.items() if k in initial}, initial)
         matched = [k for k in initial if isinstance(first.get(k), float) and math.isfinite(first[k])]
-        if not first or first["step"] >= cfg.policy.learning_starts:
+        if not early:
             record["reevaluation"]["first_evaluation_not_reproduced"] = ["first evaluation at or after learning_starts"]
         elif first_differ or not matched:
             record["reevaluation"]["first_evaluation_not_reproduced"] = first_differ or ["no finite reward metric"]

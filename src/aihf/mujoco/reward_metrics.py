@@ -224,8 +224,8 @@ class HeldoutRewardMetrics:
         self.coverage_actions = rng.uniform(action_low, action_high,
                                             size=(num_coverage, len(action_low))).astype(np.float32)
         # EPIC again on the transitions of the ladder's lower rungs (policies whose return is under half the
-        # demonstrator's), where behaviour looks least like the demonstrations, so recognising them helps least;
-        # drawn from a stream of their own, so the draws above are what they were before this metric existed
+        # demonstrator's), meant as the behaviour least like the demonstrations (on Hopper the linear recogniser
+        # scores about as well there as overall, docs/results.md); drawn from a stream of their own, so the draws above are what they were before this metric existed
         lower = self._lower_rungs(dataset, demo_policy)
         self.lower_idx = np.zeros(0, np.int64)
         if lower is not None:
