@@ -482,6 +482,13 @@ def test_figure_records_survive_the_machine_and_continue_the_figure(tmp_path, ho
     (records.parent / "bad.jsonl").write_text('{"run": "x"}\n')
     with pytest.raises(SystemExit, match="bad.jsonl:1: not a run record"):
         figures.read_records(records.parent / "bad.jsonl")
+    packed = records.with_name("hopper.jsonl.gz")  # gzip'd where the name says so, byte-stable when saved again
+    assert len(figures.save_records(old, packed)) == 2 and figures.read_records(packed) == figures.read_records(records)
+    assert packed.read_bytes()[4:8] == bytes(4)  # no timestamp in the gzip header: the same records, the same bytes
+    assert figures.save_records(old, packed) == []
+    packed.write_text(records.read_text())
+    with pytest.raises(SystemExit, match="hopper.jsonl.gz: not gzip-compressed records"):
+        figures.read_records(packed)
 
     assert sorted(figures.restore_records(records, new)) == ["hopper-pairs-10-s0/0-aihf-s0",
                                                              "hopper-pairs-10-s0/1-rlhf-s0"]

@@ -35,6 +35,7 @@ back under a (new) root, from which `run --root` continues with the runs not yet
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import re
@@ -270,11 +271,21 @@ def report_command(name: str, root: Path) -> list[str]:
             fig.title, *fig.report]
 
 
+def _read_text(path: Path) -> str:
+    if path.suffix != ".gz":
+        return path.read_text()
+    try:
+        return gzip.decompress(path.read_bytes()).decode()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{path}: not gzip-compressed records ({exc}); a name ending in .gz holds gzip'd JSON lines")
+
+
 def read_records(path: Path) -> dict[str, dict]:
     """A figure's committed records: one JSON line per finished run, {"run": <its directory under the root>,
-    "metrics": <its metrics.json>}."""
+    "metrics": <its metrics.json>}; gzip-compressed where the name ends in .gz (an LLM run's per-pair outcomes make
+    its record about 60 kB)."""
     records = {}
-    for n, line in enumerate(path.read_text().splitlines() if path.is_file() else [], 1):
+    for n, line in enumerate(_read_text(path).splitlines() if path.is_file() else [], 1):
         try:
             record = json.loads(line)
             records[record["run"]] = record["metrics"]
@@ -345,8 +356,10 @@ def save_records(root: Path, path: Path) -> list[str]:
     if added:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps({"run": run, "metrics": records[run]}, sort_keys=True) + "\n"
-                               for run in sorted(records)))
+        text = "".join(json.dumps({"run": run, "metrics": records[run]}, sort_keys=True) + "\n"
+                       for run in sorted(records))
+        # mtime=0: the same records make the same bytes, so saving again changes nothing in git
+        tmp.write_bytes(gzip.compress(text.encode(), mtime=0) if path.suffix == ".gz" else text.encode())
         tmp.replace(path)
     return added
 
