@@ -81,6 +81,20 @@ def test_groups_by_recorded_configuration_with_intervals(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_untrained_reward_cell_says_when_it_averages_fewer_runs_than_its_row(tmp_path):
+    """r_θ at the first evaluation is missing where a metric was added after a run and reevaluate could not measure
+    the network as initialised: a cell averaging some of the row's runs says how many."""
+    for s in range(3):
+        write_run(tmp_path, f"x{s}", "method_x", s, 0.5)
+    m = json.loads((tmp_path / "x2" / "metrics.json").read_text())
+    del m["history"][0]["eval/epic"]  # a metric added since this run, and r_θ as initialised not measured again
+    (tmp_path / "x2" / "metrics.json").write_text(json.dumps(m))
+    row = next(r for r in report.table(report.load_runs([tmp_path])).splitlines() if r.startswith("| 3 (3) |"))
+    assert "(0.660 / 0.690 / 0.650 [2 of 3 runs])" in row  # EPIC: two runs' untrained value, marked
+    assert "(0.500 / 0.800 / 0.700)" in row  # lower rungs: every run has it, nothing added
+    assert report.plain_counted([None, float("nan")]) == "–"
+
+
 def test_bootstrap_intervals_are_shown_only_from_ten_seeds():
     """A percentile bootstrap over 5 seeds covers far less than 95 %: the IQM cell has no interval below
     BOOTSTRAP_MIN_SEEDS seeds, and one from there on."""

@@ -133,6 +133,14 @@ def plain(values, digits: int = 3) -> str:
     return f"{np.mean(v):.{digits}f}" if v else "–"
 
 
+def plain_counted(values, digits: int = 3) -> str:
+    """`plain`, marked with how many runs it averages where some runs lack the value (r_θ at the first evaluation,
+    say, for runs that evaluated first after learning_starts), so a cell never passes for the whole row's mean."""
+    values = list(values)
+    have = sum(x is not None and not (isinstance(x, float) and math.isnan(x)) for x in values)
+    return plain(values, digits) + (f" [{have} of {len(values)} runs]" if 0 < have < len(values) else "")
+
+
 def shared_line(shared: dict, count: int) -> str:
     return f"{count} runs; shared by all: " + ", ".join(f"{k} = {v}" for k, v in shared.items())
 
@@ -217,7 +225,7 @@ def without_demonstrator(done: list[dict]) -> str:
         return "–"
     bases = [plain([m.get("baselines", {}).get(f"baseline/{b}/{key}") for m in done]) for b in PAIR_BASELINES]
     return (f"{cell([m.get(f'eval/{key}') for m in done])} "
-            f"({' / '.join(bases)} / {plain([first_value(m, f'eval/{key}') for m in done])})")
+            f"({' / '.join(bases)} / {plain_counted([first_value(m, f'eval/{key}') for m in done])})")
 
 
 def level_gap(m: dict) -> float | None:
@@ -235,7 +243,7 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = (), within: tuple
     than across: an ablation compares aihf with rlhf under each variant of the recipe."""
     groups, varying, shared = group(runs, mujoco_config)
     base = lambda g, name, metric: plain([m.get("baselines", {}).get(f"baseline/{name}/{metric}") for m in g])  # noqa: E731
-    first = lambda g, key: plain([first_value(m, key) for m in g])  # noqa: E731
+    first = lambda g, key: plain_counted([first_value(m, key) for m in g])  # noqa: E731
     head = ["seeds (finished)", "reward updates", HEADLINE, "IQM",
             "final score", "first evaluation (step)", "true return",
             "EPIC ↓ (constant 0.707 / demo classifier / MLP demo classifier / r_θ at first eval.)",
