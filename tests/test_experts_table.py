@@ -53,3 +53,33 @@ def test_an_experts_record_makes_the_same_table_once_its_run_directory_is_gone(t
     records.write_text(records.read_text() + json.dumps({"env": "Walker2d-v5", "steps": [1], "returns": []}) + "\n")
     with pytest.raises(SystemExit, match=r"experts.jsonl:3: an expert record needs .* missing wall_s, machine, curve"):
         read_records(records)
+
+
+def test_the_table_names_the_commits_that_trained_collected_and_shipped_each_expert(tmp_path):
+    import json
+
+    from aihf.mujoco.experts import record_of, table
+    from aihf.provenance import PROJECT, last_commit_of
+    first = _run(tmp_path, "a", [(10000, 100.0, 60.0)])
+    second = _run(tmp_path, "b", [(20000, 200.0, 120.0)])
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"git_commit": "a" * 40}))
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"git_commit": "a" * 40,
+                                                             "git_commit_resumed": "b" * 40 + "-dirty"}))
+    record = record_of(f"{first}{os.pathsep}{second}")
+    assert record["commits"] == ["a" * 40, "b" * 40 + "-dirty"]  # in order, each once
+    data = tmp_path / "data"
+    data.mkdir()
+    meta = {"policies": [{"name": "random", "env_steps": 0, "eval_return": None},
+                         {"name": "r20000", "env_steps": 20000, "eval_return": 200.0}], "expert": "r20000",
+            "expert_return": 210.0, "expert_return_std": 1.0, "random_return": -5.0, "counts": {"demos": 10},
+            "git_commit": "c" * 40}
+    (data / "HalfCheetah-v5.json").write_text(json.dumps(meta))
+    md, _ = table([record], data)
+    assert md.splitlines()[2].endswith("| aaaaaaa, bbbbbbb-dirty / ccccccc / not committed |")
+    # a record from before commits were kept, a dataset from before collect wrote its commit
+    (data / "HalfCheetah-v5.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "git_commit"}))
+    assert table([dict(record, commits=[])], data)[0].splitlines()[2].endswith(
+        "| not recorded / not recorded / not committed |")
+    # a tracked file: the commit that last changed it
+    shipped = last_commit_of(PROJECT / "pyproject.toml")
+    assert shipped is not None and len(shipped) == 40 and last_commit_of(tmp_path / "nowhere.npz") is None

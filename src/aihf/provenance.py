@@ -24,6 +24,16 @@ def git_commit() -> str | None:
         return None
 
 
+def last_commit_of(path: Path) -> str | None:
+    """The commit that last changed a tracked file (say a shipped dataset), or None where it is not committed."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%H", "--", str(Path(path).resolve())], cwd=PROJECT,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def commit_record(started: str | None) -> dict:
     """metrics.json's provenance: the commit the run started at (read when its module was built, so later edits or
     commits while it trains are not credited with it), and the one a resumed run continued under when that differs

@@ -21,6 +21,7 @@ from aihf.errors import ConfigError
 from aihf.mujoco.datasets import DEMO, HELDOUT, TRAIN, TrajectoryDataset, metadata_path, validate
 from aihf.mujoco.envs import env_dims, env_versions, make_env
 from aihf.mujoco.sac import TanhGaussianActor
+from aihf.provenance import git_commit
 from aihf.teachers import SimulatedTeacher
 
 
@@ -170,6 +171,7 @@ def assemble(cfg: DictConfig, env, demos: list[dict], ladder: list[list[dict]], 
         "teacher": teacher.to_dict(), "segment_length": c.segment_length, "seed": cfg.seed,
         "trajectory_seeds": [t.get("seed") for t in trajs], "trajectory_terminated": [t["terminated"] for t in trajs],
         "collect": OmegaConf.to_container(c), "versions": env_versions(), "task": cfg.task, **provenance,
+        "git_commit": git_commit(),  # the code that collected it (experts table)
         "counts": {"demos": int((splits == DEMO).sum()), "train_trajectories": len(train_ids),
                    "heldout_trajectories": len(held_ids), "train_pairs": len(tr_label),
                    "heldout_pairs": len(ho_label)},

@@ -77,7 +77,25 @@ def record_of(run: str, trained_on: str | None = None) -> dict:
     steps, returns, wall = eval_curve(run)
     return {"env": env_of(run), "steps": steps, "returns": returns, "wall_s": wall, "machine": trained_on or machine(),
             "curve": "every training-time evaluation (5 deterministic episodes)",
-            "runs": [Path(part).name for part in run.split(os.pathsep)]}
+            "runs": [Path(part).name for part in run.split(os.pathsep)], "commits": run_commits(run)}
+
+
+def run_commits(run: str) -> list[str]:
+    """The commits the expert's parts trained at, as their metrics.json recorded them (a part stopped before its end
+    wrote none), in order, each once."""
+    commits = []
+    for part in run.split(os.pathsep):
+        f = Path(part) / "metrics.json"
+        m = json.loads(f.read_text()) if f.is_file() else {}
+        for c in (m.get("git_commit"), m.get("git_commit_resumed")):
+            if c and c not in commits:
+                commits.append(c)
+    return commits
+
+
+def short(commit: str) -> str:
+    sha, _, dirty = commit.partition("-")
+    return sha[:7] + (f"-{dirty}" if dirty else "")
 
 
 def read_records(path: Path) -> list[dict]:
@@ -114,9 +132,11 @@ def records_of(sources: list[str], trained_on: str | None = None) -> list[dict]:
 
 
 def table(records: list[dict], data: Path) -> tuple[str, dict]:
+    from aihf.provenance import last_commit_of
     lines = ["| env | env steps trained | training wall time | machine | expert rung (env steps) | expert return, "
-             "deterministic (mean ± std, episodes) | random return | rungs (env steps: eval return) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "deterministic (mean ± std, episodes) | random return | rungs (env steps: eval return) | commits: expert "
+             "trained / data collected / data shipped |",
+             "|---|---|---|---|---|---|---|---|---|"]
     curves = {}
     for rec in records:
         env, steps = rec["env"], rec["steps"]
@@ -130,9 +150,14 @@ def table(records: list[dict], data: Path) -> tuple[str, dict]:
             rungs = ", ".join(f"{p['env_steps'] // 1000}k: {p['eval_return']:.0f}" for p in ladder)
             ret = (f"{meta['expert_return']:.1f} ± {meta['expert_return_std']:.1f} "
                    f"({meta['counts']['demos']})")
-            lines.append(trained + f"| {expert['env_steps']:,} | {ret} | {meta['random_return']:.1f} | {rungs} |")
+            shipped = last_commit_of(data / f"{env}.npz")
+            commits = " / ".join((", ".join(map(short, rec.get("commits") or [])) or "not recorded",
+                                  short(meta["git_commit"]) if meta.get("git_commit") else "not recorded",
+                                  short(shipped) if shipped else "not committed"))
+            lines.append(trained + f"| {expert['env_steps']:,} | {ret} | {meta['random_return']:.1f} | {rungs} "
+                                   f"| {commits} |")
         else:
-            lines.append(trained + "| – | (no dataset) | – | – |")
+            lines.append(trained + "| – | (no dataset) | – | – | – |")
     return "\n".join(lines), curves
 
 
