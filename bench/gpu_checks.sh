@@ -23,7 +23,7 @@ python bench/sac_throughput.py --device "$DEVICE" --steps "$STEPS" --learning-st
   --aihf policy.compile=true policy.compile_mode=$([ "$DEVICE" = cpu ] && echo default || echo reduce-overhead) 2>&1 \
   | grep -v -i warn | tail -5 | tee "$OUT/bench_compiled.txt"
 
-for algo in aihf irl rlhf bc sac; do
+for algo in aihf irl rlhf bc sac constant sac_recipe; do
   python run.py algo=$algo debug=fast trainer=$TRAINER env.num_envs=4 hydra.run.dir="$RUNS/$algo" 2>&1 | tail -1 \
     | sed "s/^/$algo: /" | tee -a "$OUT/presets.txt"
 done

@@ -1,4 +1,4 @@
-"""The language-model domain: every preset runs and trains all its parameters; the reductions of DESIGN.md §2
+"""The language-model domain: every preset runs and trains all its parameters; the reductions of docs/design.md §2
 hold on the same batch; sequence log-probabilities mask prompts and padding; a resumed run equals an
 uninterrupted one."""
 

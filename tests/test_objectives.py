@@ -1,4 +1,4 @@
-"""The reward step against the equations of DESIGN.md §1, on hand-made batches with a linear reward."""
+"""The reward step against the equations of docs/design.md §1, on hand-made batches with a linear reward."""
 
 import math
 
@@ -46,7 +46,7 @@ def test_reward_gradient_equals_design_formula(hopper_data, tmp_path):
     phi_b = (features(prefs["obs_b"], prefs["act_b"]) * prefs["mask_b"][..., None]).sum(1)
     delta = (phi_a - phi_b) @ w
     y = prefs["label"]
-    # ∇L = (λ_D/β)(E_D ∇R − E_π ∇R) + λ_P E_P[(y − σ(Δ))(∇R(τ_a) − ∇R(τ_b))]; with y = 1 this is DESIGN's
+    # ∇L = (λ_D/β)(E_D ∇R − E_π ∇R) + λ_P E_P[(y − σ(Δ))(∇R(τ_a) − ∇R(τ_b))]; with y = 1 this is docs/design.md's
     # (1 − σ(R_w − R_l))(∇R_w − ∇R_l). The step minimises −L, so its gradient is −∇L.
     demo_part = (features(*demo).mean(0) - features(*pol).mean(0)) / beta
     pref_part = ((y - torch.sigmoid(delta))[:, None] * (phi_a - phi_b)).mean(0)
@@ -89,7 +89,7 @@ def test_sum_weighting_is_the_summed_log_likelihood(hopper_data, tmp_path):
 
 
 def test_paper_toy_example_joint_beats_each_source():
-    """The paper's three-response example (DESIGN.md §1): true r = (0, −0.075, −1), π ∝ exp(r), 30 demonstrations,
+    """The paper's three-response example (docs/design.md §1): true r = (0, −0.075, −1), π ∝ exp(r), 30 demonstrations,
     10 BT comparisons per pair. Over 2,000 random datasets, the maximum-likelihood estimate through objectives.py
     from both sources (weighting=sum) has a lower L1 error of the induced policy than from either alone
     (published: joint about 0.16–0.18, demonstrations only about 0.20, preferences only about 0.25)."""

@@ -134,7 +134,7 @@ class RecipeConfig:
     """MuJoCo training tricks beyond the objective, applied identically to every preset that learns a reward
     (irl, rlhf, aihf; also the constant control and sac_recipe; not to the sac oracle or bc), so that presets
     compared under one recipe differ only in their objective. conf/recipe/: paper (the authors' ML-IRL recipe,
-    DESIGN.md §6), cpu_budget (the default)."""
+    docs/design.md §6), cpu_budget (the default)."""
     SCOPE: ClassVar[str] = "mujoco"
     name: str = "cpu_budget"
     bc_warmstart_steps: int = key(2000, at_least(0))  # behaviour-cloning steps on D before RL (RLHF's SFT)
@@ -168,7 +168,7 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
-    """Simulated preference teacher on the true return (DESIGN.md §4): labels a dataset's pairs when it is built,
+    """Simulated preference teacher on the true return (docs/design.md §4): labels a dataset's pairs when it is built,
     or relabels the training pairs at load with data.relabel=true (so teacher noise is sweepable in training)."""
     SCOPE: ClassVar[str] = "teacher"
     beta: float = key(1.0, above(0, allow_inf=True))  # rationality β_T; inf = always picks the higher return
@@ -236,7 +236,7 @@ class TrainerConfig:
 class LoopConfig:
     """Loop budget and evaluation schedule (experiment/ files and debug/ modes override these)."""
     SCOPE: ClassVar[str] = "mujoco"
-    total_env_steps: int = key(60_000, at_least(1))  # the default main job: about 10 minutes on 2 CPU cores
+    total_env_steps: int = key(60_000, at_least(1))  # the default main job: about 5 minutes on 2 CPU cores (README)
     steps_per_iteration: int = key(1000, at_least(1))  # env steps per Lightning training_step (logging granularity)
     bc_steps: int = key(20_000, at_least(1))  # gradient steps for policy_update=bc
     eval_every: int = key(10_000, at_least(1))  # env steps (bc: gradient steps) between evaluations

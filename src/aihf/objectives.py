@@ -1,7 +1,7 @@
-"""The loss terms of the AIHF objective (DESIGN.md §1), shared by every domain.
+"""The loss terms of the AIHF objective (docs/design.md §1), shared by every domain.
 
 Pure functions of tensors. Each returns a quantity to *minimise*; the sign conventions are those of
-DESIGN.md §1 with the upper-level objective L(θ) negated.
+docs/design.md §1 with the upper-level objective L(θ) negated.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def weighted_objective(demo_loss: torch.Tensor | None, pref_loss: torch.Tensor |
     - ``mean``: each source's average loss times its λ (each source counts the same however much data it has).
     - ``sum``: the log-likelihood summed over all the data, λ_D·N_D·demo_loss + λ_P·N_P·pref_loss, divided by
       N_D + N_P (a constant: it changes the step size, not the optimum) so that steps do not grow with the data.
-      This is the weighting DESIGN.md §1 reports as the more reliable one.
+      This is the weighting docs/design.md §1 reports as the more reliable one.
     A term whose weight is 0 is skipped entirely (it may then be None).
     """
     if weighting not in WEIGHTINGS:

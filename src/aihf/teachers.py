@@ -1,4 +1,4 @@
-"""Simulated preference teachers (DESIGN.md §4), shared by both domains.
+"""Simulated preference teachers (docs/design.md §4), shared by both domains.
 
 A teacher compares two returns G(τ_1), G(τ_2) (true returns of trajectories or segments, or gold rewards of
 responses) and answers P(τ_1 ≻ τ_2) ∈ {0, 0.5, 1}: Bradley–Terry with rationality β, an "equal" threshold,

@@ -1,4 +1,4 @@
-"""The language-model LightningModule: the AIHF objective of DESIGN.md §1–2 for Hugging Face models.
+"""The language-model LightningModule: the AIHF objective of docs/design.md §1–2 for Hugging Face models.
 
 One `training_step` is one gradient step of one stage:
 1. SFT warm start (`algo.bc_warmstart_steps` NLL steps on D); then π_ref ← π, frozen.
@@ -131,7 +131,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             self._check_positions()
         self.reference = self.build_reference()
         # Self-play moves its opponent (`reference`) along with π; the DPO term, the KL and the implicit reward are
-        # measured against the fixed π_ref (`anchor`, the SFT policy), as DESIGN §2 defines them.
+        # measured against the fixed π_ref (`anchor`, the SFT policy), as docs/design.md §2 defines them.
         if a.reference_refresh_every > 0 and is_lora(self.policy):
             raise ConfigError(f"algo.reference_refresh_every={a.reference_refresh_every} with llm.policy.lora_r="
                               f"{cfg.llm.policy.lora_r}: a LoRA policy's reference is its base model, and self-play's "

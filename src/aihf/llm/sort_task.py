@@ -8,7 +8,7 @@ Why it is a fair offline test of alignment methods (docs/llm.md has the long for
   pair of neighbours), so the best achievable score (1.0) is above what imitation of the demonstrations can reach
   (its most likely response scores about 0.84), and only the preferences say how to go beyond them;
 - preference pairs compare responses of a quality ladder, labelled by the simulated Bradley–Terry teacher of
-  DESIGN.md §4 on the gold reward (the same teacher class as MuJoCo's), so label noise and scarcity are sweepable.
+  docs/design.md §4 on the gold reward (the same teacher class as MuJoCo's), so label noise and scarcity are sweepable.
 
 `python -m aihf.llm.sort_task --out data/llm/sort` writes the shipped files: demos.jsonl, prefs.jsonl,
 heldout_prefs.jsonl, heldout_demos.jsonl, eval_prompts.jsonl and meta.json. `python -m aihf.llm.sort_task

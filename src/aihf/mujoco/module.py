@@ -1,4 +1,4 @@
-"""The MuJoCo LightningModule: the AIHF loop of DESIGN.md §1 with manual optimisation.
+"""The MuJoCo LightningModule: the AIHF loop of docs/design.md §1 with manual optimisation.
 
 One `training_step` advances the loop by `loop.steps_per_iteration` environment steps, taken by `env.num_envs`
 sub-envs at once (one batched action per vector step). Each vector step stores `num_envs` transitions and takes
@@ -439,7 +439,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
 
     def reward_loss(self, demo: tuple | None, policy_samples: tuple | None, prefs: dict | None
                     ) -> tuple[torch.Tensor, dict]:
-        """The reward step's loss (DESIGN.md §1), on explicit batches so tests can hand-make them."""
+        """The reward step's loss (docs/design.md §1), on explicit batches so tests can hand-make them."""
         a = self.cfg.algo
         logs: dict = {}
         demo_loss = pref_loss = None

@@ -1,4 +1,4 @@
-"""Soft actor-critic (Haarnoja et al. 2018): the lower-level max-entropy RL solver of DESIGN.md §1.
+"""Soft actor-critic (Haarnoja et al. 2018): the lower-level max-entropy RL solver of docs/design.md §1.
 
 The policy does not know where its rewards come from: `update` takes the batch's rewards as an argument, so
 the same code runs on the true reward (`sac` preset) and on the current learned reward (`aihf`, `irl`, `rlhf`).
