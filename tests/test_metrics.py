@@ -249,3 +249,47 @@ def test_epic_on_the_lower_rungs_uses_only_their_transitions_and_leaves_the_othe
                                  true_reward=sim)
     np.testing.assert_array_equal(plain.epic_idx, m.epic_idx)
     assert "epic_lower_rungs" not in plain(lambda o, act, term: sim(o, act))
+
+
+def test_weighted_epic_is_epic_on_the_transitions_repeated_by_their_weights():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    w = rng.integers(0, 4, size=30)
+    repeated = metrics.pearson_distance(np.repeat(a, w), np.repeat(b, w))
+    assert metrics.weighted_pearson_distance(a, b, w) == pytest.approx(repeated, abs=1e-12)
+    assert metrics.weighted_pearson_distance(a, b, np.ones(30)) == pytest.approx(metrics.pearson_distance(a, b))
+    assert metrics.weighted_pearson_distance(np.full(30, 2.0), b, w) == pytest.approx(math.sqrt(0.5))  # a constant
+    assert math.isnan(metrics.weighted_pearson_distance(a, b, np.eye(30)[4]))  # one transition carries weight
+
+
+def test_epic_resampled_over_heldout_trajectories_pairs_runs_draw_by_draw(hopper_data):
+    """`resampled` is EPIC with the held-out trajectories drawn again with replacement: each value equals EPIC on
+    the run's own transitions repeated as often as their trajectory was drawn; the draws are the same whatever the
+    run's seed (so two runs pair draw by draw), the true reward scores 0 in every one, and the values spread."""
+    ds = load_dataset(hopper_data)
+    a = ds.arrays
+    sim = SimulatorReward("Hopper-v5")
+    policies = ds.metadata["policies"]
+    q = [p["name"] for p in policies].index(ds.metadata["expert"])
+    runs = [HeldoutRewardMetrics(ds, "Hopper-v5", -np.ones(3), np.ones(3), 0.99, seed=s, num_transitions=40,
+                                 true_reward=sim, demo_policy=q) for s in (0, 1)]
+    np.testing.assert_array_equal(runs[0].replicates, runs[1].replicates)
+    assert not np.array_equal(runs[0].epic_idx, runs[1].epic_idx)
+    held = ds.trajectories(2)
+    assert runs[0].replicates.shape == (200, len(held)) and (runs[0].replicates.sum(1) == len(held)).all()
+
+    def noisy(o, act, term):  # the true reward plus noise that is a function of the state (the same on every call)
+        return sim(o, act) + 3 * np.sin(7 * o[:, 0]) * np.cos(5 * o[:, 3])
+
+    m = runs[0]
+    out = m.resampled(noisy)
+    assert len(out["epic"]) == 200 and ("epic_lower_rungs" in out) == (len(m.lower_idx) >= 2)
+    traj_of_step = np.repeat(np.arange(len(a["traj_start"])), a["traj_len"])
+    position = {int(t): k for k, t in enumerate(held)}
+    learned = m._canonical(noisy)
+    for r in (0, 17):
+        counts = np.array([m.replicates[r][position[int(t)]] for t in traj_of_step[m.epic_idx]])
+        by_hand = metrics.pearson_distance(np.repeat(learned, counts), np.repeat(m.true_canonical, counts))
+        assert out["epic"][r] == pytest.approx(by_hand, abs=1e-5)
+    assert np.std(out["epic"]) > 0.005 and abs(np.median(out["epic"]) - m(noisy)["epic"]) < 0.1
+    assert max(m.resampled(lambda o, act, term: sim(o, act))["epic"]) == pytest.approx(0.0, abs=1e-5)

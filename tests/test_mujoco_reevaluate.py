@@ -48,6 +48,7 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     for key in measured:
         assert again[key] == trained[key], key
     assert again["baselines"] == trained["baselines"]
+    assert len(trained["heldout_resampled"]["epic"]) == 200 and again["heldout_resampled"] == trained["heldout_resampled"]
     assert new not in again["reevaluation"]["at_training"] and again[new] == trained[new]
     assert again["reevaluation"]["not_reproduced"] == ["eval/epic"]
     assert (again["history"], again["eval/normalised_score"]) == (older["history"], trained["eval/normalised_score"])

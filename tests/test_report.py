@@ -95,6 +95,36 @@ def test_untrained_reward_cell_says_when_it_averages_fewer_runs_than_its_row(tmp
     assert report.plain_counted([None, float("nan")]) == "–"
 
 
+def test_reward_contrasts_again_with_the_heldout_trajectories_resampled(tmp_path):
+    """For each resampling of the held-out trajectories (the same draw in every run), the mean over seeds of the
+    paired EPIC difference; the table shows its 2.5–97.5 percentiles. A method without resampled values (the
+    constant control learns no reward) has no row; a run recorded before them leaves the section out."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0.5, 0.05, size=(3, 200))  # what every run's draw r shares at seed s
+    values = {}
+    for s in range(3):
+        for algo, shift in (("method_x", -0.1), ("method_y", 0.0)):
+            values[algo, s] = shared[s] + shift + rng.normal(0, 0.01, 200)
+            write_run(tmp_path, f"{algo}{s}", algo, s, 0.5)
+            f = tmp_path / f"{algo}{s}" / "metrics.json"
+            m = json.loads(f.read_text())
+            m["heldout_resampled"] = {"epic": values[algo, s].tolist()}
+            f.write_text(json.dumps(m))
+        write_run(tmp_path, f"c{s}", "constant", s, 0.3)
+    md = report.table(report.load_runs([tmp_path]),
+                      contrasts=[("method_x", "method_y"), ("method_x", "constant")])
+    means = np.mean([values["method_x", s] - values["method_y", s] for s in range(3)], axis=0)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    section = md.split("Held-out sampling:")[1].split("\n\n")[1]  # its table
+    assert f"| method_x − method_y | [{lo:+.3f}, {hi:+.3f}] (n=3) | – |" in section
+    assert "constant" not in section and "(200 resamplings" in md
+    assert -0.13 < lo < hi < -0.07
+    for s in range(3):  # recorded before the resamplings existed
+        f = tmp_path / f"method_y{s}" / "metrics.json"
+        f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "heldout_resampled"}))
+    assert "Held-out sampling" not in report.table(report.load_runs([tmp_path]), contrasts=[("method_x", "method_y")])
+
+
 def test_bootstrap_intervals_are_shown_only_from_ten_seeds():
     """A percentile bootstrap over 5 seeds covers far less than 95 %: the IQM cell has no interval below
     BOOTSTRAP_MIN_SEEDS seeds, and one from there on."""
@@ -581,6 +611,7 @@ def test_the_difference_for_80_percent_power_is_found_80_percent_of_the_time():
     shortcut = (z.ppf(1 - 0.05 / 16) + z.ppf(0.8)) * sd / np.sqrt(n)
     assert shortcut < 0.8 * delta
     assert np.isnan(stats.difference_for_power([0.1], family=8))
+    assert np.isnan(stats.difference_for_power([0.1, 0.2], family=0))  # no contrast had a p-value: no division by 0
     # no spread (all one value, up to rounding): neither bar exists
     assert np.isnan(stats.difference_for_power([0.2, 0.2, 0.2 + 1e-17], family=8))
     assert np.isnan(stats.smallest_significant_difference([0.2, 0.2, 0.2], family=8))

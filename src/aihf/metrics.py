@@ -57,6 +57,20 @@ def pearson_distance(a: np.ndarray, b: np.ndarray) -> float:
     return math.sqrt((1.0 - (0.0 if math.isnan(rho) else rho)) / 2.0)
 
 
+def weighted_pearson_distance(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    """`pearson_distance` with a weight per transition (a resampling's counts): NaN where fewer than two
+    transitions carry weight, and, as there, ρ = 0 for a reward with no variance among them."""
+    a, b, w = (np.asarray(x, dtype=np.float64) for x in (a, b, w))
+    used = w > 0
+    if used.sum() < 2:
+        return float("nan")
+    if np.ptp(a[used]) <= 1e-12 * max(1.0, np.abs(a[used]).max()) or np.ptp(b[used]) == 0:
+        return math.sqrt(0.5)
+    da, db = a - np.average(a, weights=w), b - np.average(b, weights=w)
+    rho = float(np.clip(np.sum(w * da * db) / math.sqrt(np.sum(w * da * da) * np.sum(w * db * db)), -1.0, 1.0))
+    return math.sqrt((1.0 - rho) / 2.0)
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) < 2 or np.ptp(a) <= 1e-12 * max(1.0, np.abs(a).max()) or np.ptp(b) == 0:

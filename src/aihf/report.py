@@ -283,6 +283,7 @@ def table(runs: list[dict], contrasts: list[tuple[str, str]] = (), within: tuple
     lines += ["", CAVEAT, "", per_seed(groups, varying)]
     for part in (primary_contrasts(groups, varying, contrasts, tuple(k for k in METHOD if k not in within),
                                    MUJOCO_MEASURES),
+                 heldout_sampling(groups, varying, contrasts, tuple(k for k in METHOD if k not in within)),
                  matrices(groups, varying, METHOD, MUJOCO_MEASURES[:1], MUJOCO_MATRIX_NOTE),
                  improvement(groups, varying)):
         lines += ["", part] if part else []
@@ -303,7 +304,9 @@ CAVEAT = ("Cells: mean over seeds [95 % t-interval] (min–max). Scores are expe
           "two. Reward metrics are on the dataset's held-out split, the same trajectories and pairs for every "
           "seed, so the intervals leave out that set's own sampling error (about ±0.05 at 95 % on an accuracy over "
           "300 independent pairs, more on the equal-length ones, and more again because the pairs are cut from a "
-          "few held-out trajectories: 22 on Hopper). EPIC's 500 transitions and 8 coverage states and actions are "
+          "few held-out trajectories: 22 on Hopper; for the declared contrasts' EPIC differences the held-out "
+          "sampling section resamples those trajectories, where the runs recorded it). EPIC's 500 transitions and 8 "
+          "coverage states and actions are "
           "drawn with each run's seed, which moves one reward's EPIC by a few hundredths (a near-identical reward "
           "scored 0.58–0.65 over the five Hopper seeds' draws). Beside each: a "
           "constant reward, the episode-length proxy, `policy` (ranks a segment by its ladder policy's reward per "
@@ -658,6 +661,52 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
         lines.append(f"| {label} | {name} | " + " | ".join(row) + " | "
                      + " | ".join("–" if math.isnan(b) else f"±{b:.3f}" for b in bounds) + " |")
     return "\n".join(lines)
+
+
+# the reward metrics measured again under resamplings of the held-out trajectories (reward_metrics.resampled)
+RESAMPLED = (("epic", "EPIC"), ("epic_lower_rungs", "EPIC on the lower rungs"))
+
+
+def heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], contrasts,
+                     method: tuple[str, ...]) -> str:
+    """The declared contrasts' reward-metric differences with the held-out trajectories resampled, seeds fixed:
+    every run was scored on the same few trajectories, which the intervals over seeds leave out. For each
+    resampling (the same draw for every run), the mean over seeds of the paired difference; its 2.5 and 97.5
+    percentiles over the resamplings."""
+    def resampled(g: list[dict], key: str) -> dict:
+        return {m["seed"]: np.array(m["heldout_resampled"][key], dtype=np.float64) for m in g
+                if m.get("status", "finished") == "finished" and (m.get("heldout_resampled") or {}).get(key)}
+    rows, counts = [], set()
+    for context, keys in contexts(groups, method).items():
+        for a, b in contrasts:
+            ka = [k for k in keys if dict(k)["algo"] == a]
+            kb = [k for k in keys if dict(k)["algo"] == b]
+            if len(ka) != 1 or len(kb) != 1:
+                continue
+            cells = []
+            for key, _ in RESAMPLED:
+                ra, rb = resampled(groups[ka[0]], key), resampled(groups[kb[0]], key)
+                seeds = sorted(s for s in set(ra) & set(rb) if len(ra[s]) == len(rb[s]))
+                if not seeds:
+                    cells.append("–")
+                    continue
+                means = np.mean([ra[s] - rb[s] for s in seeds], axis=0)
+                means = means[np.isfinite(means)]  # a resampling that left a subset no transitions
+                counts.add(len(means))
+                lo, hi = np.percentile(means, [2.5, 97.5])
+                cells.append(f"[{lo:+.3f}, {hi:+.3f}] (n={len(seeds)})")
+            if any(c != "–" for c in cells):
+                rows.append(f"| {context_label(context, varying)} | {a} − {b} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    return "\n".join([
+        f"Held-out sampling: the same contrasts' reward-metric differences (mean over the paired seeds) with the "
+        f"held-out trajectories resampled with replacement, seeds fixed ({'/'.join(map(str, sorted(counts)))} "
+        f"resamplings, the same for every run); 95 % percentile interval. Every run is scored on the same few "
+        f"held-out trajectories, which the intervals over seeds above leave out: a difference whose interval here "
+        f"also excludes 0 does not hang on which trajectories were held out.", "",
+        "| | contrast | " + " | ".join(f"{what}: difference, held-out resampled [95 %]" for _, what in RESAMPLED)
+        + " |", "|---|---|" + "---|" * len(RESAMPLED), *rows])
 
 
 def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:

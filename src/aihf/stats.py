@@ -148,11 +148,11 @@ def difference_for_power(differences, family: int, power: float = 0.8, alpha: fl
     probability `power`, at these differences' spread and count, from the noncentral t distribution (NaN below 2
     values). The spread is the sample's own, itself uncertain with few seeds, so this is a planning figure: a
     contrast smaller than it had little chance of being found, whatever its sign."""
+    d = _finite(differences)
+    if len(d) < 2 or family < 1 or _no_spread(d):  # (a family of 0: no contrast had a p-value)
+        return math.nan
     if not alpha / family < power < 1:
         raise ValueError(f"power must lie between α/family ({alpha / family:g}) and 1, not {power}")
-    d = _finite(differences)
-    if len(d) < 2 or family < 1 or _no_spread(d):
-        return math.nan
     n, sd = len(d), float(d.std(ddof=1))
     crit = stats.t.ppf(1 - alpha / (2 * family), n - 1)
     found = lambda delta: (stats.nct.sf(crit, n - 1, delta * math.sqrt(n) / sd)  # noqa: E731

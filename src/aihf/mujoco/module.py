@@ -547,6 +547,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
             self.save_rung(self.progress, mean)
         if final:
             self.final_metrics = {**self._result(out), "status": "finished"}
+            if self.heldout_metrics is not None:  # EPIC under resamplings of the held-out trajectories (the report's)
+                self.final_metrics["heldout_resampled"] = self.heldout_metrics.resampled(self.learned_reward)
             if loop.video:
                 self.final_metrics["video"] = self.record_video()
         return out

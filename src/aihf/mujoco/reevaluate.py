@@ -39,6 +39,8 @@ def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[st
     def same(a, b) -> bool:
         if isinstance(a, dict) and isinstance(b, dict):
             return all(same(v, b.get(k)) for k, v in a.items())
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
         return a == b or (a is None and isinstance(b, float) and math.isnan(b))  # NaN is stored as null
     return [prefix + k for k, v in recorded.items() if k in measured and not same(v, measured[k])]
 
@@ -106,15 +108,19 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
                                   f"({', '.join(differ)})")
             measured = module.reward_metrics()
             baselines = module.heldout_metrics.baselines()
+            resampled = module.heldout_metrics.resampled(module.learned_reward)
         finally:
             module.teardown("reevaluate")
         record.update(measured)
         record["baselines"] = {**before.get("baselines", {}), **baselines}
+        record["heldout_resampled"] = resampled
         at_training = {k: before[k] for k in measured if k in before}
         record["reevaluation"] = {"run": str(run), "checkpoint": str(ckpt), "git_commit": commit,
                                   "wall_s": time.perf_counter() - t0, "at_training": at_training,
                                   "not_reproduced": _not_reproduced(at_training, measured)
-                                  + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")}
+                                  + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")
+                                  + _not_reproduced(before.get("heldout_resampled", {}), resampled,
+                                                    "heldout_resampled/")}
         # kept only where it reproduces every value recorded there and one of them is finite: a null or missing
         # record proves nothing
         first_differ = _not_reproduced({k: v for k, v in first.items() if k in initial}, initial)

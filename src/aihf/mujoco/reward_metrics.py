@@ -23,6 +23,11 @@ data holds much of it (the demonstrator's own policy and near-expert rungs). The
 and nothing else: the logit of a linear classifier of the run's own demonstrated (s, a) against the training
 trajectories of the other ladder policies (`DemoClassifierReward`). It sees the ladder, which no learner does; a
 learned reward no better than it has learned to recognise the demonstrations, not more.
+
+Every run of a figure is scored on the same few held-out trajectories (22 on Hopper), so intervals over seeds say
+nothing of which trajectories were held out. `resampled()` measures EPIC again under `HELDOUT_REPLICATES`
+resamplings of the held-out trajectories (with replacement), drawn from a fixed seed, so they are the same for every
+run on one dataset and two runs' values pair replicate by replicate (`aihf.report`'s held-out sampling interval).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from aihf.mujoco.datasets import HELDOUT, TRAIN, TrajectoryDataset
 
 # r(obs, act, ends_by_termination) for arrays of transitions -> rewards (N,)
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+# resamplings of the held-out trajectories, from a seed of their own: the same for every run on one dataset
+HELDOUT_REPLICATES, HELDOUT_RESAMPLING_SEED = 200, 20261207
 
 
 def constant_reward(obs, act, terminal):
@@ -217,6 +225,12 @@ class HeldoutRewardMetrics:
         self.traj_spans = np.array([(position[s], n) for s, n in spans], dtype=np.int64).reshape(-1, 2)
         self.traj_returns = a["traj_return"][trajs]
 
+        # which held-out trajectory each dataset step belongs to (-1: none), and the trajectories' resamplings
+        self.trajectory_of = np.full(len(self.obs), -1, dtype=np.int64)
+        for k, (s, n) in enumerate(spans):
+            self.trajectory_of[s:s + n] = k
+        self.replicates = np.random.default_rng(HELDOUT_RESAMPLING_SEED).multinomial(
+            len(spans), np.full(len(spans), 1.0 / max(len(spans), 1)), size=HELDOUT_REPLICATES) if spans else None
         # EPIC: transitions (s, a, s') inside held-out trajectories (the stored steps have s' except the last)
         inner = np.concatenate([np.arange(s, s + n - 1) for s, n in spans]) if spans else np.zeros(0, np.int64)
         self.epic_idx = np.sort(rng.choice(inner, size=min(num_transitions, len(inner)), replace=False))
@@ -316,6 +330,18 @@ class HeldoutRewardMetrics:
                     out.update(self._without_demonstrator(pred))
             if len(self.traj_spans) >= 2:
                 out["return_correlation"] = metrics.pearson(self.span_sums(r, self.traj_spans), self.traj_returns)
+        return out
+
+    def resampled(self, fn: RewardFn) -> dict[str, list[float]]:
+        """EPIC (and on the lower rungs) under each resampling of the held-out trajectories: the same transitions,
+        each weighted by how often its trajectory was drawn (rounded to 5 decimals: records stay small)."""
+        out = {}
+        for key, idx, true in (("epic", self.epic_idx, self.true_canonical),
+                               ("epic_lower_rungs", self.lower_idx, self.lower_true_canonical)):
+            if true is None or self.replicates is None:
+                continue
+            learned, weights = self._canonical(fn, idx), self.replicates[:, self.trajectory_of[idx]]
+            out[key] = [round(metrics.weighted_pearson_distance(learned, true, w), 5) for w in weights]
         return out
 
     def _without_demonstrator(self, pred: list[np.ndarray], known: np.ndarray | None = None) -> dict[str, float]:
