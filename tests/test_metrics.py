@@ -283,13 +283,16 @@ def test_epic_resampled_over_heldout_trajectories_pairs_runs_draw_by_draw(hopper
 
     m = runs[0]
     out = m.resampled(noisy)
-    assert len(out["epic"]) == 200 and ("epic_lower_rungs" in out) == (len(m.lower_idx) >= 2)
+    assert len(out["epic"]) == 200 == len(out["epic_lower_rungs"])
     traj_of_step = np.repeat(np.arange(len(a["traj_start"])), a["traj_len"])
     position = {int(t): k for k, t in enumerate(held)}
-    learned = m._canonical(noisy)
-    for r in (0, 17):
-        counts = np.array([m.replicates[r][position[int(t)]] for t in traj_of_step[m.epic_idx]])
-        by_hand = metrics.pearson_distance(np.repeat(learned, counts), np.repeat(m.true_canonical, counts))
-        assert out["epic"][r] == pytest.approx(by_hand, abs=1e-5)
+    assert len(m.lower_idx) >= 2
+    subsets = [("epic", m.epic_idx, m.true_canonical), ("epic_lower_rungs", m.lower_idx, m.lower_true_canonical)]
+    for key, idx, true in subsets:  # each subset weighted by its own transitions' trajectories
+        learned = m._canonical(noisy, idx)
+        for r in (0, 17):
+            counts = np.array([m.replicates[r][position[int(t)]] for t in traj_of_step[idx]])
+            by_hand = metrics.pearson_distance(np.repeat(learned, counts), np.repeat(true, counts))
+            assert out[key][r] == pytest.approx(by_hand, abs=1e-5), key
     assert np.std(out["epic"]) > 0.005 and abs(np.median(out["epic"]) - m(noisy)["epic"]) < 0.1
     assert max(m.resampled(lambda o, act, term: sim(o, act))["epic"]) == pytest.approx(0.0, abs=1e-5)

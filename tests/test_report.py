@@ -97,8 +97,10 @@ def test_untrained_reward_cell_says_when_it_averages_fewer_runs_than_its_row(tmp
 
 def test_reward_contrasts_again_with_the_heldout_trajectories_resampled(tmp_path):
     """For each resampling of the held-out trajectories (the same draw in every run), the mean over seeds of the
-    paired EPIC difference; the table shows its 2.5–97.5 percentiles. A method without resampled values (the
-    constant control learns no reward) has no row; a run recorded before them leaves the section out."""
+    paired EPIC difference; the table shows its spread beside the seeds' standard error and the t-interval with
+    both. A method without resampled values (the constant control learns no reward) has no row; a run recorded
+    before them leaves the section out."""
+    from scipy.stats import t as stats_t
     rng = np.random.default_rng(0)
     shared = rng.normal(0.5, 0.05, size=(3, 200))  # what every run's draw r shares at seed s
     values = {}
@@ -114,11 +116,14 @@ def test_reward_contrasts_again_with_the_heldout_trajectories_resampled(tmp_path
     md = report.table(report.load_runs([tmp_path]),
                       contrasts=[("method_x", "method_y"), ("method_x", "constant")])
     means = np.mean([values["method_x", s] - values["method_y", s] for s in range(3)], axis=0)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    held_sd = means.std(ddof=1)
+    # the recorded EPIC of write_run is 0.4 for every run: no spread over seeds, so the interval is the held-out one
+    half = stats_t.ppf(0.975, 2) * held_sd
     section = md.split("Held-out sampling:")[1].split("\n\n")[1]  # its table
-    assert f"| method_x − method_y | [{lo:+.3f}, {hi:+.3f}] (n=3) | – |" in section
+    assert (f"| method_x − method_y | {held_sd:.3f} / 0.000 | +0.000 [{-half:+.3f}, {half:+.3f}] (n=3) | – | – |"
+            in section)
     assert "constant" not in section and "(200 resamplings" in md
-    assert -0.13 < lo < hi < -0.07
+    assert 0.003 < held_sd < 0.01
     for s in range(3):  # recorded before the resamplings existed
         f = tmp_path / f"method_y{s}" / "metrics.json"
         f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "heldout_resampled"}))
@@ -612,6 +617,12 @@ def test_the_difference_for_80_percent_power_is_found_80_percent_of_the_time():
     assert shortcut < 0.8 * delta
     assert np.isnan(stats.difference_for_power([0.1], family=8))
     assert np.isnan(stats.difference_for_power([0.1, 0.2], family=0))  # no contrast had a p-value: no division by 0
+    # a second source of error adds to the mean's variance: none leaves the t-interval as it is
+    d = [0.1, 0.3, 0.2, 0.25]
+    assert stats.t_interval_with(d, 0.0) == pytest.approx(stats.t_interval(d))
+    mean, lo, hi = stats.t_interval_with(d, 0.01)
+    se = np.sqrt(np.var(d, ddof=1) / 4 + 0.01)
+    assert (lo, hi) == pytest.approx((mean - 3.182446305 * se, mean + 3.182446305 * se))
     # no spread (all one value, up to rounding): neither bar exists
     assert np.isnan(stats.difference_for_power([0.2, 0.2, 0.2 + 1e-17], family=8))
     assert np.isnan(stats.smallest_significant_difference([0.2, 0.2, 0.2], family=8))

@@ -34,6 +34,19 @@ def t_interval(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def t_interval_with(values, extra_variance: float) -> tuple[float, float, float]:
+    """`t_interval` with a second, independent source of error added to the mean's: SE² = s²/n + extra_variance,
+    Student's t on n − 1 degrees of freedom (say the held-out set's, estimated by resampling it with the seeds
+    fixed). Conservative where that estimate already holds part of the seeds' own spread."""
+    v = _finite(values)
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan
+    mean = float(v.mean())
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(v) - 1)
+                 * math.sqrt(v.var(ddof=1) / len(v) + max(extra_variance, 0.0)))
+    return mean, mean - half, mean + half
+
+
 def iqm(values) -> float:
     """The mean of the middle half (25 % trimmed at each end): robust to one wild seed, unlike the mean."""
     v = _finite(values)

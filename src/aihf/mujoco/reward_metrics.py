@@ -340,7 +340,10 @@ class HeldoutRewardMetrics:
                                ("epic_lower_rungs", self.lower_idx, self.lower_true_canonical)):
             if true is None or self.replicates is None:
                 continue
-            learned, weights = self._canonical(fn, idx), self.replicates[:, self.trajectory_of[idx]]
+            trajectory = self.trajectory_of[idx]
+            if (trajectory < 0).any():  # (-1 would silently read the last trajectory's draw count)
+                raise ValueError("resampled: a transition outside the held-out trajectories")
+            learned, weights = self._canonical(fn, idx), self.replicates[:, trajectory]
             out[key] = [round(metrics.weighted_pearson_distance(learned, true, w), 5) for w in weights]
         return out
 
