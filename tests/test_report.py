@@ -331,6 +331,28 @@ def test_llm_methods_are_compared_within_each_pair_count_paired_by_seed(tmp_path
     assert (tmp_path / "pairs.png").stat().st_size > 0
 
 
+def test_llm_table_by_pair_count_has_a_column_per_count(tmp_path):
+    """Each measure again with a column per pair count: a row per method (named by its algo, whatever its step
+    count), a method trained on no pairs as one value in the first column, and the accuracy above π_ref's own
+    ranking paired by seed, in bold where its interval excludes 0."""
+    for seed in range(3):
+        for pairs in (10, 100):
+            write_gold_run(tmp_path, "method_x", pairs, seed, 0.5 + 0.1 * seed + pairs / 1000, steps=30,
+                           acc=0.70 + 0.01 * seed, **{"eval/ref_loglik_pref_accuracy": 0.60 + 0.01 * seed})
+        write_gold_run(tmp_path, "method_z", 0, seed, 0.3 + 0.01 * seed, steps=20)
+    md = report.llm_table(report.load_runs([tmp_path]))
+    gold = md.split("Gold reward of sampled responses:")[1].split("\n\n")[1].splitlines()
+    assert gold[0] == "| method | N = 10 | N = 100 |"
+    d10, lo10, hi10 = stats.t_interval([0.51, 0.61, 0.71])
+    d100, lo100, hi100 = stats.t_interval([0.6, 0.7, 0.8])
+    assert gold[2] == (f"| `method_x` | {d10:.3f} [{lo10:.3f}, {hi10:.3f}] | {d100:.3f} [{lo100:.3f}, {hi100:.3f}] |")
+    dz, loz, hiz = stats.t_interval([0.30, 0.31, 0.32])
+    assert gold[3] == f"| `method_z` (no pairs) | {dz:.3f} [{loz:.3f}, {hiz:.3f}] |  |"
+    above = md.split("minus π_ref's zero-shot ranking")[1].split("\n\n")[1].splitlines()
+    assert above[2].startswith("| `method_x` | **0.100") and len(above) == 3  # method_z: no accuracy recorded
+    assert "Gold reward of the greedy response" not in md  # no run recorded it
+
+
 def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):
     gold = {"method_x": [0.5, 0.9, 0.1, 0.7, 0.3], "method_y": [0.4, 0.8, 0.0, 0.6, 0.1]}
     for algo, values in gold.items():

@@ -473,6 +473,58 @@ LLM_COLUMNS = (("gold (sampled)", ("eval/gold_sampled",), 3), ("gold (greedy)", 
                ("held-out demo log-lik./token", ("eval/demo_logp_per_token",), 3))
 
 
+def _minus_reference(m: dict) -> float | None:
+    acc, ref = m.get("eval/pref_accuracy"), m.get("eval/ref_loglik_pref_accuracy")
+    return None if acc is None or ref is None else acc - ref
+
+
+# the LLM table again with a column per pair count: (title, value of a run, digits, bold where the interval excludes 0)
+PIVOTS = (("Gold reward of sampled responses", lambda m: m.get("eval/gold_sampled"), 3, False),
+          ("Gold reward of the greedy response", lambda m: m.get("eval/gold_greedy"), 3, False),
+          ("KL(π‖π_ref) per sequence", lambda m: m.get("eval/kl"), 2, False),
+          ("Held-out preference accuracy", lambda m: m.get("eval/pref_accuracy"), 3, False),
+          ("Held-out preference accuracy minus π_ref's zero-shot ranking of the same pairs at the same seed (paired "
+           "by seed; bold where the interval excludes 0)", _minus_reference, 3, True))
+
+
+def by_pair_count(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
+    """One table per measure with a row per method and a column per preference-pair count, mean over seeds [95 %
+    t-interval]; a method trained on no pairs is one value, in the first column. The method is named by its algo,
+    and by the other settings that vary only where two rows share it."""
+    counts = sorted({dict(k).get("pairs", 0) for k in groups} - {0})
+    if "pairs" not in varying or len(counts) < 2:
+        return ""
+    rows: dict[tuple, dict[int, list[dict]]] = defaultdict(dict)
+    for key, g in groups.items():
+        rows[tuple((k, v) for k, v in key if k not in ("pairs", "steps"))][dict(key)["pairs"]] = g
+    algos = Counter(dict(r)["algo"] for r in rows)
+    others = [v for v in varying if v not in ("algo", "pairs", "steps")]
+
+    def name(r: tuple) -> str:
+        conf = dict(r)
+        extra = [f"{v}={conf[v]}" for v in others] if algos[conf["algo"]] > 1 else []
+        return ", ".join([f"`{conf['algo']}`", *extra]) + (" (no pairs)" if set(rows[r]) == {0} else "")
+
+    out = []
+    for title, value, digits, bold in PIVOTS:
+        if not any(value(m) is not None for g in groups.values() for m in g):
+            continue
+        lines = [f"{title}:", "", "| method | " + " | ".join(f"N = {n}" for n in counts) + " |",
+                 "|---|" + "---|" * len(counts)]
+        for r, by_count in rows.items():
+            cells = []
+            for n in counts:
+                g = by_count.get(n) or (by_count.get(0) if n == counts[0] else None)
+                d, lo, hi = stats.t_interval([value(m) for m in g or [] if value(m) is not None])
+                text = "" if math.isnan(d) else (f"{d:.{digits}f}" if math.isnan(lo)
+                                                  else f"{d:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
+                cells.append(f"**{text}**" if bold and text and not math.isnan(lo) and (lo > 0 or hi < 0) else text)
+            if any(cells):
+                lines.append(f"| {name(r)} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "By preference-pair count, mean over seeds [95 % t-interval]:\n\n" + "\n\n".join(out)
+
+
 def llm_table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     groups, varying, shared = group(runs, llm_config)
     columns = [c for c in LLM_COLUMNS if any(c[1][0] in m for m in runs)]
@@ -489,7 +541,8 @@ def llm_table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Cells: mean over seeds [95 % t-interval] (min–max)."
               + (f" Held-out pairs per run: {', '.join(map(str, held))}." if held else "")]
-    for part in (primary_contrasts(groups, varying, contrasts, LLM_METHOD, LLM_MEASURES), paired_llm(groups, varying),
+    for part in (by_pair_count(groups, varying),
+                 primary_contrasts(groups, varying, contrasts, LLM_METHOD, LLM_MEASURES), paired_llm(groups, varying),
                  matrices(groups, varying, LLM_METHOD, LLM_MEASURES, LLM_MATRIX_NOTE)):
         lines += ["", part] if part else []
     lines += ["", commits_line(runs)]
