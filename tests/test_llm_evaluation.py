@@ -132,6 +132,11 @@ def test_reevaluation_repeats_a_finished_runs_evaluation_and_takes_only_evaluati
         assert again[key] == pytest.approx(trained[key], rel=1e-6, abs=1e-7), key
     assert [o["pair"] for o in again["heldout_pairs"]] == [o["pair"] for o in trained["heldout_pairs"]]
     assert (again["algo"], again["steps"], again["git_commit"]) == ("dpo", 5, trained["git_commit"])
+    # where it trained and where it was measured again (the same commit on another CPU gives other numbers)
+    import torch
+    from aihf.provenance import machine
+    assert again["platform"] == trained["platform"] and trained["platform"]["torch"] == torch.__version__
+    assert again["reevaluation"]["platform"]["machine"] == machine() and "transformers" in trained["platform"]
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["eval/kl"] == again["eval/kl"]
     more = reevaluate(run, tmp_path / "more", ["llm.train.eval_samples=3"])
     assert more["eval/kl_samples"] == 12 and trained["eval/kl_samples"] == 8

@@ -286,7 +286,13 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
     pooled = stats.corrected_resampled_t([-0.2, 0.2], 10, 40)
     assert rows[2].startswith("| all 2 |") and f"{pooled[0]:+.3f} [{pooled[1]:+.3f}, {pooled[2]:+.3f}]" in rows[2]
     assert "1 of 2 seeds > 0" in rows[2]
-    assert "Commits: `abc` (4 runs)" in md
+    assert "Commits: `abc` (4 runs)" in md and "Machines" not in md  # no run recorded where it ran
+    for name, cpu in (("a1", "CPU A"), ("b1", "CPU B")):
+        f = tmp_path / name / "metrics.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()),
+                                 "platform": {"machine": cpu, "torch": "2.13.0", "transformers": "5.0"}}))
+    assert ("Machines: unrecorded (2 runs), CPU A; torch 2.13.0, transformers 5.0 (1 runs), CPU B; torch 2.13.0, "
+            "transformers 5.0 (1 runs)") in report.llm_table(report.load_runs([tmp_path]))
     m = json.loads((tmp_path / "a0" / "metrics.json").read_text())
     (tmp_path / "a0" / "metrics.json").write_text(json.dumps({**m, "reevaluation": {"git_commit": "def"}}))
     assert "evaluated again from their last checkpoints at `def` (1 runs)" in report.llm_table(

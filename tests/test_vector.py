@@ -32,6 +32,7 @@ ONE_THREAD = "loop.torch_threads=1"
 def test_preset_runs_with_four_envs(algo, hopper_data, tmp_path):
     result = train(fast_cfg(algo, hopper_data, tmp_path, ["env.num_envs=4", ONE_THREAD]))
     assert result["num_envs"] == 4
+    assert {"machine", "torch", "gymnasium", "mujoco"} <= set(result["platform"])  # where it ran
     assert [h["step"] for h in result["history"]] == ([200] if algo == "bc" else [300, 600])
     if algo == "bc":  # no env steps: 200 gradient steps on the demonstrations
         assert result["env_steps"] == 0 and result["policy_updates"] == 200 and result["episodes"] == 0

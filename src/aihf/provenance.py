@@ -1,9 +1,13 @@
-"""What produced a result: the git commit of the code (and whether its tree had uncommitted changes)."""
+"""What produced a result: the git commit of the code (and whether its tree had uncommitted changes), and the machine
+and libraries that ran it."""
 
 from __future__ import annotations
 
 import functools
+import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -22,6 +26,37 @@ def git_commit() -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def machine() -> str:
+    """The CPU model and core count, as /proc/cpuinfo names it (else platform's guess)."""
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def platform_record() -> dict:
+    """The machine and library versions a result was computed with: the same commit on another CPU or library
+    version gives other numbers (floating-point kernels differ; the LLM sort table made again on an AMD EPYC did not
+    reproduce the Intel Xeon's per-run values), so a table says where its runs ran. Libraries are listed where this
+    process has imported them (nothing is imported to ask)."""
+    import numpy
+    import torch
+    # plain str: torch.__version__ is a str subclass that a weights-only checkpoint load refuses
+    out = {"machine": machine(), "python": platform.python_version(), "numpy": str(numpy.__version__),
+           "torch": str(torch.__version__)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["gpu"] = torch.cuda.get_device_name()
+    for name in ("transformers", "peft", "gymnasium", "mujoco", "pytorch_lightning"):
+        if name in sys.modules:
+            out[name] = str(getattr(sys.modules[name], "__version__", "unknown"))
+    return out
 
 
 def last_commit_of(path: Path) -> str | None:

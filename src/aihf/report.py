@@ -156,7 +156,18 @@ def commits_line(runs: list[dict]) -> str:
              if "reevaluation" in m and "copied" not in m["reevaluation"]]  # (copied: nothing to measure again)
     if again:  # aihf.llm.reevaluate: the metrics are those of this later evaluation
         line += "; evaluated again from their last checkpoints at " + listed(again)
+    # where they ran: the same commit on another CPU or library version gives other numbers
+    where = Counter(platform_text(m.get("platform")) for m in runs)
+    if set(where) != {None}:
+        line += ". Machines: " + ", ".join(f"{w or 'unrecorded'} ({n} runs)" for w, n in where.most_common())
     return line
+
+
+def platform_text(p: dict | None) -> str | None:
+    if not p:
+        return None
+    libraries = ", ".join(f"{k} {p[k]}" for k in ("torch", "transformers", "gymnasium", "mujoco") if k in p)
+    return f"{p.get('gpu') or p.get('machine', '?')}; {libraries}"
 
 
 # The headline score averages the evaluations of the last fifth of training (at 100k env steps and an evaluation

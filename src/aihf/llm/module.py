@@ -43,7 +43,7 @@ from aihf.llm.reference_cache import ReferenceLogps
 from aihf.llm.scoring import Scoring
 from aihf.llm.updates import UpdateRules
 from aihf.nonfinite import FiniteWatch
-from aihf.provenance import commit_record, git_commit
+from aihf.provenance import commit_record, git_commit, platform_record
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import save_metrics
 
@@ -378,6 +378,7 @@ class LLMAIHF(Scoring, UpdateRules, Evaluation, Continuable, pl.LightningModule)
             "beta": a.beta, "num_demos": len(self.data["demos"]),
             "num_prefs": len(self.data["prefs"]) if a.pref_weight != 0 and a.policy_update != "bc" else 0,
             "demo_weight": a.demo_weight, "pref_weight": a.pref_weight, **commit_record(self.started_commit),
+            "platform": platform_record(),
             "steps": self.steps_done, "sft_updates": self.sft_updates, "reward_updates": self.reward_updates,
             "policy_updates": self.policy_updates, "skipped_updates": self.skipped_updates,
             "heldout_rows_with_training_prompts_dropped": self.dropped_overlap, "data_subset": self.data_subset,

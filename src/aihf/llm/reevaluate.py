@@ -26,7 +26,7 @@ EVAL_KEYS = ("llm.train.eval_prompts", "llm.train.eval_samples", "llm.train.eval
              "llm.train.max_new_tokens", "llm.train.sample_table_rows", "llm.train.torch_threads")
 # Entries of the run's metrics.json that describe its training, not its evaluation, and so are kept.
 KEEP = ("domain", "task", "algo", "seed", "weighting", "beta", "num_demos", "num_prefs", "demo_weight", "pref_weight",
-        "git_commit", "git_commit_resumed", "steps", "sft_updates", "reward_updates", "policy_updates",
+        "git_commit", "git_commit_resumed", "platform", "steps", "sft_updates", "reward_updates", "policy_updates",
         "skipped_updates", "heldout_rows_with_training_prompts_dropped", "data_subset")
 
 
@@ -41,7 +41,7 @@ def check_overrides(overrides: list[str]) -> None:
 def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = None) -> dict:
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
     from aihf.llm.module import LLMAIHF
-    from aihf.provenance import git_commit
+    from aihf.provenance import git_commit, platform_record
     from aihf.run_dir import save_metrics
     commit = commit or git_commit()
     check_overrides(overrides)
@@ -68,7 +68,7 @@ def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = 
     metrics = module.seeded_evaluate()
     record = {**{k: before[k] for k in KEEP if k in before}, **metrics, "heldout_pairs": module.pair_outcomes,
               "reevaluation": {"run": str(run), "checkpoint": str(ckpt), "overrides": overrides,
-                               "git_commit": commit, "heldout_pairs": held,
+                               "git_commit": commit, "platform": platform_record(), "heldout_pairs": held,
                                "wall_s": time.perf_counter() - t0,
                                "at_training": {k: before[k] for k in metrics if k in before}}}
     out.mkdir(parents=True)

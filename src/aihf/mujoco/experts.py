@@ -27,26 +27,14 @@ import argparse
 import csv
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from aihf.paths import written_whole
+from aihf.provenance import machine
 
 RECORD_KEYS = ("env", "steps", "returns", "wall_s", "machine", "curve")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def eval_curve(run: str) -> tuple[list[int], list[float], float]:

@@ -43,7 +43,7 @@ from aihf.mujoco.rollout import VectorRollout
 from aihf.mujoco.video import check_video_support, log_video, record_episode
 from aihf.nonfinite import FiniteWatch, update_is_finite
 from aihf.paths import written_whole
-from aihf.provenance import commit_record, git_commit
+from aihf.provenance import commit_record, git_commit, platform_record
 from aihf.resume import BudgetStream, Continuable
 from aihf.run_dir import save_metrics
 from aihf.teachers import SimulatedTeacher
@@ -582,6 +582,7 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
                 "num_prefs": self.data.num_prefs if self.data else 0, "weighting": self.cfg.algo.weighting,
                 "demo_weight": self.cfg.algo.demo_weight, "pref_weight": self.cfg.algo.pref_weight,
                 "data_subset": self.data.subset() if self.data else None, **commit_record(self.started_commit),
+                "platform": platform_record(),
                 "teacher": OmegaConf.to_container(self.cfg.teacher) if self.cfg.data.relabel else "the dataset's",
                 "recipe": asdict(self.recipe), "alpha_learned": bool(self.cfg.policy.learn_alpha),
                 "final_eval_episodes": self.cfg.loop.final_eval_episodes,

@@ -59,7 +59,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
     from aihf.mujoco.datasets import run_data_path
     from aihf.mujoco.module import MuJoCoAIHF
-    from aihf.provenance import git_commit
+    from aihf.provenance import git_commit, platform_record
     from aihf.report import first_evaluation
     from aihf.run_dir import save_metrics
     commit = commit or git_commit()
@@ -116,6 +116,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         record["heldout_resampled"] = resampled
         at_training = {k: before[k] for k in measured if k in before}
         record["reevaluation"] = {"run": str(run), "checkpoint": str(ckpt), "git_commit": commit,
+                                  "platform": platform_record(),
                                   "wall_s": time.perf_counter() - t0, "at_training": at_training,
                                   "not_reproduced": _not_reproduced(at_training, measured)
                                   + _not_reproduced(before.get("baselines", {}), baselines, "baselines/")
