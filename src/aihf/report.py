@@ -494,8 +494,10 @@ PIVOTS = (("Gold reward of sampled responses", lambda m: m.get("eval/gold_sample
           ("Gold reward of the greedy response", lambda m: m.get("eval/gold_greedy"), 3, False),
           ("KL(π‖π_ref) per sequence", lambda m: m.get("eval/kl"), 2, False),
           ("Held-out preference accuracy", lambda m: m.get("eval/pref_accuracy"), 3, False),
+          # (a method trained on no pairs is left out: π_ref itself ties every pair)
           ("Held-out preference accuracy minus π_ref's zero-shot ranking of the same pairs at the same seed (paired "
-           "by seed; bold where the interval excludes 0)", _minus_reference, 3, True))
+           "by seed; bold where the interval excludes 0; methods trained on pairs)",
+           lambda m: _minus_reference(m) if m.get("num_prefs") else None, 3, True))
 
 
 def by_pair_count(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
