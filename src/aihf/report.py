@@ -671,12 +671,10 @@ LLM_MATRIX_NOTE = (
     "(gold only).")
 
 
-def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contrasts, method: tuple[str, ...],
-                      measures: tuple[Measure, ...]) -> str:
-    """The comparisons declared before looking (`--contrasts A:B,...`, by the algo each run recorded), in every
-    context that has both: the paired-by-seed difference with its 95 % t-interval and the t-test's p-value, Holm-
-    adjusted over the whole family (every contrast in every context) of each measure."""
-    found = []  # (context label, contrast, key a, key b)
+def declared_pairs(groups: dict[tuple, list[dict]], varying: list[str], contrasts,
+                   method: tuple[str, ...]) -> list[tuple[str, str, tuple, tuple]]:
+    """(context label, "a − b", key a, key b) of each declared contrast in every context that has both."""
+    found = []
     for context, keys in contexts(groups, method).items():
         label = context_label(context, varying)
         for a, b in contrasts:
@@ -684,6 +682,15 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
             kb = [k for k in keys if dict(k)["algo"] == b]
             if len(ka) == 1 and len(kb) == 1:
                 found.append((label, f"{a} − {b}", ka[0], kb[0]))
+    return found
+
+
+def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contrasts, method: tuple[str, ...],
+                      measures: tuple[Measure, ...]) -> str:
+    """The comparisons declared before looking (`--contrasts A:B,...`, by the algo each run recorded), in every
+    context that has both: the paired-by-seed difference with its 95 % t-interval and the t-test's p-value, Holm-
+    adjusted over the whole family (every contrast in every context) of each measure."""
+    found = declared_pairs(groups, varying, contrasts, method)
     if not found:
         return ""
     cells: list[list[tuple[str, float, float]]] = []
@@ -744,32 +751,27 @@ def heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], contra
         return {m["seed"]: np.array(m["heldout_resampled"][key], dtype=np.float64) for m in g
                 if m.get("status", "finished") == "finished" and (m.get("heldout_resampled") or {}).get(key)}
     rows, counts = [], set()
-    for context, keys in contexts(groups, method).items():
-        for a, b in contrasts:
-            ka = [k for k in keys if dict(k)["algo"] == a]
-            kb = [k for k in keys if dict(k)["algo"] == b]
-            if len(ka) != 1 or len(kb) != 1:
+    for label, name, ka, kb in declared_pairs(groups, varying, contrasts, method):
+        cells = []
+        for key, _ in RESAMPLED:
+            ra, rb = resampled(groups[ka], key), resampled(groups[kb], key)
+            seeds = sorted(s for s in set(ra) & set(rb) if len(ra[s]) == len(rb[s]))
+            if not seeds:
+                cells.append("–")
                 continue
-            cells = []
-            for key, _ in RESAMPLED:
-                ra, rb = resampled(groups[ka[0]], key), resampled(groups[kb[0]], key)
-                seeds = sorted(s for s in set(ra) & set(rb) if len(ra[s]) == len(rb[s]))
-                if not seeds:
-                    cells.append("–")
-                    continue
-                means = np.mean([ra[s] - rb[s] for s in seeds], axis=0)
-                means = means[np.isfinite(means)]  # a resampling that left a subset no transitions
-                counts.add(len(means))
-                observed = seed_differences([m for m in groups[ka[0]] if m["seed"] in seeds],
-                                            [m for m in groups[kb[0]] if m["seed"] in seeds],
-                                            _finished(lambda m, k=key: m.get(f"eval/{k}")))
-                held_sd = float(means.std(ddof=1))
-                seed_se = float(np.std(observed, ddof=1) / np.sqrt(len(observed))) if len(observed) > 1 else math.nan
-                d, lo, hi = stats.t_interval_with(observed, held_sd ** 2)
-                cells.append(f"{held_sd:.3f} / {seed_se:.3f} | {difference_text(d, lo, hi)} (n={len(observed)})")
-            cells = [c if c != "–" else "– | –" for c in cells]
-            if any(c != "– | –" for c in cells):
-                rows.append(f"| {context_label(context, varying)} | {a} − {b} | " + " | ".join(cells) + " |")
+            means = np.mean([ra[s] - rb[s] for s in seeds], axis=0)
+            means = means[np.isfinite(means)]  # a resampling that left a subset no transitions
+            counts.add(len(means))
+            observed = seed_differences([m for m in groups[ka] if m["seed"] in seeds],
+                                        [m for m in groups[kb] if m["seed"] in seeds],
+                                        _finished(lambda m, k=key: m.get(f"eval/{k}")))
+            held_sd = float(means.std(ddof=1))
+            seed_se = float(np.std(observed, ddof=1) / np.sqrt(len(observed))) if len(observed) > 1 else math.nan
+            d, lo, hi = stats.t_interval_with(observed, held_sd ** 2)
+            cells.append(f"{held_sd:.3f} / {seed_se:.3f} | {difference_text(d, lo, hi)} (n={len(observed)})")
+        cells = [c if c != "–" else "– | –" for c in cells]
+        if any(c != "– | –" for c in cells):
+            rows.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
     if not rows:
         return ""
     return "\n".join([
