@@ -303,7 +303,7 @@ def test_llm_methods_are_compared_pair_by_pair_on_each_split(tmp_path):
 
 def write_gold_run(root: Path, algo: str, pairs: int, seed: int, gold: float, steps: int = 10, acc: float = 0.5,
                    **extra) -> None:
-    d = root / f"{algo}-{pairs}-{seed}"
+    d = root / f"{algo}-{pairs}-{seed}" if "beta" not in extra else root / f"{algo}-{pairs}-{seed}-b{extra['beta']}"
     d.mkdir(parents=True)
     m = {"domain": "llm", "task": "t", "algo": algo, "seed": seed, "weighting": "mean", "beta": 0.1, "num_demos": 5,
          "num_prefs": pairs, "demo_weight": 1.0, "pref_weight": 1.0 if pairs else 0.0, "steps": steps,
@@ -357,6 +357,47 @@ def test_llm_table_by_pair_count_has_a_column_per_count(tmp_path):
     above = md.split("minus π_ref's zero-shot ranking")[1].split("\n\n")[1].splitlines()
     assert above[2].startswith("| `method_x` | **0.100") and len(above) == 3  # method_z: no accuracy recorded
     assert "Gold reward of the greedy response" not in md  # no run recorded it
+
+
+def test_where_keeps_the_runs_whose_recorded_settings_match(tmp_path):
+    """`--where` narrows a report to part of its roots by recorded settings (numbers by value), and names what is
+    wrong with a setting that is not a column, a malformed item, or a selection that matches nothing."""
+    for seed in range(2):
+        for pairs in (10, 100, 300):
+            for beta in (0.1, 1.0):
+                write_gold_run(tmp_path, "method_x", pairs, seed, 0.5, beta=beta)
+        write_gold_run(tmp_path, "method_y", 10, seed, 0.4)
+        write_gold_run(tmp_path, "method_z", 0, seed, 0.3)
+    runs = report.load_runs([tmp_path])
+    kept = report.select(runs, report.parse_where(["pairs=10,100", "β=1", "algo=method_x"]))
+    assert sorted((m["num_prefs"], m["beta"], m["seed"]) for m in kept) == [(p, 1.0, s) for p in (10, 100)
+                                                                             for s in range(2)]
+    kept = report.select(runs, report.parse_where(["algo=method_y,method_z"]))
+    assert sorted(Path(m["_path"]).name for m in kept) == ["method_y-10-0", "method_y-10-1", "method_z-0-0",
+                                                           "method_z-0-1"]
+    assert report.select(runs, {}) == runs
+    with pytest.raises(SystemExit, match=r"\['beta'\] are not settings of the llm runs"):
+        report.select(runs, report.parse_where(["beta=1"]))
+    with pytest.raises(SystemExit, match="expected SETTING=V1,V2"):
+        report.parse_where(["pairs"])
+    with pytest.raises(SystemExit, match="no run matches"):
+        report.select(runs, report.parse_where(["pairs=30"]))
+
+
+def test_a_figure_that_borrows_anothers_runs_reports_them_narrowed(tmp_path):
+    """llm_sort_beta makes only β ≠ 0.1; its report reads llm_sort's runs in the same root for β = 0.1 and π_ref,
+    narrowed by --where to the presets and pair counts it varies."""
+    from aihf import figures
+    own = dict(figures.planned_sweeps("llm_sort_beta"))
+    assert sorted(own) == [f"beta-s{s}" for s in range(5)]
+    assert sum(figures.jobs_in(o) for o in own.values()) == figures.FIGURES["llm_sort_beta"].runs == 60
+    cmd = figures.report_command("llm_sort_beta", tmp_path)
+    sources = cmd[3:cmd.index("--out")]
+    assert sorted(sources) == sorted(str(tmp_path / sub) for fig in ("llm_sort_beta", "llm_sort")
+                                     for sub, _ in figures.planned_sweeps(fig))
+    where = report.parse_where([cmd[i + 1] for i, a in enumerate(cmd) if a == "--where"])
+    assert where == {"algo": {"dpo", "rlhf", "aihf", "reference"}, "pairs": {"0", "30", "100"}}
+    assert "--where" not in figures.report_command("llm_sort", tmp_path)
 
 
 def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):

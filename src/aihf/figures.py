@@ -71,6 +71,9 @@ class Figure:
     # LLM figures: evaluate every finished run again from its last checkpoint, all at this commit, with these
     # evaluation overrides (aihf.llm.reevaluate), into <root>-reevaluated, and tabulate those
     reevaluate: tuple[str, ...] | None = None
+    # figures whose runs in the same --root join this one's report (narrowed by its `--where`): a check that adds
+    # settings to a larger figure's cells takes that figure's runs as its baseline rather than making them again
+    borrows: tuple[str, ...] = ()
 
 
 # The contrasts every MuJoCo comparison declares before its runs: aihf against each single-source reward (rlhf's
@@ -159,6 +162,14 @@ FIGURES = {
          ("experiment=sort_table", "algo=sft,spin", SEEDS5),
          ("experiment=sort_table", "algo=sft", "algo.name=reference", "llm.train.policy_steps=0", SEEDS5)), 165,
         report=("--contrasts", "aihf:rlhf,aihf:dpo,aihf:sft,aihf_dpo:dpo,aihf_dpo:sft")),
+    # β where llm_sort's differences are largest (30 and 100 pairs), for the two pairs-only baselines and aihf; the
+    # β = 0.1 runs and π_ref are llm_sort's own (same --root). An after-the-fact tuning check: no contrasts declared.
+    "llm_sort_beta": Figure(
+        "docs/results/llm_sort_beta", "sort task: β at 30 and 100 pairs",
+        (Sweep("beta", ("experiment=sort_table", "algo=dpo,rlhf,aihf", "llm.data.num_prefs=30,100",
+                        "algo.beta=0.3,1.0", SEEDS5)),), 60,
+        "60 runs beyond llm_sort; its β = 0.1 runs from the same --root",
+        report=("--where", "algo=dpo,rlhf,aihf,reference", "--where", "pairs=0,30,100"), borrows=("llm_sort",)),
 }
 
 
@@ -266,7 +277,7 @@ def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
     # the figure's own sweeps only: a root may also hold the runs of other figures that share some of its sweeps
     sources = ([reevaluated_root(root)] if fig.reevaluate is not None
-               else [root / sub for sub, _ in planned_sweeps(name)])
+               else [root / sub for other in (name, *fig.borrows) for sub, _ in planned_sweeps(other)])
     return [sys.executable, "-m", "aihf.report", *map(str, sources), "--out", str(PROJECT / fig.out), "--title",
             fig.title, *fig.report]
 

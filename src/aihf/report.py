@@ -83,6 +83,40 @@ def llm_config(m: dict) -> dict:
             "rows drawn": (m.get("data_subset") or {}).get("rule", "first")}
 
 
+def parse_where(items: list[str]) -> dict[str, set[str]]:
+    where = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise SystemExit(f"--where {item}: expected SETTING=V1,V2,... (e.g. pairs=30,100)")
+        where[key.strip()] = {v.strip() for v in values.split(",")}
+    return where
+
+
+def _same(recorded, written: str) -> bool:
+    try:
+        return float(recorded) == float(written)
+    except (TypeError, ValueError):
+        return str(recorded) == written
+
+
+def select(runs: list[dict], where: dict[str, set[str]]) -> list[dict]:
+    """The runs whose recorded settings match `where` (numbers by value: β=1 matches a recorded 1.0), for a table of
+    part of a root, such as a check that shares its baseline runs with a larger figure."""
+    if not where:
+        return runs
+    for domain, config in (("llm", llm_config), ("mujoco", mujoco_config)):
+        ofs = [m for m in runs if (m.get("domain") == "llm") == (domain == "llm")]
+        if ofs and (unknown := sorted(set(where) - set(config(ofs[0])))):
+            raise SystemExit(f"--where: {unknown} are not settings of the {domain} runs; expected some of "
+                             f"{list(config(ofs[0]))}")
+    config_of = lambda m: llm_config(m) if m.get("domain") == "llm" else mujoco_config(m)  # noqa: E731
+    kept = [m for m in runs if all(any(_same(config_of(m)[k], v) for v in vs) for k, vs in where.items())]
+    if not kept:
+        raise SystemExit(f"--where: no run matches {', '.join(f'{k}={sorted(v)}' for k, v in where.items())}")
+    return kept
+
+
 def group(runs: list[dict], config) -> tuple[dict[tuple, list[dict]], list[str], dict]:
     """Runs grouped by their recorded configuration; the keys that vary, and the ones shared by all runs."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -1008,6 +1042,9 @@ def main() -> None:
                                                    "(paired by seed, Holm-adjusted, in every context with both)")
     p.add_argument("--within", default="", help="MuJoCo method settings the contrasts are made within, joined by "
                                                 "commas (e.g. 'BC warm start,demo replay' for a recipe ablation)")
+    p.add_argument("--where", action="append", default=[], metavar="SETTING=V1,V2",
+                   help="only the runs whose recorded setting (a column of the table: algo, pairs, β, ...) is one of "
+                        "the values; repeat for several settings (e.g. --where pairs=30,100 --where algo=dpo,rlhf)")
     args = p.parse_args()
     contrasts = [tuple(c.split(":", 1)) for c in args.contrasts.split(",") if c]
     if any(len(c) != 2 for c in contrasts):
@@ -1019,6 +1056,7 @@ def main() -> None:
     runs = load_runs(args.roots)
     if not runs:
         raise SystemExit(f"no metrics.json under {[str(r) for r in args.roots]}")
+    runs = select(runs, parse_where(args.where))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     llm = [m for m in runs if m.get("domain") == "llm"]
     mujoco = [m for m in runs if m.get("domain") != "llm"]
