@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats as scipy_stats
 
 from aihf import report, stats
 
@@ -398,6 +399,42 @@ def test_a_figure_that_borrows_anothers_runs_reports_them_narrowed(tmp_path):
     where = report.parse_where([cmd[i + 1] for i, a in enumerate(cmd) if a == "--where"])
     assert where == {"algo": {"dpo", "rlhf", "aihf", "reference"}, "pairs": {"0", "30", "100"}}
     assert "--where" not in figures.report_command("llm_sort", tmp_path)
+
+
+def test_heldout_accuracy_contrasts_again_with_the_heldout_pairs_resampled(tmp_path):
+    """Every run is scored on the same held-out pairs: the pairs' variance of the seed-mean difference is that of the
+    per-pair mean difference over pairs / their count (an exact bootstrap of the pairs, seeds fixed), added to the
+    seeds' in one t-interval; π_ref's ranking of the same pairs (ref_margin) is compared the same way."""
+    margins_a = {0: [1, 1, -1, 1], 1: [1, -1, 1, 1], 2: [1, 1, 1, 0]}  # tie (0) is half a pair right
+    margins_b = {0: [1, -1, -1, -1], 1: [-1, -1, 1, 1], 2: [1, -1, -1, 0]}
+    ref = [1, 1, -1, -1]
+    for algo, margins in (("method_a", margins_a), ("method_b", margins_b)):
+        for seed, ms in margins.items():
+            pairs = [{"pair": f"p{i}", "margin": float(m), "ref_margin": float(r)} for i, (m, r) in enumerate(zip(ms, ref))]
+            credit = [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in ms]
+            write_gold_run(tmp_path, algo, 10, seed, 0.5, acc=float(np.mean(credit)), heldout_pairs=pairs)
+    groups, varying, _ = report.group(report.load_runs([tmp_path]), report.llm_config)
+    credit = lambda ms: np.array([1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in ms])  # noqa: E731
+    d = np.array([credit(margins_a[s]) - credit(margins_b[s]) for s in range(3)])  # seeds × pairs
+    diffs, pairs_var = report.pair_sampled(report._credits(groups[next(k for k in groups if dict(k)["algo"] == "method_a")]),
+                                           report._credits(groups[next(k for k in groups if dict(k)["algo"] == "method_b")]))
+    assert diffs == pytest.approx(d.mean(axis=1).tolist())
+    per_pair = d.mean(axis=0)  # [1/3, 2/3, 1/3, 1/3]: the mean over seeds for each pair
+    assert pairs_var == pytest.approx(np.var(per_pair, ddof=1) / 4)
+    assert pairs_var != pytest.approx(np.var(d, ddof=1) / 4)  # not the spread of single runs' pairs
+    md = report.llm_heldout_sampling(groups, varying, [("method_a", "method_b")])
+    mean, lo, hi = stats.t_interval_with(d.mean(axis=1), pairs_var)
+    se = np.sqrt(np.var(d.mean(axis=1), ddof=1) / 3 + pairs_var)
+    assert hi - mean == pytest.approx(scipy_stats.t.ppf(0.975, 2) * se)
+    p = 2 * scipy_stats.t.sf(mean / se, 2)
+    assert stats.t_test_p_with(d.mean(axis=1), pairs_var) == pytest.approx(p)
+    row = next(r for r in md.splitlines() if "method_a − method_b" in r)
+    assert f"{np.sqrt(pairs_var):.3f} / {np.std(d.mean(axis=1), ddof=1) / np.sqrt(3):.3f}" in row
+    assert f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=3)" in row and f"| {p:.3f} |" in row
+    ref_row = next(r for r in md.splitlines() if r.startswith("| 10 | method_a |"))
+    r = np.array([credit(margins_a[s]) - credit(ref) for s in range(3)])
+    mean, lo, hi = stats.t_interval_with(r.mean(axis=1), np.var(r.mean(axis=0), ddof=1) / 4)
+    assert f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=3)" in ref_row
 
 
 def test_primary_contrasts_are_paired_by_seed_and_holm_adjusted(tmp_path):

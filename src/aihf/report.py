@@ -589,7 +589,8 @@ def llm_table(runs: list[dict], contrasts: list[tuple[str, str]] = ()) -> str:
     lines += ["", "Cells: mean over seeds [95 % t-interval] (min–max)."
               + (f" Held-out pairs per run: {', '.join(map(str, held))}." if held else "")]
     for part in (by_pair_count(groups, varying),
-                 primary_contrasts(groups, varying, contrasts, LLM_METHOD, LLM_MEASURES), paired_llm(groups, varying),
+                 primary_contrasts(groups, varying, contrasts, LLM_METHOD, LLM_MEASURES),
+                 llm_heldout_sampling(groups, varying, contrasts), paired_llm(groups, varying),
                  matrices(groups, varying, LLM_METHOD, LLM_MEASURES, LLM_MATRIX_NOTE)):
         lines += ["", part] if part else []
     lines += ["", commits_line(runs)]
@@ -820,6 +821,78 @@ def heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], contra
         "| | contrast | " + " | ".join(f"{what}: held-out SD / seeds' SE | difference [95 %, both]"
                                        for _, what in RESAMPLED)
         + " |", "|---|---|" + "---|---|" * len(RESAMPLED), *rows])
+
+
+def pair_sampled(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]):
+    """Per-pair credits of two sides by seed ({seed: {pair: credit}}, the same pairs at each seed): the per-seed
+    accuracy differences, and the variance of their mean that the held-out pairs' own sampling causes, seeds fixed
+    (a bootstrap of the pairs, computed exactly: the variance of the per-pair mean difference over pairs / their
+    count). None where no seed has both sides on the same pairs."""
+    seeds = sorted(s for s in set(a) & set(b) if set(a[s]) == set(b[s]) and a[s])
+    if not seeds:
+        return None
+    ids = sorted(a[seeds[0]])
+    if any(set(a[s]) != set(ids) for s in seeds):
+        return None  # each seed its own held-out pairs (a split per seed): not one fixed set to resample
+    d = np.array([[a[s][i] - b[s][i] for i in ids] for s in seeds])
+    return d.mean(axis=1).tolist(), float(d.mean(axis=0).var(ddof=1) / len(ids))
+
+
+def _credits(g: list[dict], margin: str = "margin") -> dict[int, dict[str, float]]:
+    return {m["seed"]: correct([{"pair": p["pair"], "margin": p[margin]} for p in m["heldout_pairs"]])
+            for m in g if m.get("status", "finished") == "finished" and m.get("heldout_pairs")
+            and all(margin in p for p in m["heldout_pairs"])}
+
+
+def llm_heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], contrasts) -> str:
+    """Held-out accuracy again with the held-out pairs' sampling: every run is scored on the same held-out pairs, so
+    the intervals over seeds say nothing of which pairs were held out. For each declared contrast, and for each
+    method against π_ref's zero-shot ranking of the same pairs, the pairs' standard error of the seed-mean
+    difference beside the seeds', and the t-interval and p with both (SE² = s²/n + pairs' variance; Holm over the
+    declared contrasts)."""
+    def cell(sampled) -> tuple[str, float]:
+        diffs, pairs_var = sampled
+        d, lo, hi = stats.t_interval_with(diffs, pairs_var)
+        seeds_se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else math.nan
+        return (f"{math.sqrt(pairs_var):.3f} / {seeds_se:.3f} | {difference_text(d, lo, hi)} (n={len(diffs)})",
+                stats.t_test_p_with(diffs, pairs_var))
+    rows = []
+    for label, name, ka, kb in declared_pairs(groups, varying, contrasts, LLM_METHOD):
+        sampled = pair_sampled(_credits(groups[ka]), _credits(groups[kb]))
+        if sampled is not None and dict(ka)["pairs"] and dict(kb)["pairs"]:
+            rows.append((label, name, *cell(sampled)))
+    adjusted = stats.holm([p for *_, p in rows])
+    fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
+    out = []
+    if rows:
+        out += ["Held-out pairs' sampling: every run is scored on the same held-out pairs, which the intervals over "
+                "seeds above leave out. Resampling the pairs with replacement, seeds fixed, gives the spread of the "
+                "seed-mean accuracy difference that the choice of held-out pairs alone causes (its standard error, "
+                "computed exactly, beside the seeds'), and the difference's 95 % t-interval and p with both (SE² = "
+                "s²/n + that variance; conservative, as the pairs' spread already holds part of each seed's own); "
+                f"Holm over these {len(rows)}.", "",
+                "| | contrast | held-out accuracy: pairs' SE / seeds' SE | difference [95 %, both] | p (both) | "
+                "Holm p |", "|---|---|---|---|---|---|",
+                *(f"| {label} | {name} | {text} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)} |"
+                  for (label, name, text, p), q in zip(rows, adjusted))]
+    ref_rows = []
+    per_count = Counter((dict(k)["algo"], dict(k).get("pairs")) for k in groups)
+    others = [v for v in varying if v not in ("algo", "pairs", "steps")]
+    for key, g in sorted(groups.items(), key=lambda kv: (dict(kv[0]).get("pairs") or 0, in_order(kv[0]))):
+        conf = dict(key)
+        if not conf.get("pairs"):
+            continue  # π_ref itself, or a method trained on no pairs
+        sampled = pair_sampled(_credits(g), _credits(g, "ref_margin"))
+        if sampled is not None:
+            text, p = cell(sampled)
+            extra = [f"{v}={conf[v]}" for v in others] if per_count[(conf["algo"], conf["pairs"])] > 1 else []
+            ref_rows.append(f"| {conf['pairs']} | {', '.join([conf['algo'], *extra])} | {text} | {fmt(p)} |")
+    if ref_rows:
+        out += ["", "The same for each method's held-out accuracy minus π_ref's zero-shot ranking of the same pairs "
+                "(exploratory, unadjusted):", "",
+                "| pairs | method | pairs' SE / seeds' SE | difference [95 %, both] | p (both) |", "|---|---|---|---|---|",
+                *ref_rows]
+    return "\n".join(out).strip()
 
 
 def paired_llm(groups: dict[tuple, list[dict]], varying: list[str]) -> str:

@@ -47,6 +47,18 @@ def t_interval_with(values, extra_variance: float) -> tuple[float, float, float]
     return mean, mean - half, mean + half
 
 
+def t_test_p_with(values, extra_variance: float) -> float:
+    """Two-sided p of the t-test that the mean is 0, its standard error that of `t_interval_with` (NaN below 2
+    values or with no error at all)."""
+    v = _finite(values)
+    if len(v) < 2:
+        return math.nan
+    se = math.sqrt(v.var(ddof=1) / len(v) + max(extra_variance, 0.0))
+    if se == 0:
+        return math.nan
+    return float(2 * stats.t.sf(abs(v.mean()) / se, len(v) - 1))
+
+
 def iqm(values) -> float:
     """The mean of the middle half (25 % trimmed at each end): robust to one wild seed, unlike the mean."""
     v = _finite(values)
