@@ -170,6 +170,16 @@ FIGURES = {
                         "algo.beta=0.3,1.0", SEEDS5)),), 60,
         "60 runs beyond llm_sort; its β = 0.1 runs from the same --root",
         report=("--where", "algo=dpo,rlhf,aihf,reference", "--where", "pairs=0,30,100"), borrows=("llm_sort",)),
+    # aihf's own loop with λ_D = 0 (as MuJoCo's aihf_prefs): aihf − aihf_prefs is the demonstration term's effect,
+    # aihf_prefs − rlhf that of the loop (a reward refitted online to fresh samples, not frozen) without it.
+    # Contrasts declared before its runs; aihf, rlhf and π_ref are llm_sort's runs (same --root).
+    "llm_sort_demo_term": Figure(
+        "docs/results/llm_sort_demo_term", "sort task: aihf without its demonstration term",
+        (Sweep("prefs-only", ("experiment=sort_table", "algo=aihf", "algo.demo_weight=0", "algo.name=aihf_prefs",
+                              "llm.data.num_prefs=30,100,300,1000,2000", SEEDS5)),), 25,
+        "25 runs beyond llm_sort; its aihf, rlhf and π_ref runs from the same --root",
+        report=("--contrasts", "aihf:aihf_prefs,aihf_prefs:rlhf", "--where", "algo=aihf,aihf_prefs,rlhf,reference"),
+        borrows=("llm_sort",)),
 }
 
 
