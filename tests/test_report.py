@@ -377,6 +377,10 @@ def test_where_keeps_the_runs_whose_recorded_settings_match(tmp_path):
     assert sorted(Path(m["_path"]).name for m in kept) == ["method_y-10-0", "method_y-10-1", "method_z-0-0",
                                                            "method_z-0-1"]
     assert report.select(runs, {}) == runs
+    groups, varying, _ = report.group(report.select(runs, report.parse_where(["pairs=0,10,100"])), report.llm_config)
+    names = [r.split(" |")[0] for r in report.by_pair_count(groups, varying).split("\n\n")[2].splitlines()[2:]]
+    # a row is named by what tells it from its algo's other rows (β), not by what differs between algos (λ_P)
+    assert names == ["| `method_x`, β=0.1", "| `method_x`, β=1.0", "| `method_y`", "| `method_z` (no pairs)"]
     with pytest.raises(SystemExit, match=r"\['beta'\] are not settings of the llm runs"):
         report.select(runs, report.parse_where(["beta=1"]))
     with pytest.raises(SystemExit, match="expected SETTING=V1,V2"):

@@ -544,12 +544,14 @@ def by_pair_count(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     rows: dict[tuple, dict[int, list[dict]]] = defaultdict(dict)
     for key, g in groups.items():
         rows[tuple((k, v) for k, v in key if k not in ("pairs", "steps"))][dict(key)["pairs"]] = g
-    algos = Counter(dict(r)["algo"] for r in rows)
     others = [v for v in varying if v not in ("algo", "pairs", "steps")]
+    # the settings that tell one algo's rows apart (β for a β check; not λ_D, which differs between algos)
+    apart = {a: [v for v in others if len({dict(r)[v] for r in rows if dict(r)["algo"] == a}) > 1]
+             for a in {dict(r)["algo"] for r in rows}}
 
     def name(r: tuple) -> str:
         conf = dict(r)
-        extra = [f"{v}={conf[v]}" for v in others] if algos[conf["algo"]] > 1 else []
+        extra = [f"{v}={conf[v]}" for v in apart[conf["algo"]]]
         return ", ".join([f"`{conf['algo']}`", *extra]) + (" (no pairs)" if set(rows[r]) == {0} else "")
 
     out = []
