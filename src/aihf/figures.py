@@ -170,8 +170,9 @@ FIGURES = {
                         "algo.beta=0.3,1.0", SEEDS5)),), 60,
         "60 runs beyond llm_sort; its β = 0.1 runs from the same --root",
         report=("--where", "algo=dpo,rlhf,aihf,reference", "--where", "pairs=0,30,100"), borrows=("llm_sort",)),
-    # aihf's own loop with λ_D = 0 (as MuJoCo's aihf_prefs): aihf − aihf_prefs is the demonstration term's effect,
-    # aihf_prefs − rlhf that of the loop (a reward refitted online to fresh samples, not frozen) without it.
+    # aihf's own loop with λ_D = 0 (as MuJoCo's aihf_prefs): aihf − aihf_prefs is the demonstration term's effect
+    # (with λ_D = 0 no policy samples enter the reward step), aihf_prefs − rlhf the reward schedule's (interleaved
+    # with the policy's steps rather than fitted up front and frozen).
     # Contrasts declared before its runs; aihf, rlhf and π_ref are llm_sort's runs (same --root).
     "llm_sort_demo_term": Figure(
         "docs/results/llm_sort_demo_term", "sort task: aihf without its demonstration term",

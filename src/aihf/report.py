@@ -534,6 +534,14 @@ PIVOTS = (("Gold reward of sampled responses", lambda m: m.get("eval/gold_sample
            lambda m: _minus_reference(m) if m.get("num_prefs") else None, 3, True))
 
 
+def settings_apart(keys, varying: list[str]) -> dict[str, list[str]]:
+    """For each algo, the varying settings (other than the pair count and steps) that tell its rows apart: β in a β
+    check, not λ_D, which differs between algos; a row is named by its algo and these."""
+    others = [v for v in varying if v not in ("algo", "pairs", "steps")]
+    return {a: [v for v in others if len({dict(k)[v] for k in keys if dict(k)["algo"] == a}) > 1]
+            for a in {dict(k)["algo"] for k in keys}}
+
+
 def by_pair_count(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     """One table per measure with a row per method and a column per preference-pair count, mean over seeds [95 %
     t-interval]; a method trained on no pairs is one value, in the first column. The method is named by its algo,
@@ -544,10 +552,7 @@ def by_pair_count(groups: dict[tuple, list[dict]], varying: list[str]) -> str:
     rows: dict[tuple, dict[int, list[dict]]] = defaultdict(dict)
     for key, g in groups.items():
         rows[tuple((k, v) for k, v in key if k not in ("pairs", "steps"))][dict(key)["pairs"]] = g
-    others = [v for v in varying if v not in ("algo", "pairs", "steps")]
-    # the settings that tell one algo's rows apart (β for a β check; not λ_D, which differs between algos)
-    apart = {a: [v for v in others if len({dict(r)[v] for r in rows if dict(r)["algo"] == a}) > 1]
-             for a in {dict(r)["algo"] for r in rows}}
+    apart = settings_apart(rows, varying)
 
     def name(r: tuple) -> str:
         conf = dict(r)
@@ -878,8 +883,7 @@ def llm_heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], co
                 *(f"| {label} | {name} | {text} | {fmt(p)} | {'**' + fmt(q) + '**' if q < 0.05 else fmt(q)} |"
                   for (label, name, text, p), q in zip(rows, adjusted))]
     ref_rows = []
-    per_count = Counter((dict(k)["algo"], dict(k).get("pairs")) for k in groups)
-    others = [v for v in varying if v not in ("algo", "pairs", "steps")]
+    apart = settings_apart(groups, varying)
     for key, g in sorted(groups.items(), key=lambda kv: (dict(kv[0]).get("pairs") or 0, in_order(kv[0]))):
         conf = dict(key)
         if not conf.get("pairs"):
@@ -887,7 +891,7 @@ def llm_heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], co
         sampled = pair_sampled(_credits(g), _credits(g, "ref_margin"))
         if sampled is not None:
             text, p = cell(sampled)
-            extra = [f"{v}={conf[v]}" for v in others] if per_count[(conf["algo"], conf["pairs"])] > 1 else []
+            extra = [f"{v}={conf[v]}" for v in apart[conf["algo"]]]
             ref_rows.append(f"| {conf['pairs']} | {', '.join([conf['algo'], *extra])} | {text} | {fmt(p)} |")
     if ref_rows:
         out += ["", "The same for each method's held-out accuracy minus π_ref's zero-shot ranking of the same pairs "
