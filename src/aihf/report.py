@@ -105,13 +105,13 @@ def select(runs: list[dict], where: dict[str, set[str]]) -> list[dict]:
     part of a root, such as a check that shares its baseline runs with a larger figure."""
     if not where:
         return runs
-    for domain, config in (("llm", llm_config), ("mujoco", mujoco_config)):
-        ofs = [m for m in runs if (m.get("domain") == "llm") == (domain == "llm")]
-        if ofs and (unknown := sorted(set(where) - set(config(ofs[0])))):
-            raise SystemExit(f"--where: {unknown} are not settings of the {domain} runs; expected some of "
-                             f"{list(config(ofs[0]))}")
-    config_of = lambda m: llm_config(m) if m.get("domain") == "llm" else mujoco_config(m)  # noqa: E731
-    kept = [m for m in runs if all(any(_same(config_of(m)[k], v) for v in vs) for k, vs in where.items())]
+    configs = [llm_config(m) if m.get("domain") == "llm" else mujoco_config(m) for m in runs]
+    for m, config in zip(runs, configs):
+        if unknown := sorted(set(where) - set(config)):
+            raise SystemExit(f"--where: {unknown} are not settings of the {m.get('domain', 'mujoco')} runs; "
+                             f"expected some of {list(config)}")
+    kept = [m for m, config in zip(runs, configs)
+            if all(any(_same(config[k], v) for v in vs) for k, vs in where.items())]
     if not kept:
         raise SystemExit(f"--where: no run matches {', '.join(f'{k}={sorted(v)}' for k, v in where.items())}")
     return kept
@@ -782,6 +782,14 @@ def primary_contrasts(groups: dict[tuple, list[dict]], varying: list[str], contr
 RESAMPLED = (("epic", "EPIC"), ("epic_lower_rungs", "EPIC on the lower rungs"))
 
 
+def with_second_source(per_seed: list[float], second_sd: float) -> str:
+    """"<second source's SD> / <seeds' SE> | difference [95 %, both] (n=…)": a seed-mean difference with a second,
+    independent source of error (the held-out set's sampling) beside the seeds', and the t-interval with both."""
+    seed_se = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed))) if len(per_seed) > 1 else math.nan
+    d, lo, hi = stats.t_interval_with(per_seed, second_sd ** 2)
+    return f"{second_sd:.3f} / {seed_se:.3f} | {difference_text(d, lo, hi)} (n={len(per_seed)})"
+
+
 def heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], contrasts,
                      method: tuple[str, ...]) -> str:
     """The declared contrasts' reward-metric differences with the held-out trajectories resampled, seeds fixed:
@@ -807,10 +815,7 @@ def heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], contra
             observed = seed_differences([m for m in groups[ka] if m["seed"] in seeds],
                                         [m for m in groups[kb] if m["seed"] in seeds],
                                         _finished(lambda m, k=key: m.get(f"eval/{k}")))
-            held_sd = float(means.std(ddof=1))
-            seed_se = float(np.std(observed, ddof=1) / np.sqrt(len(observed))) if len(observed) > 1 else math.nan
-            d, lo, hi = stats.t_interval_with(observed, held_sd ** 2)
-            cells.append(f"{held_sd:.3f} / {seed_se:.3f} | {difference_text(d, lo, hi)} (n={len(observed)})")
+            cells.append(with_second_source(observed, float(means.std(ddof=1))))
         cells = [c if c != "–" else "– | –" for c in cells]
         if any(c != "– | –" for c in cells):
             rows.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
@@ -857,17 +862,14 @@ def llm_heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], co
     method against π_ref's zero-shot ranking of the same pairs, the pairs' standard error of the seed-mean
     difference beside the seeds', and the t-interval and p with both (SE² = s²/n + pairs' variance; Holm over the
     declared contrasts)."""
-    def cell(sampled) -> tuple[str, float]:
+    def sampled_cell(sampled) -> tuple[str, float]:
         diffs, pairs_var = sampled
-        d, lo, hi = stats.t_interval_with(diffs, pairs_var)
-        seeds_se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else math.nan
-        return (f"{math.sqrt(pairs_var):.3f} / {seeds_se:.3f} | {difference_text(d, lo, hi)} (n={len(diffs)})",
-                stats.t_test_p_with(diffs, pairs_var))
+        return with_second_source(diffs, math.sqrt(pairs_var)), stats.t_test_p_with(diffs, pairs_var)
     rows = []
     for label, name, ka, kb in declared_pairs(groups, varying, contrasts, LLM_METHOD):
         sampled = pair_sampled(_credits(groups[ka]), _credits(groups[kb]))
         if sampled is not None and dict(ka)["pairs"] and dict(kb)["pairs"]:
-            rows.append((label, name, *cell(sampled)))
+            rows.append((label, name, *sampled_cell(sampled)))
     adjusted = stats.holm([p for *_, p in rows])
     fmt = lambda p: "–" if math.isnan(p) else f"{p:.3f}"  # noqa: E731
     out = []
@@ -890,7 +892,7 @@ def llm_heldout_sampling(groups: dict[tuple, list[dict]], varying: list[str], co
             continue  # π_ref itself, or a method trained on no pairs
         sampled = pair_sampled(_credits(g), _credits(g, "ref_margin"))
         if sampled is not None:
-            text, p = cell(sampled)
+            text, p = sampled_cell(sampled)
             extra = [f"{v}={conf[v]}" for v in apart[conf["algo"]]]
             ref_rows.append(f"| {conf['pairs']} | {', '.join([conf['algo'], *extra])} | {text} | {fmt(p)} |")
     if ref_rows:
