@@ -95,3 +95,21 @@ def test_a_finished_runs_reward_measured_again_equals_its_own_and_gains_the_new_
     other = reevaluate(run, tmp_path / "shifted" / "sweep" / "run")
     assert other["reevaluation"]["first_evaluation_not_reproduced"] == ["eval/epic"]
     assert "first_evaluation" not in other["reevaluation"] and report.first_value(other, new) is None
+
+
+def test_a_restored_record_is_carried_over_if_it_was_measured_and_refused_if_not(tmp_path):
+    """`aihf.figures restore` writes back a run's metrics.json without its checkpoints: a record that was measured
+    again before is copied as it is (its reevaluation still names the commit that measured it), one saved while its
+    run trained cannot be measured and is refused with what to do, and nothing is written for it."""
+    measured = {"env_id": "Hopper-v5", "algo": "aihf", "reward_updates": 40, "status": "finished", "eval/epic": 0.3,
+                "reevaluation": {"git_commit": "0371169", "at_training": {"eval/epic": 0.3}, "not_reproduced": []}}
+    run = tmp_path / "root" / "sweep" / "0-aihf-s0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(measured))
+    assert reevaluate(run, tmp_path / "again" / "sweep" / "0-aihf-s0", "ffffff") == measured
+    assert json.loads((tmp_path / "again" / "sweep" / "0-aihf-s0" / "metrics.json").read_text()) == measured
+    trained = {k: v for k, v in measured.items() if k != "reevaluation"}
+    (run / "metrics.json").write_text(json.dumps(trained))
+    with pytest.raises(ConfigError, match="checkpoints/last.ckpt, which is missing .*train it again"):
+        reevaluate(run, tmp_path / "other" / "sweep" / "0-aihf-s0", "ffffff")
+    assert not (tmp_path / "other").exists()

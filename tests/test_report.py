@@ -507,8 +507,45 @@ def test_llm_figures_tabulate_their_runs_evaluated_again_at_one_commit(tmp_path)
     assert cmd[3:5] == [str(root / "0-s0/0-dpo-s0"), str(root / "0-s0/1-aihf_dpo-s0")]
     assert cmd[5:7] == ["--out", str(tmp_path / "hh_dpo-reevaluated")] and "llm.train.eval_prompts=200" in cmd
     assert figures.report_command("hh_dpo", root)[3] == str(tmp_path / "hh_dpo-reevaluated")
-    assert figures.reevaluate_command("comparison_hopper", root) is None
-    assert figures.report_command("comparison_hopper_paper", root)[3] == str(root / "0-s0")
+    assert figures.reevaluate_command("comparison_hopper", root) is None  # none of its runs in this root
+    assert figures.reevaluate_command("study_ratio", root) is None  # no reevaluate step: its root is tabulated
+    assert figures.report_command("study_ratio", root)[3] == str(root / "0")
+
+
+def test_mujoco_comparisons_measure_their_own_runs_again_and_tabulate_those(tmp_path):
+    """A MuJoCo comparison shares its root with the figures that share its sweeps: it measures again (into
+    <root>-reevaluated, by aihf.mujoco.reevaluate) the finished runs of its own sweeps only, and its report reads
+    the measured copies of those sweeps, not the trained runs nor the other figures' copies."""
+    import subprocess
+    import sys
+    from aihf import figures
+    root = tmp_path / "hopper"
+    for run in ("hopper-pairs-30-s0/0-aihf-s0", "hopper-pairs-30-s0/1-rlhf-s0", "hopper-no-pairs-s0/0-irl-s0",
+                "hopper-warm-start-only-s0/0-aihf-s0", "hopper-pairs-300-s0/0-aihf-s0.interrupted-1"):
+        (root / run).mkdir(parents=True)
+        (root / run / "metrics.json").write_text("{}")
+    (root / "hopper-pairs-300-s0" / "1-rlhf-s0").mkdir()  # unfinished
+    cmd = figures.reevaluate_command("study_prefs", root)
+    assert cmd[1:3] == ["-m", "aihf.mujoco.reevaluate"] and cmd[-2:] == ["--out", str(tmp_path / "hopper-reevaluated")]
+    assert cmd[3:-2] == [str(root / r) for r in ("hopper-no-pairs-s0/0-irl-s0", "hopper-pairs-30-s0/0-aihf-s0",
+                                                  "hopper-pairs-30-s0/1-rlhf-s0")]
+    report_cmd = figures.report_command("study_prefs", root)
+    sources = report_cmd[3:report_cmd.index("--out")]
+    assert sorted(sources) == sorted(str(tmp_path / "hopper-reevaluated" / sub)
+                                     for sub, _ in figures.planned_sweeps("study_prefs"))
+    assert figures.reevaluate_command("recipe_ablation", root)[3:-2] == [
+        str(root / "hopper-warm-start-only-s0/0-aihf-s0")]
+    # --no-train starts no run: it measures and reports; it needs an existing root, and is not --report-only
+    def figure(*args):
+        return subprocess.run([sys.executable, "-m", "aihf.figures", "run", "study_prefs", *args],
+                              capture_output=True, text=True, timeout=120)
+    out = figure("--root", str(root), "--no-train", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[1] for line in out.stdout.splitlines()] == ["aihf.mujoco.reevaluate", "aihf.report"]
+    out = figure("--root", str(tmp_path / "none"), "--no-train")
+    assert out.returncode != 0 and "--no-train: " in out.stderr and not (tmp_path / "none").exists()
+    out = figure("--root", str(root), "--no-train", "--report-only")
+    assert out.returncode != 0 and "choose one" in out.stderr
 
 
 @pytest.mark.slow
@@ -654,6 +691,16 @@ def test_figure_records_survive_the_machine_and_continue_the_figure(tmp_path, ho
     for job in ("0-aihf-s0", "1-rlhf-s0"):
         assert json.loads((new / "hopper-pairs-10-s0" / job / "metrics.json").read_text()) == {**metrics, "job": job}
     assert figures.restore_records(records, new) == []  # never over a run's own metrics.json
+    # a run's measurement again replaces the record saved while it trained, and is itself kept as it is
+    measured = tmp_path / "old-reevaluated" / "hopper-pairs-10-s0" / "0-aihf-s0"
+    measured.mkdir(parents=True)
+    measured.joinpath("metrics.json").write_text(json.dumps({**metrics, "reevaluation": {"git_commit": "a"}}))
+    assert figures.save_records(tmp_path / "old-reevaluated", records) == ["hopper-pairs-10-s0/0-aihf-s0"]
+    assert figures.read_records(records)["hopper-pairs-10-s0/0-aihf-s0"]["reevaluation"] == {"git_commit": "a"}
+    measured.joinpath("metrics.json").write_text(json.dumps({**metrics, "reevaluation": {"git_commit": "b"}}))
+    assert figures.save_records(tmp_path / "old-reevaluated", records) == []
+    assert figures.save_records(old, records) == []  # nor does the trained run's record replace its measurement
+    assert figures.read_records(records)["hopper-pairs-10-s0/0-aihf-s0"]["reevaluation"] == {"git_commit": "a"}
     left = [d.name for d, _ in figures.pending_sweeps("comparison_hopper", new, resume=True)]
     assert "hopper-pairs-10-s0" not in left and "hopper-pairs-100-s0" in left and len(left) == len(comparison) - 1
     assert [r["job"] for r in report.load_runs([new])] == ["0-aihf-s0", "1-rlhf-s0"]

@@ -19,10 +19,17 @@ A sweep over seeds runs one seed at a time, every method of that seed before the
 part-way holds complete seeds of every method rather than all seeds of some methods. With `--root`, running the same
 command again continues the figure: sweeps whose runs all finished are skipped, the others continue their
 interrupted runs from their last checkpoints (`loop.resume=auto`) and start the ones not yet begun. `--report-only`
-writes the table and plot from the runs finished so far. An LLM figure with a `reevaluate` step first evaluates
-every finished run again from its last checkpoint, all at the current commit (`aihf.llm.reevaluate`, into
-`<root>-reevaluated`; runs already evaluated there are skipped), so that runs trained at different commits are
-measured by one code, with every held-out pair's outcome for the paired comparison; the table is made from those.
+writes the table and plot from the runs finished so far. A figure with a `reevaluate` step first evaluates
+every finished run again from its last checkpoint, all at the current commit (into `<root>-reevaluated`; runs
+already evaluated there are skipped), so that runs trained at different commits are measured by one code; the table
+is made from those. An LLM figure's runs are evaluated again whole (`aihf.llm.reevaluate`: with every held-out
+pair's outcome for the paired comparison); a MuJoCo comparison's learned rewards are measured again
+(`aihf.mujoco.reevaluate`: the reward metrics added since a run trained, the held-out resampling; its scores stay
+those it recorded). A figure trained from a pinned worktree is measured and tabulated from the checkout, at the
+checkout's commit, once its runs have finished, with `--no-train` (which starts no run):
+
+    PYTHONPATH=$PWD/src python -m aihf.figures run study_prefs --root R    # in the worktree: the runs
+    python -m aihf.figures run study_prefs --root R --no-train            # in the checkout: measured, tabulated
 
 A figure that takes several sessions keeps its finished runs in a small committed file of records, so that it
 survives the loss of the machine that ran it: `save` adds the runs finished under a root, `restore` writes them
@@ -30,6 +37,11 @@ back under a (new) root, from which `run --root` continues with the runs not yet
 
     python -m aihf.figures save runs/cmp docs/results/runs/hopper.jsonl
     python -m aihf.figures restore docs/results/runs/hopper.jsonl runs/cmp && python -m aihf.figures run ... --root runs/cmp
+
+Records hold metrics, not checkpoints: a restored run cannot be measured again. Save a MuJoCo figure's records from
+`<root>-reevaluated` (a run's measured record replaces the one saved while it trained); a restored record that was
+measured again is carried into the new measurement as it is (the table names the commit that measured it), and one
+that was not is refused by the measurement, so that it is trained again.
 """
 
 from __future__ import annotations
@@ -68,9 +80,11 @@ class Figure:
     runs: int  # how many training runs the sweeps make
     note: str = ""
     report: tuple[str, ...] = field(default=())  # extra report arguments
-    # LLM figures: evaluate every finished run again from its last checkpoint, all at this commit, with these
-    # evaluation overrides (aihf.llm.reevaluate), into <root>-reevaluated, and tabulate those
+    # evaluate every finished run again from its last checkpoint, all at this commit, into <root>-reevaluated, and
+    # tabulate those: LLM figures with these evaluation overrides (aihf.llm.reevaluate), MuJoCo figures with ()
+    # (aihf.mujoco.reevaluate, which takes none)
     reevaluate: tuple[str, ...] | None = None
+    measured_by: str = "aihf.llm.reevaluate"
     # figures whose runs in the same --root join this one's report (narrowed by its `--where`): a check that adds
     # settings to a larger figure's cells takes that figure's runs as its baseline rather than making them again
     borrows: tuple[str, ...] = ()
@@ -80,6 +94,9 @@ class Figure:
 # sequential pipeline, irl, and aihf_prefs: aihf's own loop with λ_D = 0, so the one difference is the
 # demonstration term) and against the constant-reward control.
 MUJOCO_CONTRASTS = ("--contrasts", "aihf:rlhf,aihf:irl,aihf:aihf_prefs,aihf:constant")
+# A MuJoCo comparison's learned rewards measured again at one commit, so that runs trained at another commit (a
+# pinned worktree's) get the reward metrics added since, and restored records join those measured now.
+MEASURED_AGAIN = dict(reevaluate=(), measured_by="aihf.mujoco.reevaluate")
 
 
 def comparison_sweeps(env: str, pair_counts=(10, 100), recipe_has_tricks: bool = True) -> dict[str, tuple[str, ...]]:
@@ -121,25 +138,27 @@ FIGURES = {
     "comparison_hopper": Figure(
         "docs/results/comparison_hopper", "Hopper-v5, 100k env steps, recipe=cpu_budget",
         tuple(HOPPER[n] for n in ("pairs-10", "pairs-100", "prefs-only", "no-pairs", "oracle-recipe")), 55,
-        "shares its runs with study_prefs and recipe_ablation given the same --root", report=MUJOCO_CONTRASTS),
+        "shares its runs with study_prefs and recipe_ablation given the same --root", report=MUJOCO_CONTRASTS,
+        **MEASURED_AGAIN),
     "study_prefs": Figure(
         "docs/results/study_prefs", "Hopper-v5, 100k env steps: preference scarcity",
         tuple(HOPPER[n] for n in ("no-pairs", "pairs-10", "pairs-30", "pairs-100", "pairs-300")), 60,
-        "N = 0 is irl; 20 runs beyond comparison_hopper in the same --root", report=MUJOCO_CONTRASTS),
+        "N = 0 is irl; 20 runs beyond comparison_hopper in the same --root", report=MUJOCO_CONTRASTS,
+        **MEASURED_AGAIN),
     "recipe_ablation": Figure(
         "docs/results/recipe_ablation", "Hopper-v5, 100k env steps, 100 pairs: the cpu_budget recipe's parts",
         (HOPPER["pairs-100"], HOPPER["no-warm-start"], HOPPER["warm-start-only"]), 40,
         "30 runs beyond comparison_hopper in the same --root",
         # aihf − rlhf under each variant of the recipe (declared after 2 of the 5 seeds had been seen)
-        report=("--contrasts", "aihf:rlhf", "--within", "BC warm start,demo replay")),
+        **MEASURED_AGAIN, report=("--contrasts", "aihf:rlhf", "--within", "BC warm start,demo replay")),
     "comparison_hopper_paper": Figure(
         "docs/results/comparison_hopper_paper", "Hopper-v5, 100k env steps, recipe=paper",
         tuple((*sweep[:1], "recipe=paper", *sweep[1:])
               for sweep in comparison_sweeps("hopper", recipe_has_tricks=False).values()), 50,
-        report=MUJOCO_CONTRASTS),
+        **MEASURED_AGAIN, report=MUJOCO_CONTRASTS),
     "comparison_halfcheetah": Figure(
         "docs/results/comparison_halfcheetah", "HalfCheetah-v5, 100k env steps, recipe=cpu_budget",
-        tuple(HALFCHEETAH.values()), 55, report=MUJOCO_CONTRASTS),
+        tuple(HALFCHEETAH.values()), 55, **MEASURED_AGAIN, report=MUJOCO_CONTRASTS),
     "study_ratio": Figure("docs/results/study_ratio", "Hopper-v5: λ_P/λ_D", (("experiment=study_ratio",),), 40),
     "study_demos": Figure("docs/results/study_demos", "Hopper-v5: demonstration count and quality",
                           (("experiment=study_demos",),), 60),
@@ -275,20 +294,31 @@ def reevaluated_root(root: Path) -> Path:
 
 
 def reevaluate_command(name: str, root: Path) -> list[str] | None:
-    """Every finished run of the figure evaluated again at this commit (runs already evaluated are skipped)."""
+    """Every finished run of the figure evaluated again at this commit (runs already evaluated are skipped): an LLM
+    figure's whole root, a MuJoCo figure's own (and borrowed) sweeps, as a root may hold other figures' runs."""
     fig = FIGURES[name]
     if fig.reevaluate is None:
         return None
-    runs = sorted(str(m.parent) for m in root.rglob("metrics.json")) if root.is_dir() else []
-    return [sys.executable, "-m", "aihf.llm.reevaluate", *runs, "--out", str(reevaluated_root(root)),
+    if fig.measured_by == "aihf.llm.reevaluate":
+        runs = sorted(str(m.parent) for m in root.rglob("metrics.json")) if root.is_dir() else []
+    else:
+        runs = sorted(str(m.parent) for sub in _sweep_dirs(name) for m in (root / sub).glob("*/metrics.json")
+                      if ".interrupted-" not in m.parent.name)
+    return [sys.executable, "-m", fig.measured_by, *runs, "--out", str(reevaluated_root(root)),
             *fig.reevaluate] if runs else None
+
+
+def _sweep_dirs(name: str) -> list[str]:
+    """The figure's own sweeps' subdirectories and those of the figures it borrows from."""
+    return [sub for other in (name, *FIGURES[name].borrows) for sub, _ in planned_sweeps(other)]
 
 
 def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
     # the figure's own sweeps only: a root may also hold the runs of other figures that share some of its sweeps
-    sources = ([reevaluated_root(root)] if fig.reevaluate is not None
-               else [root / sub for other in (name, *fig.borrows) for sub, _ in planned_sweeps(other)])
+    sources = ([reevaluated_root(root)] if fig.reevaluate is not None and fig.measured_by == "aihf.llm.reevaluate"
+               else [(reevaluated_root(root) if fig.reevaluate is not None else root) / sub
+                     for sub in _sweep_dirs(name)])
     return [sys.executable, "-m", "aihf.report", *map(str, sources), "--out", str(PROJECT / fig.out), "--title",
             fig.title, *fig.report]
 
@@ -364,14 +394,17 @@ def progress(name: str, root: Path) -> list[str]:
 
 
 def save_records(root: Path, path: Path) -> list[str]:
-    """Add the runs finished under `root` to the records file (those already there are kept as they are); returns
-    the runs added. The records are what a figure needs of its runs, small enough to commit, so that a figure made
+    """Add the runs finished under `root` to the records file (those already there are kept as they are, but for a
+    record saved while its run trained, which its measurement again at one commit replaces); returns the runs added
+    or replaced. The records are what a figure needs of its runs, small enough to commit, so that a figure made
     over several sessions survives the loss of the machine that ran it (`restore`)."""
     records = read_records(path)
     added = []
     for f in sorted(root.rglob("metrics.json")):
         run = str(f.parent.relative_to(root))
-        if ".interrupted-" in run or run in records:
+        if ".interrupted-" in run:
+            continue
+        if run in records and ("reevaluation" in records[run] or "reevaluation" not in json.loads(f.read_text())):
             continue
         records[run] = json.loads(f.read_text())
         added.append(run)
@@ -411,6 +444,8 @@ def main() -> None:
     r.add_argument("--root", type=Path, help="where the runs go (default multirun/figures/<name>/<time>); "
                                              "an existing root is continued")
     r.add_argument("--report-only", action="store_true", help="the table and plot of the runs finished so far")
+    r.add_argument("--no-train", action="store_true",
+                   help="start no run: measure the finished runs again (a figure with that step) and report them")
     r.add_argument("extra", nargs="*", help="overrides added to every sweep (after --)")
     pg = sub.add_parser("progress", help="where each run of a figure under ROOT stands")
     pg.add_argument("name", choices=sorted(FIGURES))
@@ -432,7 +467,8 @@ def main() -> None:
         return
     if args.cmd == "save":
         added = save_records(args.root.absolute(), args.records)
-        print(f"{args.records}: {len(added)} runs added, {len(read_records(args.records))} in all")
+        print(f"{args.records}: {len(added)} runs added or replaced by their measurement again, "
+              f"{len(read_records(args.records))} in all")
         return
     if args.cmd == "restore":
         if not args.records.is_file():
@@ -447,7 +483,11 @@ def main() -> None:
     root = args.root.absolute() if args.root else (
         PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S"))
     resume = root.is_dir()
-    if not (args.dry_run or args.report_only):
+    if args.report_only and args.no_train:
+        raise SystemExit("error: --report-only and --no-train: choose one (--report-only does not measure again)")
+    if args.no_train and not resume:
+        raise SystemExit(f"error: --no-train: {root} does not exist; it measures and reports a root's finished runs")
+    if not (args.dry_run or args.report_only or args.no_train):
         from aihf.errors import ConfigError
         from aihf.run_dir import hold_dir
         root.mkdir(parents=True, exist_ok=True)
@@ -455,7 +495,7 @@ def main() -> None:
             hold_dir(root, "--root", "another `aihf.figures run` is running its figure; wait for it to end")
         except ConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
-    pending = [] if args.report_only else pending_sweeps(args.name, root, resume)
+    pending = [] if args.report_only or args.no_train else pending_sweeps(args.name, root, resume)
     commands = [sweep_command(d, sweep, args.extra, resume) for d, sweep in pending]
     for sweep_dir, _ in pending if resume and not args.dry_run else ():
         for moved in set_aside_uncontinuable(sweep_dir):

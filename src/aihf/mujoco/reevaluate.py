@@ -14,7 +14,9 @@ The results go to `DIR/<sweep>/<run>/metrics.json`: the run's own metrics.json w
 not equal exactly, also printed). Where the run's first evaluation came before `learning_starts` (so before any
 reward update), r_θ as initialised from the run's seed is measured too, before the checkpoint is loaded: where it
 reproduces every reward metric recorded there, it is kept as `reevaluation.first_evaluation`, and the report reads
-metrics added since from it. Nothing is written into the runs; an existing output is skipped.
+metrics added since from it. A run restored from records (`aihf.figures restore`: its metrics.json without
+checkpoints) that was measured again before is carried over as it is, its `reevaluation` naming the commit that
+measured it; one that was not is refused. Nothing is written into the runs; an existing output is skipped.
 `python -m aihf.report DIR` then tabulates them.
 """
 
@@ -74,9 +76,17 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         raise ConfigError(f"{run} is not a MuJoCo run (its metrics.json names no env_id); aihf.mujoco.reevaluate "
                           f"measures MuJoCo runs")
     record = dict(before)
+    measured_before = "at_training" in (before.get("reevaluation") or {})
+    if measured_before and not ckpt.is_file():
+        # a record measured again before (`aihf.figures restore` writes back metrics, not checkpoints): carried over
+        # as it is, so that its `reevaluation` still names the commit that measured it
+        out.mkdir(parents=True)
+        save_metrics(out / "metrics.json", record)
+        return record
     if before.get("status", "finished") == "finished" and before.get("reward_updates"):
         if not ckpt.is_file():
-            raise ConfigError(f"{run}: its learned reward is measured from checkpoints/last.ckpt, which is missing")
+            raise ConfigError(f"{run}: its learned reward is measured from checkpoints/last.ckpt, which is missing "
+                              f"(a run restored from records saved before it was measured again: train it again)")
         t0 = time.perf_counter()
         cfg = compose_run(run, [], out)
         if cfg.domain.name != "mujoco":
@@ -158,13 +168,18 @@ def main() -> None:
             if r.get(k) is not None}
         info = r["reevaluation"]
         wall, differ = info.get("wall_s"), info.get("not_reproduced") or []
-        check = (f"; NOT REPRODUCED (recorded at training vs now): {', '.join(differ)}" if differ else
-                 f"; {len(info['at_training'])} recorded metrics and the baselines reproduced" if "at_training" in info
-                 else "")
-        if "first_evaluation" in info:
-            check += "; r_θ at the first evaluation reproduced"
-        elif "first_evaluation_not_reproduced" in info:
-            check += f"; r_θ at the first evaluation not reproduced ({', '.join(info['first_evaluation_not_reproduced'])})"
+        if "at_training" in info and not (run / "checkpoints" / "last.ckpt").is_file():
+            check = f"; measured at {str(info.get('git_commit'))[:7]} before it was restored: carried over as it is"
+            wall = None
+        else:
+            check = (f"; NOT REPRODUCED (recorded at training vs now): {', '.join(differ)}" if differ else
+                     f"; {len(info['at_training'])} recorded metrics and the baselines reproduced"
+                     if "at_training" in info else "")
+            if "first_evaluation" in info:
+                check += "; r_θ at the first evaluation reproduced"
+            elif "first_evaluation_not_reproduced" in info:
+                check += ("; r_θ at the first evaluation not reproduced "
+                          f"({', '.join(info['first_evaluation_not_reproduced'])})")
         print(f"{out}: {shown or info.get('copied')}{check}" + (f" ({wall:.0f} s)" if wall else ""), flush=True)
 
 
