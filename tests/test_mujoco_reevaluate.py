@@ -110,6 +110,16 @@ def test_a_restored_record_is_carried_over_if_it_was_measured_and_refused_if_not
     assert json.loads((tmp_path / "again" / "sweep" / "0-aihf-s0" / "metrics.json").read_text()) == measured
     trained = {k: v for k, v in measured.items() if k != "reevaluation"}
     (run / "metrics.json").write_text(json.dumps(trained))
-    with pytest.raises(ConfigError, match="checkpoints/last.ckpt, which is missing .*train it again"):
+    with pytest.raises(ConfigError, match="checkpoints/last.ckpt, which is missing .*to train it again, remove"):
         reevaluate(run, tmp_path / "other" / "sweep" / "0-aihf-s0", "ffffff")
     assert not (tmp_path / "other").exists()
+    # from the command line a refused run does not keep the others from being measured; the step fails at the end
+    carried = tmp_path / "root" / "sweep" / "1-rlhf-s0"
+    carried.mkdir()
+    (carried / "metrics.json").write_text(json.dumps(measured))
+    proc = subprocess.run([sys.executable, "-m", "aihf.mujoco.reevaluate", str(run), str(carried), "--out",
+                           str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "1 run(s) could not be measured" in proc.stderr
+    assert f"Refused: {run}: its learned reward" in proc.stdout and "carried over as it is" in proc.stdout
+    assert (tmp_path / "cli" / "sweep" / "1-rlhf-s0" / "metrics.json").is_file()
+    assert not (tmp_path / "cli" / "sweep" / "0-aihf-s0").exists()

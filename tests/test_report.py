@@ -548,6 +548,52 @@ def test_mujoco_comparisons_measure_their_own_runs_again_and_tabulate_those(tmp_
     assert out.returncode != 0 and "choose one" in out.stderr
 
 
+def test_a_mujoco_figures_table_holds_only_copies_of_the_runs_in_its_root(tmp_path):
+    """The report reads measured copies: a finished run not yet measured is named as left out (--report-only), and
+    a copy whose run is gone or was trained again since (its history differs) stops the figure before its report,
+    as does a second --no-train measuring the same root."""
+    import subprocess
+    import sys
+    from aihf import figures
+    root = tmp_path / "hopper"
+    again = figures.reevaluated_root(root)
+    for run, history in (("hopper-pairs-30-s0/0-aihf-s0", [1]), ("hopper-pairs-30-s0/1-rlhf-s0", [2]),
+                         ("hopper-no-pairs-s0/0-irl-s0", [3])):
+        (root / run).mkdir(parents=True)
+        (root / run / "metrics.json").write_text(json.dumps({"history": history}))
+    for run, history in (("hopper-pairs-30-s0/0-aihf-s0", [1]), ("hopper-pairs-30-s0/1-rlhf-s0", [9]),
+                         ("hopper-pairs-300-s0/0-aihf-s0", [4])):
+        (again / run).mkdir(parents=True)
+        (again / run / "metrics.json").write_text(json.dumps({"history": history, "reevaluation": {}}))
+    unmeasured, stale = figures.measured_copies("study_prefs", root)
+    assert unmeasured == ["hopper-no-pairs-s0/0-irl-s0"]
+    assert sorted(stale) == ["hopper-pairs-30-s0/1-rlhf-s0", "hopper-pairs-300-s0/0-aihf-s0"]
+    assert figures.measured_copies("recipe_ablation", root) == ([], [])  # none of its sweeps here
+
+    def figure(*args):
+        return subprocess.run([sys.executable, "-m", "aihf.figures", "run", "study_prefs", "--root", str(root),
+                               *args], capture_output=True, text=True, timeout=120)
+    out = figure("--report-only", "--dry-run")
+    assert out.returncode != 0 and "hopper-pairs-30-s0/1-rlhf-s0 (and 1 more) is the measured copy of a run no " \
+                                   "longer in" in out.stderr and "aihf.report" not in out.stdout
+    for run in ("hopper-pairs-30-s0/1-rlhf-s0", "hopper-pairs-300-s0/0-aihf-s0"):
+        (again / run / "metrics.json").unlink()
+        (again / run).rmdir()
+    out = figure("--report-only", "--dry-run")
+    assert out.returncode == 0 and "2 finished runs not measured yet are left out of the table" in out.stdout
+    assert "hopper-no-pairs-s0/0-irl-s0" in out.stdout and "aihf.report" in out.stdout
+
+    hold = ("import sys, time; from pathlib import Path; from aihf.run_dir import hold_dir; "
+            "hold_dir(Path(sys.argv[1]), 'x', 'y'); print('held', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(again)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = figure("--no-train")
+        assert out.returncode != 0 and "is in use by" in out.stderr and "aihf.mujoco.reevaluate" not in out.stdout
+    finally:
+        holder.kill()
+
+
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_returns_the_metric(tmp_path):
     """hparams_search=aihf_hopper with Optuna: two short trials, each returning its normalised score."""

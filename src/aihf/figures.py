@@ -19,14 +19,16 @@ A sweep over seeds runs one seed at a time, every method of that seed before the
 part-way holds complete seeds of every method rather than all seeds of some methods. With `--root`, running the same
 command again continues the figure: sweeps whose runs all finished are skipped, the others continue their
 interrupted runs from their last checkpoints (`loop.resume=auto`) and start the ones not yet begun. `--report-only`
-writes the table and plot from the runs finished so far. A figure with a `reevaluate` step first evaluates
-every finished run again from its last checkpoint, all at the current commit (into `<root>-reevaluated`; runs
-already evaluated there are skipped), so that runs trained at different commits are measured by one code; the table
-is made from those. An LLM figure's runs are evaluated again whole (`aihf.llm.reevaluate`: with every held-out
-pair's outcome for the paired comparison); a MuJoCo comparison's learned rewards are measured again
-(`aihf.mujoco.reevaluate`: the reward metrics added since a run trained, the held-out resampling; its scores stay
-those it recorded). A figure trained from a pinned worktree is measured and tabulated from the checkout, at the
-checkout's commit, once its runs have finished, with `--no-train` (which starts no run):
+writes the table and plot from the runs finished so far (a MuJoCo comparison: from those measured, below). A
+figure with a `reevaluate` step first evaluates every finished run again from its last checkpoint, at the commit
+that runs the step (into `<root>-reevaluated`; runs already evaluated there are skipped), so that runs trained at
+different commits are measured by one code; the table is made from those, and names every measuring commit. An
+LLM figure's runs are evaluated again whole (`aihf.llm.reevaluate`: with every held-out pair's outcome for the
+paired comparison); a MuJoCo comparison's learned rewards are measured again (`aihf.mujoco.reevaluate`: the reward
+metrics added since a run trained, the held-out resampling; its scores stay those it recorded; a run trained at the
+measuring commit is measured too, about 25 s, and reproduces what it recorded). A figure trained from a pinned
+worktree is measured and tabulated from the checkout, at the checkout's commit, with `--no-train` (which starts no
+run; as its runs finish, or at the end):
 
     PYTHONPATH=$PWD/src python -m aihf.figures run study_prefs --root R    # in the worktree: the runs
     python -m aihf.figures run study_prefs --root R --no-train            # in the checkout: measured, tabulated
@@ -39,9 +41,11 @@ back under a (new) root, from which `run --root` continues with the runs not yet
     python -m aihf.figures restore docs/results/runs/hopper.jsonl runs/cmp && python -m aihf.figures run ... --root runs/cmp
 
 Records hold metrics, not checkpoints: a restored run cannot be measured again. Save a MuJoCo figure's records from
-`<root>-reevaluated` (a run's measured record replaces the one saved while it trained); a restored record that was
-measured again is carried into the new measurement as it is (the table names the commit that measured it), and one
-that was not is refused by the measurement, so that it is trained again.
+`<root>-reevaluated` (a run's measured record replaces the one saved while it trained, for LLM records as well); a
+restored record that was measured again is carried into the new measurement as it is (the table names the commit
+that measured it), and one that was not is refused by the measurement, which names it: to train it again, remove
+its directory and its line in the records file, and run the figure again. A measured copy whose run was removed or
+trained again since is refused before the report.
 """
 
 from __future__ import annotations
@@ -313,6 +317,24 @@ def _sweep_dirs(name: str) -> list[str]:
     return [sub for other in (name, *FIGURES[name].borrows) for sub, _ in planned_sweeps(other)]
 
 
+def measured_copies(name: str, root: Path) -> tuple[list[str], list[str]]:
+    """A MuJoCo figure's finished runs with no measured copy under <root>-reevaluated yet, and the copies that are
+    no longer of a run in the root (the run removed, or trained again since: its history differs), as
+    <sweep>/<run>."""
+    again = reevaluated_root(root)
+    unmeasured, stale = [], []
+    for sub in _sweep_dirs(name):
+        for m in sorted((root / sub).glob("*/metrics.json")):
+            if ".interrupted-" not in m.parent.name and not (again / sub / m.parent.name / "metrics.json").is_file():
+                unmeasured.append(f"{sub}/{m.parent.name}")
+        for copy in sorted((again / sub).glob("*/metrics.json")):
+            source = root / sub / copy.parent.name / "metrics.json"
+            if not source.is_file() or (json.loads(source.read_text()).get("history")
+                                        != json.loads(copy.read_text()).get("history")):
+                stale.append(f"{sub}/{copy.parent.name}")
+    return unmeasured, stale
+
+
 def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
     # the figure's own sweeps only: a root may also hold the runs of other figures that share some of its sweeps
@@ -501,8 +523,29 @@ def main() -> None:
         for moved in set_aside_uncontinuable(sweep_dir):
             print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
     run_all(commands, args.dry_run)
+    fig = FIGURES[args.name]
+    measured = fig.reevaluate is not None and fig.measured_by != "aihf.llm.reevaluate"
+    if measured and args.no_train and not args.dry_run:
+        from aihf.errors import ConfigError
+        from aihf.run_dir import hold_dir
+        reevaluated_root(root).mkdir(exist_ok=True)
+        try:  # two measuring the same shared sweeps at once would both write the same copies
+            hold_dir(reevaluated_root(root), "--no-train", "another `aihf.figures run` is measuring this root")
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
     again = None if args.report_only else reevaluate_command(args.name, root)  # the runs the sweeps left
-    run_all([*([again] if again else []), report_command(args.name, root)], args.dry_run)
+    run_all([again] if again else [], args.dry_run)
+    if measured:  # (read-only: also with --dry-run)
+        unmeasured, stale = measured_copies(args.name, root)
+        if stale:
+            raise SystemExit(f"error: {reevaluated_root(root) / stale[0]}"
+                             f"{f' (and {len(stale) - 1} more)' if len(stale) > 1 else ''} is the measured copy of a "
+                             f"run no longer in {root} or trained again since: remove it, then measure again "
+                             f"(--no-train)")
+        if unmeasured and args.report_only:  # (every other path measures them first)
+            print(f"{len(unmeasured)} finished runs not measured yet are left out of the table (measure them with "
+                  f"--no-train): {', '.join(unmeasured[:5])}{' ...' if len(unmeasured) > 5 else ''}", flush=True)
+    run_all([report_command(args.name, root)], args.dry_run)
 
 
 def run_all(commands: list[list[str]], dry_run: bool) -> None:

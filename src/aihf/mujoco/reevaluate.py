@@ -86,7 +86,9 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     if before.get("status", "finished") == "finished" and before.get("reward_updates"):
         if not ckpt.is_file():
             raise ConfigError(f"{run}: its learned reward is measured from checkpoints/last.ckpt, which is missing "
-                              f"(a run restored from records saved before it was measured again: train it again)")
+                              f"(its checkpoints deleted, or restored from records saved before it was measured "
+                              f"again); to train it again, remove {run} and its line in the records file, and run "
+                              f"the figure again")
         t0 = time.perf_counter()
         cfg = compose_run(run, [], out)
         if cfg.domain.name != "mujoco":
@@ -158,11 +160,17 @@ def main() -> None:
     args = p.parse_args()
     from aihf.provenance import git_commit
     commit = git_commit()
+    refused = []
     for run, out in new_outputs(args.runs, args.out, lambda r: f"{r.parent.name}/{r.name}"):
         if not (run / "metrics.json").is_file():
             print(f"{run}: not finished (no metrics.json): skipped", flush=True)
             continue
-        r = reevaluate(run, out, commit)
+        try:
+            r = reevaluate(run, out, commit)
+        except ConfigError as exc:  # the others are measured all the same; the step fails at the end
+            print(f"Refused: {exc}", flush=True)
+            refused.append(run)
+            continue
         shown = {k.removeprefix("eval/"): round(r[k], 3) for k in (
             "eval/epic", "eval/pref_accuracy_equal_length", "eval/pref_accuracy_equal_length_without_demonstrator")
             if r.get(k) is not None}
@@ -170,6 +178,7 @@ def main() -> None:
         wall, differ = info.get("wall_s"), info.get("not_reproduced") or []
         if "at_training" in info and not (run / "checkpoints" / "last.ckpt").is_file():
             check = f"; measured at {str(info.get('git_commit'))[:7]} before it was restored: carried over as it is"
+            check += f" (not reproduced then: {', '.join(differ)})" if differ else ""
             wall = None
         else:
             check = (f"; NOT REPRODUCED (recorded at training vs now): {', '.join(differ)}" if differ else
@@ -181,6 +190,8 @@ def main() -> None:
                 check += ("; r_θ at the first evaluation not reproduced "
                           f"({', '.join(info['first_evaluation_not_reproduced'])})")
         print(f"{out}: {shown or info.get('copied')}{check}" + (f" ({wall:.0f} s)" if wall else ""), flush=True)
+    if refused:
+        raise ConfigError(f"{len(refused)} run(s) could not be measured (each named above), e.g. {refused[0]}")
 
 
 if __name__ == "__main__":
