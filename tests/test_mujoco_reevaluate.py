@@ -118,7 +118,7 @@ def test_a_restored_record_is_carried_over_if_it_was_measured_and_refused_if_not
     carried.mkdir()
     (carried / "metrics.json").write_text(json.dumps(measured))
     proc = subprocess.run([sys.executable, "-m", "aihf.mujoco.reevaluate", str(run), str(carried), "--out",
-                           str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "cli")], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "1 run(s) could not be measured" in proc.stderr
     assert f"Refused: {run}: its learned reward" in proc.stdout and "carried over as it is" in proc.stdout
     assert (tmp_path / "cli" / "sweep" / "1-rlhf-s0" / "metrics.json").is_file()
