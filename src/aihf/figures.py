@@ -303,13 +303,18 @@ def reevaluate_command(name: str, root: Path) -> list[str] | None:
     fig = FIGURES[name]
     if fig.reevaluate is None:
         return None
-    if fig.measured_by == "aihf.llm.reevaluate":
+    if not _measures_sweeps(fig):
         runs = sorted(str(m.parent) for m in root.rglob("metrics.json")) if root.is_dir() else []
     else:
         runs = sorted(str(m.parent) for sub in _sweep_dirs(name) for m in (root / sub).glob("*/metrics.json")
                       if ".interrupted-" not in m.parent.name)
     return [sys.executable, "-m", fig.measured_by, *runs, "--out", str(reevaluated_root(root)),
             *fig.reevaluate] if runs else None
+
+
+def _measures_sweeps(fig: Figure) -> bool:
+    """A MuJoCo comparison: its own sweeps measured again (an LLM figure's whole root is evaluated again)."""
+    return fig.reevaluate is not None and fig.measured_by != "aihf.llm.reevaluate"
 
 
 def _sweep_dirs(name: str) -> list[str]:
@@ -338,9 +343,8 @@ def measured_copies(name: str, root: Path) -> tuple[list[str], list[str]]:
 def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
     # the figure's own sweeps only: a root may also hold the runs of other figures that share some of its sweeps
-    sources = ([reevaluated_root(root)] if fig.reevaluate is not None and fig.measured_by == "aihf.llm.reevaluate"
-               else [(reevaluated_root(root) if fig.reevaluate is not None else root) / sub
-                     for sub in _sweep_dirs(name)])
+    sources = ([reevaluated_root(root)] if fig.reevaluate is not None and not _measures_sweeps(fig)
+               else [(reevaluated_root(root) if _measures_sweeps(fig) else root) / sub for sub in _sweep_dirs(name)])
     return [sys.executable, "-m", "aihf.report", *map(str, sources), "--out", str(PROJECT / fig.out), "--title",
             fig.title, *fig.report]
 
@@ -426,9 +430,10 @@ def save_records(root: Path, path: Path) -> list[str]:
         run = str(f.parent.relative_to(root))
         if ".interrupted-" in run:
             continue
-        if run in records and ("reevaluation" in records[run] or "reevaluation" not in json.loads(f.read_text())):
+        metrics = json.loads(f.read_text())
+        if run in records and ("reevaluation" in records[run] or "reevaluation" not in metrics):
             continue
-        records[run] = json.loads(f.read_text())
+        records[run] = metrics
         added.append(run)
     if added:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -523,8 +528,7 @@ def main() -> None:
         for moved in set_aside_uncontinuable(sweep_dir):
             print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
     run_all(commands, args.dry_run)
-    fig = FIGURES[args.name]
-    measured = fig.reevaluate is not None and fig.measured_by != "aihf.llm.reevaluate"
+    measured = _measures_sweeps(FIGURES[args.name])
     if measured and args.no_train and not args.dry_run:
         from aihf.errors import ConfigError
         from aihf.run_dir import hold_dir
