@@ -123,3 +123,32 @@ def test_a_restored_record_is_carried_over_if_it_was_measured_and_refused_if_not
     assert f"Refused: {run}: its learned reward" in proc.stdout and "carried over as it is" in proc.stdout
     assert (tmp_path / "cli" / "sweep" / "1-rlhf-s0" / "metrics.json").is_file()
     assert not (tmp_path / "cli" / "sweep" / "0-aihf-s0").exists()
+
+
+def test_an_interrupted_measurement_is_measured_again_and_a_finished_one_is_kept(tmp_path):
+    """A measurement killed between making its output folder and writing metrics.json leaves a folder with no record
+    (or only the record's temporary): the next pass measures that run again instead of skipping it as "already
+    evaluated" for ever, while a folder holding a record, or anything else, is never written into."""
+    measured = {"env_id": "Hopper-v5", "algo": "aihf", "reward_updates": 40, "status": "finished", "eval/epic": 0.3,
+                "reevaluation": {"git_commit": "0371169", "at_training": {"eval/epic": 0.3}, "not_reproduced": []}}
+    root, again = tmp_path / "root" / "sweep", tmp_path / "again" / "sweep"
+    for name in ("0-aihf-s0", "1-rlhf-s0", "2-irl-s0"):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text(json.dumps({**measured, "eval/epic": len(name)}))
+    (again / "0-aihf-s0").mkdir(parents=True)  # killed after the folder was made
+    (again / "0-aihf-s0" / "metrics.json.tmp-4242").write_text('{"eval/ep')  # killed mid-write
+    (again / "1-rlhf-s0").mkdir()
+    (again / "1-rlhf-s0" / "metrics.json").write_text('{"kept": true}')  # finished earlier
+    (again / "2-irl-s0").mkdir()
+    (again / "2-irl-s0" / "notes.txt").write_text("someone's file")
+    with pytest.raises(ConfigError, match="already exists"):
+        reevaluate(root / "2-irl-s0", again / "2-irl-s0", "ffffff")
+    proc = subprocess.run([sys.executable, "-m", "aihf.mujoco.reevaluate", *(str(root / n) for n in (
+        "0-aihf-s0", "1-rlhf-s0")), "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "interrupted before it wrote metrics.json: evaluated again" in proc.stdout
+    assert "1-rlhf-s0 exists: skipped (already evaluated)" in proc.stdout
+    assert [p.name for p in (again / "0-aihf-s0").iterdir()] == ["metrics.json"]
+    assert json.loads((again / "0-aihf-s0" / "metrics.json").read_text())["eval/epic"] == len("0-aihf-s0")
+    assert json.loads((again / "1-rlhf-s0" / "metrics.json").read_text()) == {"kept": True}
+    assert [p.name for p in (again / "2-irl-s0").iterdir()] == ["notes.txt"]

@@ -64,14 +64,43 @@ def config_changes(run: Path, cfg, allowed: tuple[str, ...] = RECOMPOSED) -> lis
             if not k.startswith(allowed) and now.get(k, "(removed)") != saved[k]]
 
 
+def _interrupted(out: Path) -> bool:
+    """An output folder that an evaluation killed before it finished left behind: made, but its metrics.json never
+    written (at most the temporary that `written_whole` writes it through)."""
+    return (out.is_dir() and not (out / "metrics.json").exists()
+            and all(p.name.startswith("metrics.json.tmp-") for p in out.iterdir()))
+
+
+def check_new_output(out: Path) -> None:
+    """Refuses an output folder that holds anything but an interrupted evaluation's leftovers (nothing is
+    overwritten)."""
+    if out.exists() and not _interrupted(out):
+        raise ConfigError(f"reevaluate: {out} already exists; choose another --out (nothing is overwritten)")
+
+
+def save_output(out: Path, record: dict) -> None:
+    """`record` as `out/metrics.json`, in a folder that `check_new_output` accepted: an interrupted evaluation's
+    temporary is removed first, so the folder holds the measured record alone."""
+    from aihf.run_dir import save_metrics
+    check_new_output(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob("metrics.json.tmp-*"):
+        leftover.unlink()
+    save_metrics(out / "metrics.json", record)
+
+
 def new_outputs(runs: list[Path], out: Path, name: Callable[[Path], str]) -> Iterator[tuple[Path, Path]]:
     """(run, its output folder `out/name(run)`) for each run not yet evaluated into `out`: one already there is
-    skipped with a line, and two runs with one output name are refused before anything is evaluated."""
+    skipped with a line, one whose evaluation was killed before it wrote its record is evaluated again, and two runs
+    with one output name are refused before anything is evaluated."""
     names = [name(r.resolve()) for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError("reevaluate: two runs share an output name; evaluate them into separate --out folders")
     for run, n in zip(runs, names):
-        if (out / n).exists():
+        if _interrupted(out / n):
+            print(f"{out / n}: an earlier evaluation was interrupted before it wrote metrics.json: evaluated again",
+                  flush=True)
+        elif (out / n).exists():
             print(f"{out / n} exists: skipped (already evaluated)", flush=True)
             continue
         yield run, out / n

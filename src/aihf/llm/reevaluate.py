@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from aihf.errors import ConfigError
-from aihf.recompose import compose_run, new_outputs
+from aihf.recompose import check_new_output, compose_run, new_outputs, save_output
 # What a re-evaluation may change: how much it samples and in what batches, never what was trained or on what data.
 EVAL_KEYS = ("llm.train.eval_prompts", "llm.train.eval_samples", "llm.train.eval_batch_size",
              "llm.train.max_new_tokens", "llm.train.sample_table_rows", "llm.train.torch_threads")
@@ -42,7 +42,6 @@ def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = 
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
     from aihf.llm.module import LLMAIHF
     from aihf.provenance import git_commit, platform_record
-    from aihf.run_dir import save_metrics
     commit = commit or git_commit()
     check_overrides(overrides)
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -50,8 +49,7 @@ def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = 
     if not ckpt.is_file() or not trained.is_file():
         raise ConfigError(f"{run}: a finished run has checkpoints/last.ckpt and metrics.json; "
                           f"{'the checkpoint' if not ckpt.is_file() else 'metrics.json'} is missing")
-    if out.exists():
-        raise ConfigError(f"reevaluate: {out} already exists; choose another --out (nothing is overwritten)")
+    check_new_output(out)
     before = json.loads(trained.read_text())
     cfg = compose_run(run, overrides, out)
     if cfg.domain.name != "llm":
@@ -71,8 +69,7 @@ def reevaluate(run: Path, out: Path, overrides: list[str], commit: str | None = 
                                "git_commit": commit, "platform": platform_record(), "heldout_pairs": held,
                                "wall_s": time.perf_counter() - t0,
                                "at_training": {k: before[k] for k in metrics if k in before}}}
-    out.mkdir(parents=True)
-    save_metrics(out / "metrics.json", record)
+    save_output(out, record)
     return record
 
 

@@ -32,7 +32,7 @@ import pytorch_lightning as pl
 import torch
 
 from aihf.errors import ConfigError
-from aihf.recompose import compose_run, config_changes, new_outputs
+from aihf.recompose import check_new_output, compose_run, config_changes, new_outputs, save_output
 
 
 def _not_reproduced(recorded: dict, measured: dict, prefix: str = "") -> list[str]:
@@ -63,14 +63,12 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     from aihf.mujoco.module import MuJoCoAIHF
     from aihf.provenance import git_commit, platform_record
     from aihf.report import first_evaluation
-    from aihf.run_dir import save_metrics
     commit = commit or git_commit()
     ckpt = run / "checkpoints" / "last.ckpt"
     trained = run / "metrics.json"
     if not trained.is_file():
         raise ConfigError(f"{run}: a finished run has metrics.json; it is missing")
-    if out.exists():
-        raise ConfigError(f"reevaluate: {out} already exists; choose another --out (nothing is overwritten)")
+    check_new_output(out)
     before = json.loads(trained.read_text())
     if "env_id" not in before:
         raise ConfigError(f"{run} is not a MuJoCo run (its metrics.json names no env_id); aihf.mujoco.reevaluate "
@@ -80,8 +78,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     if measured_before and not ckpt.is_file():
         # a record measured again before (`aihf.figures restore` writes back metrics, not checkpoints): carried over
         # as it is, so that its `reevaluation` still names the commit that measured it
-        out.mkdir(parents=True)
-        save_metrics(out / "metrics.json", record)
+        save_output(out, record)
         return record
     if before.get("status", "finished") == "finished" and before.get("reward_updates"):
         if not ckpt.is_file():
@@ -148,8 +145,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         why = ("no learned reward to measure" if not before.get("reward_updates")
                else f"status {before.get('status')}: no final reward to measure")
         record["reevaluation"] = {"run": str(run), "git_commit": commit, "copied": why}
-    out.mkdir(parents=True)
-    save_metrics(out / "metrics.json", record)
+    save_output(out, record)
     return record
 
 
