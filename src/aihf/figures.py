@@ -293,6 +293,18 @@ def sweep_commands(name: str, root: Path, extra: list[str], resume: bool = False
     return [sweep_command(d, sweep, extra, resume) for d, sweep in pending_sweeps(name, root, resume)]
 
 
+def _hold(folder: Path, option: str, advice: str) -> None:
+    """This process's hold on `folder` (made if missing) until it exits, or the command line's error if another
+    process holds it."""
+    from aihf.errors import ConfigError
+    from aihf.run_dir import hold_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        hold_dir(folder, option, advice)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def reevaluated_root(root: Path) -> Path:
     return root.with_name(root.name + "-reevaluated")
 
@@ -515,13 +527,8 @@ def main() -> None:
     if args.no_train and not resume:
         raise SystemExit(f"error: --no-train: {root} does not exist; it measures and reports a root's finished runs")
     if not (args.dry_run or args.report_only or args.no_train):
-        from aihf.errors import ConfigError
-        from aihf.run_dir import hold_dir
-        root.mkdir(parents=True, exist_ok=True)
-        try:  # one process runs a root at a time: a second would set aside and restart the runs in progress
-            hold_dir(root, "--root", "another `aihf.figures run` is running its figure; wait for it to end")
-        except ConfigError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        # one process runs a root at a time: a second would set aside and restart the runs in progress
+        _hold(root, "--root", "another `aihf.figures run` is running its figure; wait for it to end")
     pending = [] if args.report_only or args.no_train else pending_sweeps(args.name, root, resume)
     commands = [sweep_command(d, sweep, args.extra, resume) for d, sweep in pending]
     for sweep_dir, _ in pending if resume and not args.dry_run else ():
@@ -529,14 +536,10 @@ def main() -> None:
             print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
     run_all(commands, args.dry_run)
     measured = _measures_sweeps(FIGURES[args.name])
-    if measured and args.no_train and not args.dry_run:
-        from aihf.errors import ConfigError
-        from aihf.run_dir import hold_dir
-        reevaluated_root(root).mkdir(exist_ok=True)
-        try:  # two measuring the same shared sweeps at once would both write the same copies
-            hold_dir(reevaluated_root(root), "--no-train", "another `aihf.figures run` is measuring this root")
-        except ConfigError as exc:
-            raise SystemExit(f"error: {exc}") from None
+    if measured and not (args.dry_run or args.report_only):
+        # two measuring the same shared sweeps at once (a --no-train beside a figure that has trained) would both
+        # write the same copies
+        _hold(reevaluated_root(root), "--no-train", "another `aihf.figures run` is measuring this root")
     again = None if args.report_only else reevaluate_command(args.name, root)  # the runs the sweeps left
     run_all([again] if again else [], args.dry_run)
     if measured:  # (read-only: also with --dry-run)
