@@ -57,6 +57,12 @@ def _check_dataset(run: Path, recorded: str | None, path: Path) -> None:
                           f"{sha[:12]}")
 
 
+def carried_over(run: Path, record: dict) -> bool:
+    """A record measured again before, whose run has no checkpoint (`aihf.figures restore` writes back metrics, not
+    checkpoints): `reevaluate` copies it as it is."""
+    return "at_training" in (record.get("reevaluation") or {}) and not (run / "checkpoints" / "last.ckpt").is_file()
+
+
 def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
     """`commit`: the code this process loaded (read at its start, so a commit made while it runs is not credited)."""
     from aihf.mujoco.datasets import run_data_path
@@ -74,10 +80,7 @@ def reevaluate(run: Path, out: Path, commit: str | None = None) -> dict:
         raise ConfigError(f"{run} is not a MuJoCo run (its metrics.json names no env_id); aihf.mujoco.reevaluate "
                           f"measures MuJoCo runs")
     record = dict(before)
-    measured_before = "at_training" in (before.get("reevaluation") or {})
-    if measured_before and not ckpt.is_file():
-        # a record measured again before (`aihf.figures restore` writes back metrics, not checkpoints): carried over
-        # as it is, so that its `reevaluation` still names the commit that measured it
+    if carried_over(run, before):  # so that its `reevaluation` still names the commit that measured it
         save_output(out, record)
         return record
     if before.get("status", "finished") == "finished" and before.get("reward_updates"):
@@ -172,7 +175,7 @@ def main() -> None:
             if r.get(k) is not None}
         info = r["reevaluation"]
         wall, differ = info.get("wall_s"), info.get("not_reproduced") or []
-        if "at_training" in info and not (run / "checkpoints" / "last.ckpt").is_file():
+        if carried_over(run, r):
             check = f"; measured at {str(info.get('git_commit'))[:7]} before it was restored: carried over as it is"
             check += f" (not reproduced then: {', '.join(differ)})" if differ else ""
             wall = None
