@@ -47,13 +47,22 @@ def resolve_dir(path: str | None) -> str | None:
     return str(given if given.is_absolute() else launch_dir() / given)
 
 
+_TEMPORARY = ".tmp-"
+
+
+def left_temporaries(path: Path) -> list[Path]:
+    """The temporaries of `path` that `written_whole` left behind: a process killed before its rename."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{path.name}{_TEMPORARY}*"))
+
+
 @contextmanager
 def written_whole(path: Path):
     """A temporary path beside `path`, renamed to it when the block ends without error (removed otherwise): a
     process killed mid-write leaves the old file or none, never a truncated one that a later run would trust
     (a finished run's metrics.json, a ladder rung, a dataset)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}")
     try:
         yield tmp
         with open(tmp, "rb") as f:

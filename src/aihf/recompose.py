@@ -11,6 +11,7 @@ import yaml
 from omegaconf import open_dict
 
 from aihf.errors import ConfigError
+from aihf.paths import left_temporaries
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +69,7 @@ def _interrupted(out: Path) -> bool:
     """An output folder that an evaluation killed before it finished left behind: made, but its metrics.json never
     written (at most the temporary that `written_whole` writes it through)."""
     return (out.is_dir() and not (out / "metrics.json").exists()
-            and all(p.name.startswith("metrics.json.tmp-") for p in out.iterdir()))
+            and set(out.iterdir()) <= set(left_temporaries(out / "metrics.json")))
 
 
 def check_new_output(out: Path) -> None:
@@ -84,7 +85,7 @@ def save_output(out: Path, record: dict) -> None:
     from aihf.run_dir import save_metrics
     check_new_output(out)
     out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob("metrics.json.tmp-*"):
+    for leftover in left_temporaries(out / "metrics.json"):
         leftover.unlink()
     save_metrics(out / "metrics.json", record)
 
