@@ -634,6 +634,47 @@ def test_figure_runs_seed_major_and_continues_only_unfinished_sweeps(tmp_path):
     assert all("loop.resume=auto" in c for c in again)
 
 
+def _sweep_stand_in(flag_dir: Path, name: str, body: str) -> list[str]:
+    """A command in the place of a sweep: `body` runs with `me` (its name), `d` (the flag folder) and `wait_for`."""
+    import sys
+    code = (f"import pathlib, sys, time\nd = pathlib.Path({str(flag_dir)!r}); me = {name!r}\n"
+            "def wait_for(f, s=30):\n"
+            "    end = time.monotonic() + s\n"
+            "    while not (d / f).exists():\n"
+            "        if time.monotonic() > end: sys.exit(3)\n"
+            "        time.sleep(0.05)\n" + body)
+    return [sys.executable, "-c", code]
+
+
+def test_sweeps_at_once_run_side_by_side_in_order_and_a_failure_starts_no_further_sweep(tmp_path):
+    """`--sweeps-at-once K` keeps K sweeps running (each stand-in here needs the other started before it can end,
+    which one at a time never allows); K = 1 runs them strictly one after another; when one fails, the sweeps not yet
+    started are not started, the one running is waited for, and the figure stops."""
+    from aihf.figures import run_all
+    both = "(d / me).touch(); wait_for('a' if me == 'b' else 'b')\n"
+    run_all([_sweep_stand_in(tmp_path, "a", both), _sweep_stand_in(tmp_path, "b", both)], dry_run=False, at_once=2)
+    alone = ("assert not any(d.glob('running-*')), 'two at once'\n(d / f'running-{me}').touch()\ntime.sleep(0.3)\n"
+             "(d / f'running-{me}').unlink(); (d / f'done-{me}').touch()\n")
+    run_all([_sweep_stand_in(tmp_path, n, alone) for n in "xyz"], dry_run=False, at_once=1)
+    assert sorted(f.name for f in tmp_path.glob("done-*")) == ["done-x", "done-y", "done-z"]
+    slow = "wait_for('failed'); time.sleep(0.5); (d / 'slow-done').touch()\n"
+    fails = "(d / 'failed').touch(); sys.exit(5)\n"
+    later = "(d / 'later-ran').touch()\n"
+    with pytest.raises(SystemExit, match="exited 5"):
+        run_all([_sweep_stand_in(tmp_path, n, b) for n, b in (("s", slow), ("f", fails), ("l", later))],
+                dry_run=False, at_once=2)
+    assert (tmp_path / "slow-done").exists() and not (tmp_path / "later-ran").exists()
+
+
+def test_sweeps_at_once_below_one_is_refused_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "aihf.figures", "run", "study_prefs", "--root", str(tmp_path / "r"),
+                           "--sweeps-at-once", "0"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "--sweeps-at-once: expected a number of sweeps ≥ 1, found 0" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def _finish(sweep_dir: Path, runs: int) -> None:
     for job in range(runs):
         (sweep_dir / str(job)).mkdir(parents=True)

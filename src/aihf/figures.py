@@ -16,7 +16,10 @@ commit, while work goes on in the checkout (its report is then written into the 
     PYTHONPATH=$PWD/src python -m aihf.figures run llm_sort --root runs/llm_sort -- launcher=joblib
 
 A sweep over seeds runs one seed at a time, every method of that seed before the next seed, so a figure stopped
-part-way holds complete seeds of every method rather than all seeds of some methods. With `--root`, running the same
+part-way holds complete seeds of every method rather than all seeds of some methods. The sweeps run one after
+another; `--sweeps-at-once K` runs up to K of them side by side, still in that order, so that a machine whose cores
+a sweep of fewer runs would leave idle stays busy (on 2 cores: `--sweeps-at-once 2 -- launcher=joblib
+hydra.launcher.n_jobs=1`, two runs at any time). With `--root`, running the same
 command again continues the figure: sweeps whose runs all finished are skipped, the others continue their
 interrupted runs from their last checkpoints (`loop.resume=auto`) and start the ones not yet begun. `--report-only`
 writes the table and plot from the runs finished so far (a MuJoCo comparison: from those measured, below). A
@@ -485,6 +488,9 @@ def main() -> None:
     r.add_argument("--report-only", action="store_true", help="the table and plot of the runs finished so far")
     r.add_argument("--no-train", action="store_true",
                    help="start no run: measure the finished runs again (a figure with that step) and report them")
+    r.add_argument("--sweeps-at-once", type=int, default=1, metavar="K",
+                   help="run up to K of the figure's sweeps side by side, in their order (default 1); with "
+                        "`-- launcher=joblib hydra.launcher.n_jobs=J` that is up to K×J runs at once")
     r.add_argument("extra", nargs="*", help="overrides added to every sweep (after --)")
     pg = sub.add_parser("progress", help="where each run of a figure under ROOT stands")
     pg.add_argument("name", choices=sorted(FIGURES))
@@ -522,6 +528,8 @@ def main() -> None:
     root = args.root.absolute() if args.root else (
         PROJECT / "multirun" / "figures" / args.name / time.strftime("%Y-%m-%d_%H-%M-%S"))
     resume = root.is_dir()
+    if args.sweeps_at_once < 1:
+        raise SystemExit(f"error: --sweeps-at-once: expected a number of sweeps ≥ 1, found {args.sweeps_at_once}")
     if args.report_only and args.no_train:
         raise SystemExit("error: --report-only and --no-train: choose one (--report-only does not measure again)")
     if args.no_train and not resume:
@@ -534,7 +542,7 @@ def main() -> None:
     for sweep_dir, _ in pending if resume and not args.dry_run else ():
         for moved in set_aside_uncontinuable(sweep_dir):
             print(f"{moved}: killed before its first checkpoint, kept aside; the run starts again", flush=True)
-    run_all(commands, args.dry_run)
+    run_all(commands, args.dry_run, args.sweeps_at_once)
     measured = _measures_sweeps(FIGURES[args.name])
     if measured and not (args.dry_run or args.report_only):
         # two measuring the same shared sweeps at once (a --no-train beside a figure that has trained) would both
@@ -555,13 +563,43 @@ def main() -> None:
     run_all([report_command(args.name, root)], args.dry_run)
 
 
-def run_all(commands: list[list[str]], dry_run: bool) -> None:
-    for cmd in commands:
-        print(" ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
-        if not dry_run:
-            code = subprocess.run(cmd, cwd=PROJECT).returncode
-            if code != 0:
-                raise SystemExit(f"{cmd[1]} exited {code}: the figure was not regenerated")
+def run_all(commands: list[list[str]], dry_run: bool, at_once: int = 1) -> None:
+    """Run `commands` in order, up to `at_once` of them at a time. When one fails no other is started, and those
+    running are waited for (their runs checkpoint, so a later `run --root` continues them), then the figure stops."""
+    if dry_run:
+        for cmd in commands:
+            print(_shown(cmd), flush=True)
+        return
+    queue, running, failed = list(commands), [], []
+    try:
+        while running or (queue and not failed):
+            while queue and not failed and len(running) < at_once:
+                cmd = queue.pop(0)
+                print(_shown(cmd), flush=True)
+                running.append((cmd, subprocess.Popen(cmd, cwd=PROJECT)))
+            for cmd, proc in [(c, p) for c, p in running if p.poll() is not None]:
+                running.remove((cmd, proc))
+                if proc.returncode != 0:
+                    failed.append((cmd, proc.returncode))
+                    if running:
+                        print(f"{_shown(cmd)} exited {proc.returncode}: no further sweep starts; waiting for the "
+                              f"{len(running)} running", flush=True)
+            if running:
+                time.sleep(0.5)
+    except BaseException:  # Ctrl-C reached the sweeps too: give them subprocess.run's moment to stop, then kill them
+        for _, proc in running:
+            try:
+                proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    if failed:
+        cmd, code = failed[0]
+        raise SystemExit(f"{cmd[1]} exited {code}: the figure was not regenerated")
+
+
+def _shown(cmd: list[str]) -> str:
+    return " ".join(cmd[1:] if cmd[0] == sys.executable else cmd)
 
 
 if __name__ == "__main__":
