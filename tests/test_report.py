@@ -701,6 +701,16 @@ def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own
     report = figures.report_command("comparison_hopper", tmp_path)  # (its runs measured again: into <root>-reevaluated)
     sources = report[3:report.index("--out")]
     assert sorted(sources) == sorted(str(figures.reevaluated_root(tmp_path) / sub) for sub in comparison)
+    # HalfCheetah's scarcity study adds its 30- and 300-pair cells to the comparison, whose 55 runs stay as they were
+    cheetah = dict(figures.planned_sweeps("comparison_halfcheetah"))
+    assert sorted(cheetah) == sorted(f"halfcheetah-{n}-s{s}" for s in range(5) for n in figures.COMPARISON)
+    assert sum(figures.jobs_in(o) for o in cheetah.values()) == figures.FIGURES["comparison_halfcheetah"].runs == 55
+    assert all("env=halfcheetah" in o for o in cheetah.values())
+    for sub, overrides in cheetah.items():
+        _finish(tmp_path / sub, figures.jobs_in(overrides))
+    left = [d.name for d, _ in figures.pending_sweeps("study_prefs_halfcheetah", tmp_path, resume=True)]
+    assert left == [f"halfcheetah-pairs-{n}-s{s}" for s in range(5) for n in (30, 300)]
+    assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("study_prefs_halfcheetah")) == 60
 
 
 def test_a_shared_sweep_name_means_one_set_of_runs():
