@@ -6,7 +6,10 @@ For each finished run on the true reward (`sac`, `sac_recipe`), from its last ch
   plain one Σ γ^k r_{t+k} and the soft one that SAC's critic targets (each later step's reward less γ α log π);
 - on the demonstration's states (the transitions demo replay feeds the critic): from `--demo-states` of them, the
   simulator set to the demonstrated state, the demonstrated action taken, and the policy continuing; the critic's
-  Q(s^E, a^E) beside the discounted return that followed.
+  Q(s^E, a^E) beside the discounted return that followed; and what the actor does there: its log π (how sure it
+  is), −log π(a^E | s^E) (how far it has left the expert's action) and Q(s^E, a ~ π) − Q(s^E, a^E) (how much higher
+  the critic rates its own action).
+The policy's mean log π on its own states is beside the agent's columns (one episode: a noisy estimate).
 The episodes run `--horizon` + 500 steps, so each return's cut-off tail weighs γ^500 ≈ 0.007 of it. An exploratory
 check (docs/results.md, HalfCheetah), not a metric of the runs.
 
@@ -79,7 +82,8 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
 
         obs, _ = env.reset(seed=10_000 + cfg.seed)
         o, a, r, logp = rollout(env, policy, obs, horizon + 500)
-        out = {"α": alpha, "agent: Q": float(q(o[:horizon], a[:horizon]).mean()),
+        out = {"α": alpha, "agent: log π": float(logp[:horizon].mean()),
+               "agent: Q": float(q(o[:horizon], a[:horizon]).mean()),
                "agent: return": float(discounted(r, gamma, horizon).mean()),
                "agent: soft return": float(discounted(soft(r, logp), gamma, horizon).mean())}
         demo = module.data.demo_transitions
@@ -91,6 +95,11 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
         unwrapped = env.unwrapped
         nq = unwrapped.model.nq
         qs, plain, softs = [], [], []
+        states = torch.as_tensor(demo["obs"][picks], dtype=torch.float32)
+        with torch.no_grad():  # what the actor does there: how sure, how far from the expert, and rated how much higher
+            act_pi, logp_pi = policy.actor.sample(states, noise=torch.randn(len(picks), policy.actor.action_scale.numel()))
+            expert_logp = policy.actor.log_prob(states, torch.as_tensor(demo["act"][picks], dtype=torch.float32))
+        gap = q(states.numpy(), act_pi.numpy()) - q(states.numpy(), demo["act"][picks].numpy())
         for i in picks:
             s, act = demo["obs"][i].numpy().astype(np.float64), demo["act"][i].numpy()
             env.reset(seed=int(i))
@@ -100,7 +109,8 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
             plain.append(float(discounted(r, gamma, 1)[0]))
             softs.append(float(discounted(soft(r, logp), gamma, 1)[0]))
         out.update({"demo: Q(s, a^E)": float(np.mean(qs)), "demo: return": float(np.mean(plain)),
-                    "demo: soft return": float(np.mean(softs))})
+                    "demo: soft return": float(np.mean(softs)), "demo: log π": float(logp_pi.mean()),
+                    "demo: −log π(a^E)": float(-expert_logp.mean()), "demo: Q(s, π) − Q(s, a^E)": float(gap.mean())})
         env.close()
         return {"algo": algo, "seed": cfg.seed, **out}
     finally:
@@ -117,7 +127,7 @@ def main() -> None:
     keys = [k for k in rows[0] if k not in ("algo", "seed")]
     print("| algo | seed | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 2))
     for r in sorted(rows, key=lambda r: (r["algo"], r["seed"])):
-        print(f"| {r['algo']} | {r['seed']} | " + " | ".join(f"{r[k]:.3f}" if k == "α" else f"{r[k]:.0f}"
+        print(f"| {r['algo']} | {r['seed']} | " + " | ".join(f"{r[k]:.3f}" if k == "α" else f"{r[k]:.1f}" if "log" in k else f"{r[k]:.0f}"
                                                           for k in keys) + " |")
 
 
