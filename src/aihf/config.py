@@ -140,6 +140,10 @@ class RecipeConfig:
     bc_warmstart_steps: int = key(2000, at_least(0))  # behaviour-cloning steps on D before RL (RLHF's SFT)
     # share of each SAC batch drawn from the demonstrations, scored by the current r_θ like the agent's own steps
     demo_replay_fraction: float = key(0.25, within(0, 1, high_open=True))
+    # whether the actor and the temperature also learn on the replayed demonstration's states (true: the critic's
+    # batch, as the comparisons ran) or only the critic does (false: the actor and α on the agent's own steps, so the
+    # actor is never improved against the critic at states it does not reach: docs/results.md, HalfCheetah)
+    demo_replay_actor: bool = True
     # the reward's schedule; null = the preset's algo.reward_every / algo.reward_steps
     reward_every: Optional[int] = key(None, at_least(1))
     reward_steps: Optional[int] = key(None, at_least(1))

@@ -54,7 +54,7 @@ def mujoco_config(m: dict) -> dict:
     if isinstance(teacher, dict):
         teacher = ", ".join(f"{k}={v}" for k, v in sorted(teacher.items()))
     return {"env": m["env_id"], "algo": m["algo"], "recipe": recipe.get("name", "–"),
-            "BC warm start": recipe.get("bc_warmstart_steps", "–"), "demo replay": recipe.get("demo_replay_fraction", "–"),
+            "BC warm start": recipe.get("bc_warmstart_steps", "–"), "demo replay": _demo_replay(recipe),
             "λ_D": m.get("demo_weight", "–"), "λ_P": m.get("pref_weight", "–"),
             "weighting": m.get("weighting", "–"), "β": recipe.get("beta", "–"),
             "α learned": m.get("alpha_learned", "–"), "demos": m.get("num_demos", 0),
@@ -64,6 +64,14 @@ def mujoco_config(m: dict) -> dict:
                                                         if subset.get("dataset_sha256") else "")
                         if subset.get("dataset") else "–"),
             "budget": m.get("budget", m.get("env_steps")), "envs": m.get("num_envs", 1)}
+
+
+def _demo_replay(recipe: dict):
+    """The replayed share of SAC's batch, marked when only the critic learns on it (records made before the option
+    existed had the actor learn on it too)."""
+    fraction = recipe.get("demo_replay_fraction", "–")
+    return f"{fraction}, critic only" if fraction not in ("–", 0, 0.0) and not recipe.get("demo_replay_actor", True) \
+        else fraction
 
 
 # MuJoCo: the settings that make a method, compared within everything else (env, recipe, dataset, teacher,

@@ -92,6 +92,7 @@ class Recipe:
     name: str
     bc_warmstart_steps: int
     demo_replay_fraction: float
+    demo_replay_actor: bool  # the actor and α also on the replayed demonstration's states
     reward_every: int
     reward_steps: int
     beta: float | str  # a number or "alpha"
@@ -102,7 +103,7 @@ class Recipe:
         learns, applies = learns_reward(a), takes_recipe(a)
         beta = r.beta if r.beta is not None and learns else a.beta
         return cls(r.name, r.bc_warmstart_steps if applies else 0, r.demo_replay_fraction if applies else 0.0,
-                   r.reward_every or a.reward_every, r.reward_steps or a.reward_steps,
+                   bool(r.demo_replay_actor), r.reward_every or a.reward_every, r.reward_steps or a.reward_steps,
                    "alpha" if beta is None else beta)
 
 
@@ -420,7 +421,8 @@ class MuJoCoAIHF(Continuable, pl.LightningModule):
         logs = {}
         if self._update(critic_opt, qf_loss):
             logs.update({"losses/qf_loss": qf_loss.detach(), "losses/q_mean": q.mean()})
-        actor_loss, log_pi = self._actor_loss(batch["obs"], self._noise(p.batch_size))
+        actor_obs = batch["obs"] if self.recipe.demo_replay_actor else batch["obs"][:p.batch_size - n_demo]
+        actor_loss, log_pi = self._actor_loss(actor_obs, self._noise(len(actor_obs)))
         if self._update(actor_opt, actor_loss + p.alpha_loss(log_pi) if p.learn_alpha else actor_loss):
             logs.update({"losses/actor_loss": actor_loss.detach(), "losses/entropy": -log_pi.mean()})
         p.update_targets()
