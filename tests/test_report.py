@@ -711,6 +711,9 @@ def test_figures_in_one_root_share_their_common_sweeps_and_report_only_their_own
     left = [d.name for d, _ in figures.pending_sweeps("study_prefs_halfcheetah", tmp_path, resume=True)]
     assert left == [f"halfcheetah-pairs-{n}-s{s}" for s in range(5) for n in (30, 300)]
     assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("study_prefs_halfcheetah")) == 60
+    left = [d.name for d, _ in figures.pending_sweeps("recipe_critic_halfcheetah", tmp_path, resume=True)]
+    assert left == [f"halfcheetah-critic-only-{a}-s{s}" for s in range(5) for a in ("sac_recipe", "aihf", "rlhf")]
+    assert sum(figures.jobs_in(o) for _, o in figures.planned_sweeps("recipe_critic_halfcheetah")) == 50
 
 
 def test_a_shared_sweep_name_means_one_set_of_runs():
