@@ -190,8 +190,8 @@ FIGURES = {
            for algo, pairs in (("sac_recipe", ()), ("aihf", ("data.num_prefs=100",)),
                                ("rlhf", ("data.num_prefs=100",))))), 50,
         "15 runs beyond comparison_halfcheetah in the same --root",
-        report=("--contrasts", "sac_recipe_critic_only:sac_recipe,aihf_critic_only:aihf,rlhf_critic_only:rlhf,"
-                               "aihf_critic_only:rlhf_critic_only"), **MEASURED_AGAIN),
+        report=("--contrasts", "sac_recipe_critic_only:sac_recipe,sac_recipe_critic_only:sac,aihf_critic_only:aihf,"
+                               "rlhf_critic_only:rlhf,aihf_critic_only:rlhf_critic_only"), **MEASURED_AGAIN),
     "study_ratio": Figure("docs/results/study_ratio", "Hopper-v5: λ_P/λ_D", (("experiment=study_ratio",),), 40),
     "study_demos": Figure("docs/results/study_demos", "Hopper-v5: demonstration count and quality",
                           (("experiment=study_demos",),), 60),
