@@ -61,7 +61,7 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
     from aihf.mujoco.module import MuJoCoAIHF
     from aihf.recompose import compose_run
     algo = json.loads((run / "metrics.json").read_text())["algo"]
-    if algo not in ("sac", "sac_recipe"):
+    if not algo.startswith("sac"):  # sac, sac_recipe and its variants (e.g. sac_recipe_critic_only)
         raise SystemExit(f"{run}: a {algo} run; this check needs a critic trained on the true reward (sac, sac_recipe)")
     cfg = compose_run(run, [], Path("/nonexistent-probe-output") / run.name)  # nothing is written
     torch.set_num_threads(1)
