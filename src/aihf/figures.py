@@ -344,13 +344,18 @@ def reevaluate_command(name: str, root: Path) -> list[str] | None:
     fig = FIGURES[name]
     if fig.reevaluate is None:
         return None
-    if not _measures_sweeps(fig):
+    if _evaluates_root_again(fig):
         runs = sorted(str(m.parent) for m in root.rglob("metrics.json")) if root.is_dir() else []
     else:
         runs = sorted(str(m.parent) for sub in _sweep_dirs(name) for m in (root / sub).glob("*/metrics.json")
                       if ".interrupted-" not in m.parent.name)
     return [sys.executable, "-m", fig.measured_by, *runs, "--out", str(reevaluated_root(root)),
             *fig.reevaluate] if runs else None
+
+
+def _evaluates_root_again(fig: Figure) -> bool:
+    """An LLM figure with a reevaluate step: every run of its root is evaluated again and tabulated."""
+    return fig.reevaluate is not None and not _measures_sweeps(fig)
 
 
 def _measures_sweeps(fig: Figure) -> bool:
@@ -383,9 +388,10 @@ def measured_copies(name: str, root: Path) -> tuple[list[str], list[str]]:
 
 def report_command(name: str, root: Path) -> list[str]:
     fig = FIGURES[name]
-    # the figure's own sweeps only: a root may also hold the runs of other figures that share some of its sweeps
-    sources = ([reevaluated_root(root)] if fig.reevaluate is not None and not _measures_sweeps(fig)
-               else [(reevaluated_root(root) if _measures_sweeps(fig) else root) / sub for sub in _sweep_dirs(name)])
+    if _evaluates_root_again(fig):  # an LLM figure: its whole root, evaluated again
+        sources = [reevaluated_root(root)]
+    else:  # its own sweeps only (measured again, for a MuJoCo comparison): a root may hold other figures' runs too
+        sources = [(reevaluated_root(root) if _measures_sweeps(fig) else root) / sub for sub in _sweep_dirs(name)]
     return [sys.executable, "-m", "aihf.report", *map(str, sources), "--out", str(PROJECT / fig.out), "--title",
             fig.title, *fig.report]
 
