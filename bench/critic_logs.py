@@ -48,15 +48,14 @@ def main() -> None:
     if not rows:
         raise SystemExit("no run with a training log among the arguments")
     cols = [k for k in rows[0] if k not in ("algo", "seed")]
+    cell = lambda x: f"{x:.3f}" if abs(x) < 10 else f"{x:.0f}"  # noqa: E731
     print("| algo | seed | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 2))
     for r in sorted(rows, key=lambda r: (r["algo"], r["seed"])):
-        print(f"| {r['algo']} | {r['seed']} | " + " | ".join(f"{r[c]:.3f}" if abs(r[c]) < 10 else f"{r[c]:.0f}"
-                                                          for c in cols) + " |")
+        print(f"| {r['algo']} | {r['seed']} | " + " | ".join(cell(r[c]) for c in cols) + " |")
     for algo in sorted({r["algo"] for r in rows}):
         mine = [r for r in rows if r["algo"] == algo]
-        print(f"| {algo} | mean of {len(mine)} | " + " | ".join(
-            f"{np.mean([r[c] for r in mine]):.3f}" if abs(np.mean([r[c] for r in mine])) < 10
-            else f"{np.mean([r[c] for r in mine]):.0f}" for c in cols) + " |")
+        print(f"| {algo} | mean of {len(mine)} | " + " | ".join(cell(float(np.mean([r[c] for r in mine])))
+                                                              for c in cols) + " |")
     if skipped:
         print(f"\nskipped (no training log, a restored record, or not finished): {', '.join(skipped)}")
 

@@ -59,6 +59,7 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
     import pytorch_lightning as pl
     import torch
     from aihf.mujoco.module import MuJoCoAIHF
+    from aihf.mujoco.reward_metrics import SimulatorReward
     from aihf.recompose import compose_run
     algo = json.loads((run / "metrics.json").read_text())["algo"]
     if not algo.startswith("sac"):  # sac, sac_recipe and its variants (e.g. sac_recipe_critic_only)
@@ -66,7 +67,6 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
     cfg = compose_run(run, [], Path("/nonexistent-probe-output") / run.name)  # nothing is written
     torch.set_num_threads(1)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    torch.manual_seed(cfg.seed)
     module = MuJoCoAIHF(cfg)
     try:
         module.init_from(str(run / "checkpoints" / "last.ckpt"))
@@ -93,7 +93,10 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
             demo = {"obs": torch.as_tensor(obs_e), "act": torch.as_tensor(act_e)}
         picks = np.random.default_rng(cfg.seed).choice(len(demo["obs"]), demo_states, replace=False)
         unwrapped = env.unwrapped
-        nq = unwrapped.model.nq
+        nq, nv = unwrapped.model.nq, unwrapped.model.nv
+        sim = SimulatorReward(cfg.env.id)  # how many root coordinates the observation leaves out (1 on HalfCheetah)
+        k = sim.k
+        sim.close()
         qs, plain, softs = [], [], []
         states = torch.as_tensor(demo["obs"][picks], dtype=torch.float32)
         with torch.no_grad():  # what the actor does there: how sure, how far from the expert, and rated how much higher
@@ -103,7 +106,9 @@ def probe(run: Path, horizon: int, demo_states: int) -> dict[str, float]:
         for i in picks:
             s, act = demo["obs"][i].numpy().astype(np.float64), demo["act"][i].numpy()
             env.reset(seed=int(i))
-            unwrapped.set_state(np.concatenate([[0.0], s[:nq - 1]]), s[nq - 1:])  # HalfCheetah: x is not observed
+            qpos = np.zeros(nq)  # the unobserved root coordinates at 0: the rewards are translation invariant
+            qpos[k:] = s[:nq - k]
+            unwrapped.set_state(qpos, s[nq - k:nq - k + nv])
             o, a, r, logp = rollout(env, policy, s, 500, first_action=act)
             qs.append(float(q(s[None], act[None])[0]))
             plain.append(float(discounted(r, gamma, 1)[0]))
