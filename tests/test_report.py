@@ -664,6 +664,15 @@ def test_sweeps_at_once_run_side_by_side_in_order_and_a_failure_starts_no_furthe
         run_all([_sweep_stand_in(tmp_path, n, b) for n, b in (("s", slow), ("f", fails), ("l", later))],
                 dry_run=False, at_once=2)
     assert (tmp_path / "slow-done").exists() and not (tmp_path / "later-ran").exists()
+    # two sweeps that fail side by side are both named (by their sweep directory), not only the first
+    fail_late = "wait_for('failed'); sys.exit(4)\n"
+    swept = [_sweep_stand_in(tmp_path, n, b) + [f"hydra.sweep.dir=/runs/{n}-s0"]
+             for n, b in (("f", fails), ("g", fail_late), ("l", later))]
+    with pytest.raises(SystemExit) as stopped:
+        run_all(swept, dry_run=False, at_once=2)
+    assert str(stopped.value) == ("the sweep into /runs/f-s0 exited 5, the sweep into /runs/g-s0 exited 4: "
+                                  "the figure was not regenerated")
+    assert not (tmp_path / "later-ran").exists()
 
 
 def test_sweeps_at_once_below_one_is_refused_before_anything_runs(tmp_path):

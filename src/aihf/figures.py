@@ -626,12 +626,18 @@ def run_all(commands: list[list[str]], dry_run: bool, at_once: int = 1) -> None:
                 proc.kill()
         raise
     if failed:
-        cmd, code = failed[0]
-        raise SystemExit(f"{cmd[1]} exited {code}: the figure was not regenerated")
+        which = ", ".join(f"{_named(cmd)} exited {code}" for cmd, code in failed)
+        raise SystemExit(f"{which}: the figure was not regenerated")
 
 
 def _shown(cmd: list[str]) -> str:
     return " ".join(cmd[1:] if cmd[0] == sys.executable else cmd)
+
+
+def _named(cmd: list[str]) -> str:
+    """A sweep by its directory (what `progress` and a rerun know it by), any other command in full."""
+    sweep_dir = next((a.split("=", 1)[1] for a in cmd if a.startswith("hydra.sweep.dir=")), None)
+    return f"the sweep into {sweep_dir}" if sweep_dir else _shown(cmd)
 
 
 if __name__ == "__main__":
