@@ -1,11 +1,13 @@
 """Does the linear demonstration classifier come close to the true reward through forward speed?
 
 On each finished MuJoCo run's EPIC transitions (the held-out (s, a) that `eval/epic` scores): the per-step Pearson
-correlation with the true reward of the run's learned r_θ, of the `demo_classifier` baseline, of the same linear
-classifier fitted with the x-velocity coordinate held at 0 (so it cannot use it) and, as its control, the lowest
-such correlation over every other observation coordinate held at 0 in turn, and of the `demo_mlp_classifier`
-baseline; and the true reward's own correlation with x-velocity. On these tasks EPIC ≈ √((1 − ρ)/2), so a
-correlation reads as an EPIC distance. An exploratory check (docs/results.md), not a metric of the runs.
+correlation with the true reward of the run's learned r_θ (also with the x-velocity coordinate of its input shuffled
+across the transitions, and, as its control, the lowest with any other coordinate shuffled), of the `demo_classifier`
+baseline, of the same linear classifier fitted with the x-velocity coordinate held at 0 (so it cannot use it) and,
+as its control, the lowest such correlation over every other observation coordinate held at 0 in turn, and of the
+`demo_mlp_classifier` baseline; and the true reward's own correlation with x-velocity. On these tasks
+EPIC ≈ √((1 − ρ)/2), so a correlation reads as an EPIC distance. An exploratory check (docs/results.md), not a
+metric of the runs.
 
     python bench/speed_probe.py runs/hopper/hopper-pairs-10-s*/0-aihf-s*
 """
@@ -50,7 +52,23 @@ def probe(run: Path) -> dict[str, float]:
             fit = DemoClassifierReward(blind(demo_obs), demo_act, blind(other_obs), other_act)
             return corr(lambda o, a: fit(blind(o), a))
 
-        out = {"r_θ": corr(lambda o, a: module.learned_reward(o, a, np.zeros(len(o), bool))),
+        r_theta = lambda o, a: module.learned_reward(o, a, np.zeros(len(o), bool))  # noqa: E731
+
+        def permuted(i: int) -> float:
+            """r_θ's correlation with coordinate i shuffled across the transitions (permutation importance: r_θ
+            cannot be refitted without it, and a shuffled column keeps its values in range, unlike a zeroed one),
+            averaged over 20 fixed shuffles."""
+            rng = np.random.default_rng(0)
+            def shuffled(o: np.ndarray) -> np.ndarray:
+                o = np.array(o, copy=True)
+                o[:, i] = o[rng.permutation(len(o)), i]
+                return o
+            return float(np.mean([corr(lambda o, a: r_theta(shuffled(o), a)) for _ in range(20)]))
+
+        out = {"r_θ": corr(r_theta),
+               "r_θ, x-velocity shuffled": permuted(speed_at),
+               "r_θ, lowest with one other coordinate shuffled": min(permuted(i) for i in range(obs.shape[1])
+                                                                     if i != speed_at),
                "linear classifier": corr(DemoClassifierReward(demo_obs, demo_act, other_obs, other_act)),
                "linear, no x-velocity": without(speed_at)}
         # the control: is speed special, or does holding any informative coordinate at 0 cost as much?
