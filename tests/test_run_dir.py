@@ -91,15 +91,15 @@ def test_a_finished_run_without_checkpoints_resumed_from_the_command_line_keeps_
 
 def test_resuming_the_earlier_run_is_allowed(earlier_run, hopper_data):
     """A finished run that kept its checkpoints: `loop.resume=auto` exits 0 saying it is finished, and every file
-    the run wrote (metrics, logs, checkpoints) stays byte for byte; only Hydra's snapshot of this launch is added."""
-    before = {p: p.read_bytes() for p in earlier_run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    the run wrote (metrics, logs, checkpoints) stays byte for byte, untouched; only Hydra's snapshot of this launch
+    is added."""
+    before = {p: v for p, v in snapshot(earlier_run).items() if ".hydra" not in p.parts}
     assert any(p.suffix == ".ckpt" for p in before)
     proc = run_py("algo=sac", "debug=fast", f"data.path={hopper_data}", "loop.total_env_steps=200",
                   "policy.learning_starts=100", "loop.torch_threads=1", "trainer.enable_checkpointing=true",
                   f"hydra.run.dir={earlier_run}", "loop.resume=auto", cwd=earlier_run.parent)
     assert proc.returncode == 0 and "is finished (200 of 200 steps)" in proc.stdout, proc.stderr[-2000:]
-    after = {p: p.read_bytes() for p in earlier_run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    assert after == before
+    assert {p: v for p, v in snapshot(earlier_run).items() if ".hydra" not in p.parts} == before
 
 
 def test_a_sweep_into_an_earlier_sweep_is_refused_and_a_failed_job_does_not_stop_the_sweep(tmp_path):
