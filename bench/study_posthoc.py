@@ -1,0 +1,121 @@
+"""After-the-fact readings of a MuJoCo preference-scarcity study, from its records file (not declared contrasts).
+
+Paired by seed over the runs of `aihf` and `rlhf` in their most common configuration (recipe and data) at every pair count recorded: the per-seed slope
+of the score (last 20 %, and final) and of EPIC on log10 N (the pairs are nested within a seed, so this is the paired
+trend estimate), each preset's difference from the constant-reward control and from the recipe's oracle
+(`sac_recipe`), EPIC, EPIC on the lower rungs and pair accuracy without the demonstrator against each run's own
+linear demonstration classifier, accuracy against the `policy` baseline, `aihf − rlhf` on accuracy, and the change
+on the lower rungs from each reward's first evaluation. Every line is an unadjusted one-sample t-test over seeds with
+its 95 % t-interval and the count of positive differences: many tests, so any one small p is weak evidence.
+docs/results.md quotes them as post hoc.
+
+    python bench/study_posthoc.py docs/results/runs/halfcheetah.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from aihf.report import mujoco_config, score_of
+
+ACC = "pref_accuracy_equal_length_without_demonstrator"
+
+
+# The settings every compared run shares with the study's `aihf` runs (the recipe's and the data's), so that a
+# records file that also holds ablations, other recipes or other budgets contributes only the study's cells.
+SHARED = ("env", "recipe", "BC warm start", "demo replay", "weighting", "β", "α learned", "demos", "demo policy",
+          "teacher", "dataset", "budget", "envs")
+# `sac` and `bc` take no recipe: they share the data and the budget only.
+NO_RECIPE = ("env", "dataset", "budget", "envs")
+
+
+def load(path: Path) -> dict[tuple[str, int], dict[int, dict]]:
+    """(algo, pairs) -> {seed: metrics} for the runs in the most common configuration of `aihf`'s runs (with
+    `sac` and `bc` on the same data and budget)."""
+    runs = [json.loads(line)["metrics"] for line in path.read_text().splitlines() if line.strip()]
+    configs = [mujoco_config(m) for m in runs]
+    aihf = Counter(tuple(c[k] for k in SHARED) for c in configs if c["algo"] == "aihf")
+    if not aihf:
+        raise SystemExit(f"{path}: no aihf run recorded")
+    reference = dict(zip(SHARED, aihf.most_common(1)[0][0]))
+    by: dict[tuple[str, int], dict[int, dict]] = {}
+    for m, c in zip(runs, configs):
+        keys = NO_RECIPE if c["algo"] in ("sac", "bc") else SHARED
+        if any(c[k] != reference[k] for k in keys):
+            continue
+        cell = by.setdefault((m["algo"], m["num_prefs"]), {})
+        if m["seed"] in cell:
+            raise SystemExit(f"{path}: two {m['algo']} runs at {m['num_prefs']} pairs, seed {m['seed']}, in one "
+                             f"configuration")
+        cell[m["seed"]] = m
+    return by
+
+
+def paired(d) -> str:
+    d = np.asarray(d, float)
+    n = len(d)
+    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+    p = stats.ttest_1samp(d, 0).pvalue
+    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] p {p:.3f} ({(d > 0).sum()} of {n} > 0)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("records", type=Path)
+    args = ap.parse_args(argv)
+    by = load(args.records)
+    counts = sorted(n for a, n in by if a == "aihf" and (("rlhf", n) in by))
+    seeds = sorted(set.intersection(*(set(by[(a, n)]) for a in ("aihf", "rlhf") for n in counts)))
+    if len(counts) < 2 or len(seeds) < 2:
+        raise SystemExit(f"{args.records}: need aihf and rlhf at 2 or more pair counts over 2 or more seeds; found "
+                         f"counts {counts}, seeds {seeds}")
+    x = np.log10(counts)
+    print(f"pair counts {counts}, seeds {seeds}")
+
+    def slope(value) -> list[float]:
+        return [np.polyfit(x, [value(n, s) for n in counts], 1)[0] for s in seeds]
+
+    def runs(a, n, s):
+        return by[(a, n)][s]
+    for name, f in (("score, last 20 %", lambda m: score_of(m, headline=True)), ("final score", score_of),
+                    ("EPIC", lambda m: m["eval/epic"])):
+        for a in ("aihf", "rlhf"):
+            print(f"{name}: {a} means", [round(float(np.mean([f(runs(a, n, s)) for s in seeds])), 3) for n in counts])
+            print(f"{name}: {a} slope per decade", paired(slope(lambda n, s, a=a: f(runs(a, n, s)))))
+        print(f"{name}: aihf − rlhf slope per decade",
+              paired(slope(lambda n, s: f(runs("aihf", n, s)) - f(runs("rlhf", n, s)))))
+    headline = lambda m: score_of(m, headline=True)  # noqa: E731
+    for ref in ("constant", "sac_recipe"):
+        if (ref, 0) in by:
+            for a in ("aihf", "rlhf"):
+                for n in counts:
+                    print(f"{a} − {ref} at {n}", paired([headline(runs(a, n, s)) - headline(by[(ref, 0)][s])
+                                                          for s in seeds]))
+    for a, ns in (("aihf", counts), ("rlhf", counts), ("irl", [0])):
+        for n in ns:
+            if (a, n) not in by:
+                continue
+            g = [runs(a, n, s) for s in seeds]
+            for key in ("epic", "epic_lower_rungs", ACC):
+                print(f"{a} {n}: {key} − linear demo classifier",
+                      paired([m["eval/" + key] - m["baselines"]["baseline/demo_classifier/" + key] for m in g]))
+            print(f"{a} {n}: {ACC} − policy baseline",
+                  paired([m["eval/" + ACC] - m["baselines"]["baseline/policy/" + ACC] for m in g]))
+            print(f"{a} {n}: EPIC − MLP demo classifier",
+                  paired([m["eval/epic"] - m["baselines"]["baseline/demo_mlp_classifier/epic"] for m in g]))
+            print(f"{a} {n}: epic_lower_rungs − its first evaluation",
+                  paired([m["eval/epic_lower_rungs"] - m["reevaluation"]["first_evaluation"]["eval/epic_lower_rungs"]
+                          for m in g]))
+    for n in counts:
+        print(f"{ACC}: aihf − rlhf at {n}",
+              paired([runs("aihf", n, s)["eval/" + ACC] - runs("rlhf", n, s)["eval/" + ACC] for s in seeds]))
+
+
+if __name__ == "__main__":
+    main()
