@@ -1,13 +1,13 @@
 """After-the-fact readings of a MuJoCo preference-scarcity study, from its records file (not declared contrasts).
 
-Paired by seed over the runs of `aihf` and `rlhf` in their most common configuration (recipe and data) at every pair count recorded: the per-seed slope
-of the score (last 20 %, and final) and of EPIC on log10 N (the pairs are nested within a seed, so this is the paired
-trend estimate), each preset's difference from the constant-reward control and from the recipe's oracle
-(`sac_recipe`), EPIC, EPIC on the lower rungs and pair accuracy without the demonstrator against each run's own
-linear demonstration classifier, accuracy against the `policy` baseline, `aihf − rlhf` on accuracy, and the change
-on the lower rungs from each reward's first evaluation. Every line is an unadjusted one-sample t-test over seeds with
-its 95 % t-interval and the count of positive differences: many tests, so any one small p is weak evidence.
-docs/results.md quotes them as post hoc.
+Paired by seed over the runs of `aihf` and `rlhf` in their most common configuration (recipe and data) at every pair
+count recorded: the per-seed slope of the score (last 20 %, and final) and of EPIC on log10 N (the pairs are nested
+within a seed, so this is the paired trend estimate), each preset's difference from the constant-reward control and
+from the recipe's oracle (`sac_recipe`), EPIC, EPIC on the lower rungs and pair accuracy without the demonstrator
+against each run's own linear demonstration classifier, EPIC against its MLP classifier, accuracy against the
+`policy` baseline, the change on the lower rungs from each reward's first evaluation (the same for `irl`), and
+`aihf − rlhf` on accuracy. Every line is an unadjusted one-sample t-test over seeds with its 95 % t-interval and
+the count of positive differences: many tests, so any one small p is weak evidence. docs/results.md quotes them as post hoc.
 
     python bench/study_posthoc.py docs/results/runs/halfcheetah.jsonl
 """
@@ -37,23 +37,35 @@ NO_RECIPE = ("env", "dataset", "budget", "envs")
 
 def load(path: Path) -> dict[tuple[str, int], dict[int, dict]]:
     """(algo, pairs) -> {seed: metrics} for the runs in the most common configuration of `aihf`'s runs (with
-    `sac` and `bc` on the same data and budget)."""
+    `sac` and `bc` on the same data and budget). A cell whose runs differ in any other recorded setting (λ_D, λ_P,
+    ...) is refused rather than pooled."""
     runs = [json.loads(line)["metrics"] for line in path.read_text().splitlines() if line.strip()]
     configs = [mujoco_config(m) for m in runs]
-    aihf = Counter(tuple(c[k] for k in SHARED) for c in configs if c["algo"] == "aihf")
+    aihf = Counter(tuple(c[k] for k in SHARED) for c in configs if c["algo"] == "aihf").most_common(2)
     if not aihf:
         raise SystemExit(f"{path}: no aihf run recorded")
-    reference = dict(zip(SHARED, aihf.most_common(1)[0][0]))
+    if len(aihf) == 2 and aihf[0][1] == aihf[1][1]:
+        raise SystemExit(f"{path}: aihf's runs are split evenly between two configurations ({aihf[0][1]} runs each): "
+                         f"which one is the study is ambiguous")
+    reference = dict(zip(SHARED, aihf[0][0]))
     by: dict[tuple[str, int], dict[int, dict]] = {}
+    settings: dict[tuple[str, int], dict] = {}
     for m, c in zip(runs, configs):
         keys = NO_RECIPE if c["algo"] in ("sac", "bc") else SHARED
         if any(c[k] != reference[k] for k in keys):
             continue
-        cell = by.setdefault((m["algo"], m["num_prefs"]), {})
-        if m["seed"] in cell:
+        cell = (m["algo"], m["num_prefs"])
+        if settings.setdefault(cell, c) != c:
+            apart = sorted(k for k in c if c[k] != settings[cell][k])
+            raise SystemExit(f"{path}: {m['algo']} runs at {m['num_prefs']} pairs differ in {', '.join(apart)}: "
+                             f"more than one configuration in one cell")
+        if m["seed"] in by.setdefault(cell, {}):
             raise SystemExit(f"{path}: two {m['algo']} runs at {m['num_prefs']} pairs, seed {m['seed']}, in one "
                              f"configuration")
-        cell[m["seed"]] = m
+        by[cell][m["seed"]] = m
+    for ref in (("constant", 0), ("sac_recipe", 0), ("irl", 0)):
+        if ref not in by:
+            print(f"(no {ref[0]} runs in this configuration: its lines are left out)")
     return by
 
 
