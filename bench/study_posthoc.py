@@ -7,7 +7,8 @@ from the recipe's oracle (`sac_recipe`), EPIC, EPIC on the lower rungs and pair 
 against each run's own linear demonstration classifier, EPIC against its MLP classifier, accuracy against the
 `policy` baseline, the change on the lower rungs from each reward's first evaluation (the same for `irl`), and
 `aihf − rlhf` on accuracy. Every line is an unadjusted one-sample t-test over seeds with its 95 % t-interval and
-the count of positive differences: many tests, so any one small p is weak evidence. docs/results.md quotes them as post hoc.
+the count of positive differences: many tests, so any one small p is weak evidence.
+docs/results.md quotes them as post hoc.
 
     python bench/study_posthoc.py docs/results/runs/halfcheetah.jsonl
 """
