@@ -16,14 +16,14 @@ docs/results.md quotes them as post hoc.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
+from aihf.figures import read_records
 from aihf.report import mujoco_config, score_of
+from aihf.stats import t_interval, t_test_p
 
 ACC = "pref_accuracy_equal_length_without_demonstrator"
 
@@ -40,7 +40,7 @@ def load(path: Path) -> dict[tuple[str, int], dict[int, dict]]:
     """(algo, pairs) -> {seed: metrics} for the runs in the most common configuration of `aihf`'s runs (with
     `sac` and `bc` on the same data and budget). A cell whose runs differ in any other recorded setting (λ_D, λ_P,
     ...) is refused rather than pooled."""
-    runs = [json.loads(line)["metrics"] for line in path.read_text().splitlines() if line.strip()]
+    runs = list(read_records(path).values())
     configs = [mujoco_config(m) for m in runs]
     aihf = Counter(tuple(c[k] for k in SHARED) for c in configs if c["algo"] == "aihf").most_common(2)
     if not aihf:
@@ -72,10 +72,8 @@ def load(path: Path) -> dict[tuple[str, int], dict[int, dict]]:
 
 def paired(d) -> str:
     d = np.asarray(d, float)
-    n = len(d)
-    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
-    p = stats.ttest_1samp(d, 0).pvalue
-    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] p {p:.3f} ({(d > 0).sum()} of {n} > 0)"
+    mean, low, high = t_interval(d)
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] p {t_test_p(d):.3f} ({(d > 0).sum()} of {len(d)} > 0)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,14 +94,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def runs(a, n, s):
         return by[(a, n)][s]
-    for name, f in (("score, last 20 %", lambda m: score_of(m, headline=True)), ("final score", score_of),
-                    ("EPIC", lambda m: m["eval/epic"])):
+    headline = lambda m: score_of(m, headline=True)  # noqa: E731
+    for name, f in (("score, last 20 %", headline), ("final score", score_of), ("EPIC", lambda m: m["eval/epic"])):
         for a in ("aihf", "rlhf"):
             print(f"{name}: {a} means", [round(float(np.mean([f(runs(a, n, s)) for s in seeds])), 3) for n in counts])
             print(f"{name}: {a} slope per decade", paired(slope(lambda n, s, a=a: f(runs(a, n, s)))))
         print(f"{name}: aihf − rlhf slope per decade",
               paired(slope(lambda n, s: f(runs("aihf", n, s)) - f(runs("rlhf", n, s)))))
-    headline = lambda m: score_of(m, headline=True)  # noqa: E731
     for ref in ("constant", "sac_recipe"):
         if (ref, 0) in by:
             for a in ("aihf", "rlhf"):
